@@ -1,0 +1,300 @@
+//! Write [Warden](https://example.invalid/warden) plugins in Rust.
+//!
+//! A plugin is a struct and three methods: [`Plugin::init`] builds it when an
+//! incarnation starts, [`Plugin::handle`] answers one message at a time, and
+//! [`Plugin::terminate`] runs on graceful shutdown. [`export_plugin!`] turns the struct
+//! into the exports of the `warden:plugin` world.
+//!
+//! Around that, the host's imports: [`heartbeat`], [`send`], [`send_after`], [`call`],
+//! [`exit`], [`self_path`], the logging macros ([`info!`] and friends) and the
+//! [`state`] module, a key-value store scoped to the child and kept across restarts.
+//!
+//! A panic inside the plugin is reported to the host with its message (the export
+//! macro installs a panic hook), so the supervisor sees *why* the child crashed.
+//!
+//! # Examples
+//!
+//! A counter that keeps its count across restarts:
+//!
+//! ```no_run
+//! use warden_guest::{Context, Envelope, ExitReason, Plugin, export_plugin, state};
+//!
+//! struct Counter {
+//!     count: u64,
+//! }
+//!
+//! impl Plugin for Counter {
+//!     fn init(ctx: Context) -> Result<Self, String> {
+//!         let count = match state::get("count").map_err(|e| e.to_string())? {
+//!             Some(bytes) => String::from_utf8_lossy(&bytes).parse().unwrap_or(0),
+//!             None => 0,
+//!         };
+//!         warden_guest::info!("{} starts at {count} (incarnation {})", ctx.path, ctx.incarnation);
+//!         Ok(Counter { count })
+//!     }
+//!
+//!     fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String> {
+//!         match msg.payload.as_slice() {
+//!             b"incr" => {
+//!                 self.count += 1;
+//!                 state::set("count", self.count.to_string().as_bytes())
+//!                     .map_err(|e| e.to_string())?;
+//!                 Ok(self.count.to_string().into_bytes())
+//!             }
+//!             b"get" => Ok(self.count.to_string().into_bytes()),
+//!             other => Err(format!("unknown command {:?}", String::from_utf8_lossy(other))),
+//!         }
+//!     }
+//!
+//!     fn terminate(&mut self, _reason: ExitReason) {}
+//! }
+//!
+//! export_plugin!(Counter);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` from a crate whose
+//! `[lib]` has `crate-type = ["cdylib"]`; the `.wasm` file is the component Warden loads.
+
+// The bindings name this crate by its public path, so that `export_plugin!` works
+// from plugin crates; this makes the same path resolve inside the crate too.
+extern crate self as warden_guest;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "::warden_guest::bindings",
+        runtime_path: "::warden_guest::__private::wit_bindgen::rt",
+    });
+}
+
+use bindings::warden::plugin::{runtime, types};
+
+pub use types::{
+    Context, Envelope, ExitReason, ExitRequest, KillCause, LogLevel, MessageError, StateError,
+    TrapKind,
+};
+
+pub mod state;
+
+/// A Warden plugin: one value per incarnation, handling one message at a time.
+pub trait Plugin: Sized + 'static {
+    /// Starts an incarnation. An `Err` is a start failure, which the supervisor sees as
+    /// `start_failed` with this message.
+    ///
+    /// # Errors
+    /// Whatever message explains why the child cannot start.
+    fn init(ctx: Context) -> Result<Self, String>;
+
+    /// Handles one message and returns the reply sent back to a caller (ignored for a
+    /// plain `send`).
+    ///
+    /// # Errors
+    /// An application error goes back to the caller; it is not a crash.
+    fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String>;
+
+    /// Runs on graceful shutdown, within the child's shutdown timeout. The default does
+    /// nothing.
+    fn terminate(&mut self, reason: ExitReason) {
+        let _ = reason;
+    }
+}
+
+/// Tells the host's watchdog this child is alive. Call it more often than the child's
+/// heartbeat timeout while busy in one long `handle`; an idle child need not.
+pub fn heartbeat() {
+    runtime::heartbeat();
+}
+
+/// Sends `payload` to the child at path `to` (e.g. `root/logger`) without waiting.
+///
+/// # Errors
+/// [`MessageError`] when the target is unknown or not allowed, its mailbox is full, or
+/// the payload is too large.
+pub fn send(to: &str, payload: impl AsRef<[u8]>) -> Result<(), MessageError> {
+    runtime::send(to, payload.as_ref())
+}
+
+/// Sends `payload` to `to` after `delay`. The timer belongs to this incarnation: if the
+/// child exits first, nothing is sent.
+///
+/// # Errors
+/// As [`send`], checked when the timer is set.
+pub fn send_after(
+    to: &str,
+    payload: impl AsRef<[u8]>,
+    delay: std::time::Duration,
+) -> Result<(), MessageError> {
+    runtime::send_after(to, payload.as_ref(), duration_ms(delay))
+}
+
+/// Sends `payload` to `to` and waits at most `timeout` for the reply.
+///
+/// # Errors
+/// As [`send`], plus [`MessageError::Timeout`], [`MessageError::CalleeCrashed`] with the
+/// callee's exit reason, [`MessageError::Application`] when the callee answered with an
+/// error, and [`MessageError::CircuitOpen`].
+pub fn call(
+    to: &str,
+    payload: impl AsRef<[u8]>,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, MessageError> {
+    runtime::call(to, payload.as_ref(), duration_ms(timeout))
+}
+
+/// Asks the host to end this incarnation with `reason` once the current export returns.
+pub fn exit(reason: ExitRequest) {
+    runtime::exit(&reason);
+}
+
+/// This child's path in the tree, e.g. `root/pool/worker`.
+pub fn self_path() -> String {
+    runtime::self_path()
+}
+
+/// Writes a log line at `level`, attributed to this child. The macros ([`info!`] …)
+/// are usually nicer.
+pub fn log(level: LogLevel, message: &str) {
+    runtime::log(level, message);
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Logs at error level: `error!("failed: {e}")`.
+#[macro_export]
+macro_rules! error { ($($t:tt)*) => { $crate::log($crate::LogLevel::Error, &format!($($t)*)) } }
+/// Logs at warn level: `warn!("slow: {ms} ms")`.
+#[macro_export]
+macro_rules! warn { ($($t:tt)*) => { $crate::log($crate::LogLevel::Warn, &format!($($t)*)) } }
+/// Logs at info level: `info!("started")`.
+#[macro_export]
+macro_rules! info { ($($t:tt)*) => { $crate::log($crate::LogLevel::Info, &format!($($t)*)) } }
+/// Logs at debug level.
+#[macro_export]
+macro_rules! debug { ($($t:tt)*) => { $crate::log($crate::LogLevel::Debug, &format!($($t)*)) } }
+/// Logs at trace level.
+#[macro_export]
+macro_rules! trace { ($($t:tt)*) => { $crate::log($crate::LogLevel::Trace, &format!($($t)*)) } }
+
+/// Typed messages as JSON (feature `json`).
+#[cfg(feature = "json")]
+pub mod json {
+    use super::MessageError;
+    use serde::{Serialize, de::DeserializeOwned};
+
+    /// Sends `value` as JSON to `to`.
+    ///
+    /// # Errors
+    /// As [`super::send`]; a value that cannot be serialised is reported as
+    /// [`MessageError::Application`].
+    pub fn send<T: Serialize>(to: &str, value: &T) -> Result<(), MessageError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| MessageError::Application(e.to_string()))?;
+        super::send(to, bytes)
+    }
+
+    /// Calls `to` with `value` as JSON and parses the JSON reply.
+    ///
+    /// # Errors
+    /// As [`super::call`]; a reply that is not the expected JSON is reported as
+    /// [`MessageError::Application`].
+    pub fn call<T: Serialize, R: DeserializeOwned>(
+        to: &str,
+        value: &T,
+        timeout: std::time::Duration,
+    ) -> Result<R, MessageError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| MessageError::Application(e.to_string()))?;
+        let reply = super::call(to, bytes, timeout)?;
+        serde_json::from_slice(&reply).map_err(|e| MessageError::Application(e.to_string()))
+    }
+
+    /// Parses a message payload as JSON, with an error message fit for a reply.
+    ///
+    /// # Errors
+    /// The parser's message when the payload is not the expected JSON.
+    pub fn from_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(payload).map_err(|e| format!("bad JSON message: {e}"))
+    }
+}
+
+/// Makes a [`Plugin`] type the component's exports. Use it once, in the plugin crate's
+/// root: `export_plugin!(MyPlugin);`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty) => {
+        const _: () = {
+            struct __WardenExports;
+            impl $crate::bindings::exports::warden::plugin::guest::Guest for __WardenExports {
+                fn init(ctx: $crate::Context) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::init::<$ty>(ctx)
+                }
+                fn handle(
+                    msg: $crate::Envelope,
+                ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                    $crate::__private::handle::<$ty>(msg)
+                }
+                fn terminate(reason: $crate::ExitReason) {
+                    $crate::__private::terminate::<$ty>(reason)
+                }
+            }
+            $crate::bindings::__export_plugin_world!(__WardenExports with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Support for [`export_plugin!`](crate::export_plugin); not a public API.
+    use super::{Context, Envelope, ExitReason, Plugin, runtime};
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    pub use wit_bindgen;
+
+    thread_local! {
+        // One incarnation per instance: the host makes a new instance for each restart.
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn install_panic_hook() {
+        std::panic::set_hook(Box::new(|info| {
+            // Tell the host why we are about to abort, then let the default path trap.
+            runtime::abort_reason(&info.to_string());
+        }));
+    }
+
+    pub fn init<P: Plugin>(ctx: Context) -> Result<(), String> {
+        install_panic_hook();
+        let plugin = P::init(ctx)?;
+        INSTANCE.with(|slot| *slot.borrow_mut() = Some(Box::new(plugin)));
+        Ok(())
+    }
+
+    fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
+        // Take the plugin out while it runs so a re-entrant export cannot alias it.
+        let mut boxed = INSTANCE
+            .with(|slot| slot.borrow_mut().take())
+            .expect("warden: export called before a successful init");
+        let result = f(boxed.downcast_mut::<P>().expect("warden: one plugin type per component"));
+        INSTANCE.with(|slot| *slot.borrow_mut() = Some(boxed));
+        result
+    }
+
+    pub fn handle<P: Plugin>(msg: Envelope) -> Result<Vec<u8>, String> {
+        with_plugin::<P, _>(|p| p.handle(msg))
+    }
+
+    pub fn terminate<P: Plugin>(reason: ExitReason) {
+        // A child whose init failed has no value to terminate.
+        if INSTANCE.with(|slot| slot.borrow().is_some()) {
+            with_plugin::<P, _>(|p| p.terminate(reason));
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The one wasmtime `Engine` every sandbox shares, its epoch ticker, and the
+//! capacity guard that refuses instances before the process reaches a ceiling.
+
+use super::bindings;
+use super::instance::ChildState;
+use super::plugin::{LoadError, Plugin};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+
+/// How the shared engine is built.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How often the epoch advances; CPU deadlines are counted in these ticks, so a
+    /// deadline fires within one tick of its time. Default 1 ms.
+    pub epoch_tick: Duration,
+    /// Whether export calls can be metered with fuel ([`super::ChildLimits::fuel_per_call`]).
+    /// Fuel costs about 7% per call. Default false.
+    pub fuel: bool,
+    /// Use the pooling allocator (fast instantiation, memory reserved up front).
+    /// Default true.
+    pub pooling: bool,
+    /// Most live instances at once; the pool is sized for it, and the host refuses
+    /// more with [`SandboxError::Capacity`]. It is lowered further if the kernel's
+    /// `vm.max_map_count` would not allow as many. Default 1,000.
+    pub max_instances: usize,
+    /// Largest linear memory any child may be given, in bytes (the pool's slot size).
+    /// Default 256 MiB.
+    pub max_memory_bytes: usize,
+    /// Where compiled components are cached, keyed by content hash, so a second start
+    /// skips compilation. `None` disables the on-disk cache. Default `None`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            epoch_tick: Duration::from_millis(1),
+            fuel: false,
+            pooling: true,
+            max_instances: 1_000,
+            max_memory_bytes: 256 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Errors creating an engine or an instance.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The engine configuration was refused.
+    #[error("cannot configure the wasm engine: {0}")]
+    Config(String),
+    /// No more instances may be created now.
+    #[error(
+        "cannot start another instance: {live} are live and the limit is {limit} ({why}); \
+         stop some children, or raise the limit"
+    )]
+    Capacity {
+        /// Instances live now.
+        live: usize,
+        /// The limit in force.
+        limit: usize,
+        /// Where the limit comes from.
+        why: String,
+    },
+    /// Instantiating the component failed.
+    #[error("cannot instantiate {plugin}: {message}")]
+    Instantiate {
+        /// The plugin's name.
+        plugin: String,
+        /// wasmtime's explanation.
+        message: String,
+    },
+}
+
+/// Memory mappings one live instance costs, measured on Linux (WASMTIME-NOTES.md:
+/// ~6-7), rounded up for safety.
+const MAPS_PER_INSTANCE: usize = 8;
+/// Mappings left for everything else the process does.
+const MAPS_RESERVE: usize = 4_096;
+
+/// The shared engine. Cheap to clone; dropping the last clone stops the ticker.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) linker: Linker<ChildState>,
+    pub(crate) config: EngineConfig,
+    pub(crate) capacity: Capacity,
+    plugins: Mutex<HashMap<[u8; 32], Plugin>>,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for EngineInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with the default configuration.
+    ///
+    /// # Errors
+    /// [`SandboxError::Config`] if wasmtime refuses the configuration (e.g. the pool
+    /// cannot be reserved).
+    pub fn new() -> Result<Self, SandboxError> {
+        Self::with_config(EngineConfig::default())
+    }
+
+    /// An engine built from `config`.
+    ///
+    /// # Errors
+    /// [`SandboxError::Config`] if wasmtime refuses the configuration.
+    pub fn with_config(config: EngineConfig) -> Result<Self, SandboxError> {
+        let err = |e: wasmtime::Error| SandboxError::Config(format!("{e:#}"));
+        let capacity = Capacity::new(config.max_instances);
+        let mut wasm = wasmtime::Config::new();
+        wasm.epoch_interruption(true).consume_fuel(config.fuel).wasm_component_model(true);
+        if config.pooling {
+            let slots = u32::try_from(capacity.limit).unwrap_or(u32::MAX);
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            // A Rust wasm32-wasip2 component holds a handful of core instances, one or
+            // two memories and a few tables; room for more keeps odd guests working.
+            pool.total_component_instances(slots)
+                .total_core_instances(slots.saturating_mul(8))
+                .total_memories(slots.saturating_mul(2))
+                .total_tables(slots.saturating_mul(4))
+                .total_stacks(slots)
+                .max_core_instances_per_component(32)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_memory_size(config.max_memory_bytes);
+            wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        if let Some(dir) = &config.cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            wasm.cache(Some(wasmtime::Cache::new(cache).map_err(err)?));
+        }
+        let engine = wasmtime::Engine::new(&wasm).map_err(err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(err)?;
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick);
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                config,
+                capacity,
+                plugins: Mutex::new(HashMap::new()),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The configuration this engine was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Loads, validates and pre-instantiates the component at `path`. Loading the same
+    /// bytes again returns the same compiled plugin.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and what is wrong with it.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.load(&path.display().to_string(), &bytes)
+    }
+
+    /// Loads, validates and pre-instantiates a component from `bytes`; `name` is used
+    /// in errors and logs.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming `name` and what is wrong.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        if let Some(plugin) = self.plugins().get(&hash) {
+            return Ok(plugin.clone());
+        }
+        let plugin = Plugin::compile(self, name, bytes, hash)?;
+        self.plugins().insert(hash, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Instances live now, and the most allowed at once.
+    pub fn instances(&self) -> (usize, usize) {
+        (self.inner.capacity.live.load(Ordering::Acquire), self.inner.capacity.limit)
+    }
+
+    /// How many epoch ticks `d` spans, at least one.
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.inner.config.epoch_tick.as_micros().max(1);
+        u64::try_from(d.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn plugins(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Plugin>> {
+        self.inner.plugins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts live instances against a limit derived from the pool size and the kernel's
+/// mapping ceiling, so the host refuses an instance instead of aborting.
+#[derive(Debug)]
+pub(crate) struct Capacity {
+    pub(crate) live: AtomicUsize,
+    pub(crate) limit: usize,
+    why: String,
+}
+
+impl Capacity {
+    fn new(configured: usize) -> Self {
+        if let Some(max_maps) = max_map_count() {
+            let by_maps = max_maps.saturating_sub(MAPS_RESERVE) / MAPS_PER_INSTANCE;
+            if by_maps < configured {
+                return Self {
+                    live: AtomicUsize::new(0),
+                    limit: by_maps,
+                    why: format!(
+                        "vm.max_map_count is {max_maps} and each instance needs about \
+                         {MAPS_PER_INSTANCE} mappings; raise it with `sysctl vm.max_map_count=N`"
+                    ),
+                };
+            }
+        }
+        Self {
+            live: AtomicUsize::new(0),
+            limit: configured,
+            why: "EngineConfig::max_instances".to_owned(),
+        }
+    }
+}
+
+impl EngineInner {
+    /// Takes a slot for one live instance, or says why not.
+    pub(crate) fn acquire_slot(self: &Arc<Self>) -> Result<Slot, SandboxError> {
+        let cap = &self.capacity;
+        let mut live = cap.live.load(Ordering::Acquire);
+        loop {
+            if live >= cap.limit {
+                return Err(SandboxError::Capacity {
+                    live,
+                    limit: cap.limit,
+                    why: cap.why.clone(),
+                });
+            }
+            match cap.live.compare_exchange_weak(
+                live,
+                live + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(Slot { engine: Arc::clone(self) }),
+                Err(now) => live = now,
+            }
+        }
+    }
+}
+
+/// One live instance's share of [`Capacity`]; released on drop.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    engine: Arc<EngineInner>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.engine.capacity.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
+}
+
+/// Advances the engine's epoch every tick on a thread of its own, so CPU deadlines
+/// fire even when every runtime thread is busy running guests.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("warden-epoch".into())
+            .spawn(move || {
+                // An absolute schedule: sleep() oversleeps by tens of microseconds, and
+                // relative sleeps would stretch every deadline by that much per tick.
+                let start = std::time::Instant::now();
+                let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
+                let mut ticks: u64 = 0;
+                while !flag.load(Ordering::Relaxed) {
+                    ticks += 1;
+                    let next = start + Duration::from_nanos(tick_ns.saturating_mul(ticks));
+                    if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::error!("cannot spawn the epoch ticker thread: CPU deadlines will not fire");
+        }
+        Self { stop, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The `runtime` and `state` imports, implemented over the sandbox's services.
+//! Nothing here panics on guest input or blocks a runtime thread.
+
+use super::bindings::warden::plugin::{runtime, state, types};
+use super::instance::{ChildState, to_wit_exit};
+use super::services::MessageError;
+use crate::ExitReason;
+use crate::state::StateError;
+use std::time::Duration;
+
+/// Longest abort message kept from a guest; the rest is cut.
+const MAX_ABORT_MESSAGE: usize = 4096;
+
+impl types::Host for ChildState {}
+
+impl runtime::Host for ChildState {
+    fn heartbeat(&mut self) {
+        self.heartbeat.beat();
+    }
+
+    fn send(&mut self, to: String, payload: Vec<u8>) -> Result<(), types::MessageError> {
+        self.messenger.send(&self.path, &to, payload).map_err(to_wit_message_error)
+    }
+
+    fn send_after(
+        &mut self,
+        to: String,
+        payload: Vec<u8>,
+        delay_ms: u64,
+    ) -> Result<(), types::MessageError> {
+        let guard = self
+            .messenger
+            .send_after(&self.path, &to, payload, Duration::from_millis(delay_ms))
+            .map_err(to_wit_message_error)?;
+        self.timers.push(guard);
+        Ok(())
+    }
+
+    async fn call(
+        &mut self,
+        to: String,
+        payload: Vec<u8>,
+        timeout_ms: u64,
+    ) -> Result<Vec<u8>, types::MessageError> {
+        let reply =
+            self.messenger.call(&self.path, &to, payload, Duration::from_millis(timeout_ms));
+        reply.await.map_err(to_wit_message_error)
+    }
+
+    fn exit(&mut self, reason: types::ExitRequest) {
+        self.exit_request = Some(match reason {
+            types::ExitRequest::Normal => ExitReason::Normal,
+            types::ExitRequest::Shutdown => ExitReason::Shutdown,
+            types::ExitRequest::ShutdownWith(reason) => ExitReason::ShutdownWith { reason },
+            types::ExitRequest::Error(message) => ExitReason::Error { message },
+        });
+    }
+
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let child = &*self.path;
+        match level {
+            types::LogLevel::Trace => tracing::trace!(target: "warden::guest", child, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(target: "warden::guest", child, "{message}"),
+            types::LogLevel::Info => tracing::info!(target: "warden::guest", child, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(target: "warden::guest", child, "{message}"),
+            types::LogLevel::Error => tracing::error!(target: "warden::guest", child, "{message}"),
+        }
+    }
+
+    fn abort_reason(&mut self, mut message: String) {
+        if message.len() > MAX_ABORT_MESSAGE {
+            let mut cut = MAX_ABORT_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        self.abort_reason = Some(message);
+    }
+
+    fn self_path(&mut self) -> String {
+        self.path.to_string()
+    }
+}
+
+impl state::Host for ChildState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::StateError> {
+        self.state.get(&self.path, &key).map_err(to_wit_state_error)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::StateError> {
+        self.state.set(&self.path, &key, &value).map_err(to_wit_state_error)
+    }
+
+    fn delete(&mut self, key: String) -> Result<bool, types::StateError> {
+        self.state.delete(&self.path, &key).map_err(to_wit_state_error)
+    }
+
+    fn keys(&mut self, prefix: String) -> Result<Vec<String>, types::StateError> {
+        self.state.keys(&self.path, &prefix).map_err(to_wit_state_error)
+    }
+}
+
+fn to_wit_message_error(e: MessageError) -> types::MessageError {
+    match e {
+        MessageError::UnknownTarget(t) => types::MessageError::UnknownTarget(t),
+        MessageError::MailboxFull => types::MessageError::MailboxFull,
+        MessageError::TooLarge(n) => types::MessageError::TooLarge(n),
+        MessageError::NotAllowed(t) => types::MessageError::NotAllowed(t),
+        MessageError::Timeout => types::MessageError::Timeout,
+        MessageError::CalleeCrashed(reason) => {
+            types::MessageError::CalleeCrashed(to_wit_exit(&reason))
+        }
+        MessageError::CircuitOpen => types::MessageError::CircuitOpen,
+        MessageError::Application(m) => types::MessageError::Application(m),
+        MessageError::Unsupported => types::MessageError::Unsupported,
+    }
+}
+
+fn to_wit_state_error(e: StateError) -> types::StateError {
+    match e {
+        StateError::BadKey(n) => types::StateError::BadKey(n),
+        StateError::ValueTooLarge(n) => types::StateError::ValueTooLarge(n),
+        StateError::QuotaExceeded(m) => types::StateError::QuotaExceeded(m),
+        StateError::Storage(m) => types::StateError::Storage(m),
+    }
+}

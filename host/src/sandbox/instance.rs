@@ -1,0 +1,583 @@
+//! One incarnation of a child: a fresh Store, instance and budget, entered only while
+//! alive. A trapped or killed sandbox is never re-entered; a restart is a new
+//! [`Sandbox`] from the same [`Plugin`].
+
+use super::bindings;
+use super::engine::{Engine, SandboxError, Slot};
+use super::limits::{ChildLimits, Grants, LimitExceeded, Limiter};
+use super::plugin::Plugin;
+use super::services::{Heartbeat, Messenger, NoMessaging, TimerGuard};
+use super::stdio::TracingStream;
+use crate::state::{MemoryStore, StateStore};
+use crate::{ExitReason, KillCause, TrapKind};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Who a sandbox runs for, and with what.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// The child's name in its supervisor.
+    pub name: String,
+    /// The child's path in the tree, e.g. `root/pool/worker`.
+    pub path: String,
+    /// Bytes handed to `init` (JSON from a manifest, usually). Default empty.
+    pub config: Vec<u8>,
+    /// Resource limits.
+    pub limits: ChildLimits,
+    /// Capabilities; none by default.
+    pub grants: Grants,
+    /// Messaging; [`NoMessaging`] by default.
+    pub messenger: Arc<dyn Messenger>,
+    /// Key-value state, scoped to `path`; a private [`MemoryStore`] by default.
+    pub state: Arc<dyn StateStore>,
+    /// Where heartbeats are recorded; a fresh cell by default.
+    pub heartbeat: Arc<Heartbeat>,
+}
+
+impl SandboxConfig {
+    /// A configuration for the child at `path` (its name is the last segment), with
+    /// default limits and no grants.
+    pub fn new(path: impl Into<String>) -> Self {
+        let path = path.into();
+        let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+        Self {
+            name,
+            path,
+            config: Vec::new(),
+            limits: ChildLimits::default(),
+            grants: Grants::default(),
+            messenger: Arc::new(NoMessaging),
+            state: Arc::new(MemoryStore::new()),
+            heartbeat: Heartbeat::new(),
+        }
+    }
+}
+
+/// How a child is stopped: OTP's `shutdown` of a child spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Killed at once; `terminate` is not called.
+    BrutalKill,
+    /// `terminate` is called; the child is killed if it has not returned in time.
+    Timeout(Duration),
+    /// `terminate` is called and waited for, however long it takes.
+    Infinity,
+}
+
+/// What a handled message produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handled {
+    /// The reply, or the application error the guest answered with.
+    pub reply: Result<Vec<u8>, String>,
+    /// Set when the guest asked to exit during the call; the sandbox is then dead.
+    pub exit: Option<ExitReason>,
+}
+
+/// Kills a running sandbox from outside (the watchdog, a shutdown timer).
+#[derive(Clone, Debug, Default)]
+pub struct KillSwitch {
+    inner: Arc<KillInner>,
+}
+
+#[derive(Debug, Default)]
+struct KillInner {
+    cause: Mutex<Option<KillCause>>,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    /// Kills the sandbox: a running export call ends within one epoch tick with
+    /// `killed(cause)`, and later calls are refused. The first cause wins.
+    pub fn kill(&self, cause: KillCause) {
+        let mut slot = self.inner.cause.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(cause);
+            self.inner.notify.notify_one();
+        }
+    }
+
+    fn cause(&self) -> Option<KillCause> {
+        *self.inner.cause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn killed(&self) -> KillCause {
+        loop {
+            if let Some(cause) = self.cause() {
+                return cause;
+            }
+            self.inner.notify.notified().await;
+        }
+    }
+}
+
+/// Raised by the epoch callback when a call has used up its CPU deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("killed: {0}")]
+struct Killed(KillCause);
+
+/// The data of one incarnation's Store.
+pub(crate) struct ChildState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: Limiter,
+    pub(crate) path: Arc<str>,
+    pub(crate) messenger: Arc<dyn Messenger>,
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) heartbeat: Arc<Heartbeat>,
+    pub(crate) exit_request: Option<ExitReason>,
+    pub(crate) abort_reason: Option<String>,
+    pub(crate) timers: Vec<TimerGuard>,
+    /// Epoch ticks the current export call has run, and how many it may.
+    cpu_used: u64,
+    cpu_allowed: Option<u64>,
+}
+
+impl ChildState {
+    fn new(
+        wasi: WasiCtx,
+        limits: &ChildLimits,
+        path: &str,
+        messenger: Arc<dyn Messenger>,
+        state: Arc<dyn StateStore>,
+        heartbeat: Arc<Heartbeat>,
+    ) -> Self {
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                max_memory_bytes: limits.max_memory_bytes,
+                max_table_elements: limits.max_table_elements,
+                max_instances: limits.max_instances,
+            },
+            path: Arc::from(path),
+            messenger,
+            state,
+            heartbeat,
+            exit_request: None,
+            abort_reason: None,
+            timers: Vec::new(),
+            cpu_used: 0,
+            cpu_allowed: None,
+        }
+    }
+}
+
+/// Type-checks a plugin's exports against the world by instantiating it once in a
+/// throwaway Store, without calling any export (`PluginPre::new` checks names only).
+///
+/// Instantiation runs no guest code but core start functions, which Rust and C
+/// components do not have; a second of epoch ticks bounds any that exist.
+pub(crate) fn check_exports(
+    engine: &Engine,
+    pre: &bindings::PluginPre<ChildState>,
+) -> Result<(), String> {
+    let _slot = engine.inner.acquire_slot().map_err(|e| e.to_string())?;
+    let limits = ChildLimits::default();
+    let data = ChildState::new(
+        WasiCtxBuilder::new().build(),
+        &limits,
+        "(validation)",
+        Arc::new(NoMessaging),
+        Arc::new(MemoryStore::new()),
+        Heartbeat::new(),
+    );
+    let mut store = Store::new(&engine.inner.engine, data);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(engine.ticks(Duration::from_secs(1)));
+    let instance = poll_to_end(pre.instance_pre().instantiate_async(&mut store))
+        .map_err(|e| format!("{e:#}"))?;
+    // Check each export on its own so the error names the function at fault.
+    use bindings::warden::plugin::types::{Context, Envelope, ExitReason as WitExit};
+    const GUEST: &str = "warden:plugin/guest@0.1.0";
+    let guest = instance
+        .get_export_index(&mut store, None, GUEST)
+        .ok_or_else(|| format!("no exported instance `{GUEST}`"))?;
+    let mut export = |name: &str| {
+        instance
+            .get_export_index(&mut store, Some(&guest), name)
+            .ok_or_else(|| format!("`{GUEST}` has no function `{name}`"))
+    };
+    let (init, handle, terminate) = (export("init")?, export("handle")?, export("terminate")?);
+    fn mismatch(name: &'static str) -> impl Fn(wasmtime::Error) -> String {
+        move |e| format!("function `{name}` has the wrong type: {e:#}")
+    }
+    instance
+        .get_typed_func::<(&Context,), (Result<(), String>,)>(&mut store, &init)
+        .map_err(mismatch("init"))?;
+    instance
+        .get_typed_func::<(&Envelope,), (Result<Vec<u8>, String>,)>(&mut store, &handle)
+        .map_err(mismatch("handle"))?;
+    instance
+        .get_typed_func::<(&WitExit,), ()>(&mut store, &terminate)
+        .map_err(mismatch("terminate"))?;
+    Ok(())
+}
+
+/// Drives a future that never waits on I/O (instantiation calls no host function) to
+/// its end on this thread. Loading is synchronous and may happen inside or outside a
+/// tokio runtime, so no runtime's `block_on` fits.
+fn poll_to_end<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::yield_now();
+    }
+}
+
+impl WasiView for ChildState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// One live incarnation of a plugin.
+pub struct Sandbox {
+    store: Store<ChildState>,
+    guest: bindings::Plugin,
+    plugin: Plugin,
+    incarnation: u64,
+    limits: ChildLimits,
+    kill: KillSwitch,
+    dead: Option<ExitReason>,
+    _slot: Slot,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("path", &self.store.data().path)
+            .field("incarnation", &self.incarnation)
+            .field("dead", &self.dead)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a guarded export call ended, when it did not return.
+enum Ended {
+    Wasm(wasmtime::Error),
+    Killed(KillCause),
+}
+
+impl Sandbox {
+    /// Starts incarnation `incarnation` of `plugin`: a new Store and instance, then the
+    /// guest's `init`.
+    ///
+    /// # Errors
+    /// The exit reason of a failed start: `start_failed` when `init` returned an error
+    /// or the instance could not be created (capacity, a bad grant), a trap or kill
+    /// when `init` crashed.
+    pub async fn start(
+        plugin: &Plugin,
+        config: SandboxConfig,
+        incarnation: u64,
+    ) -> Result<Self, ExitReason> {
+        let engine = plugin.engine().clone();
+        let slot = engine.inner.acquire_slot().map_err(start_failed)?;
+        let SandboxConfig {
+            name,
+            path,
+            config: init_config,
+            limits,
+            grants,
+            messenger,
+            state,
+            heartbeat,
+        } = config;
+        let wasi = build_wasi(&path, &grants)?;
+        let data = ChildState::new(wasi, &limits, &path, messenger, state, heartbeat);
+        let mut store = Store::new(&engine.inner.engine, data);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            data.cpu_used += 1;
+            match data.cpu_allowed {
+                Some(allowed) if data.cpu_used > allowed => {
+                    Err(wasmtime::Error::new(Killed(KillCause::Deadline)))
+                }
+                // Yield every tick: a spinning guest never starves the runtime thread.
+                _ => Ok(UpdateDeadline::Yield(1)),
+            }
+        });
+        let kill = KillSwitch::default();
+        prepare_call(&mut store, &engine, &limits, limits.call_deadline)?;
+        let instantiated = guarded(&kill, plugin.inner.pre.instantiate_async(&mut store)).await;
+        let guest = match instantiated {
+            Ok(guest) => guest,
+            Err(Ended::Wasm(e))
+                if e.downcast_ref::<wasmtime::Trap>().is_none()
+                    && e.downcast_ref::<LimitExceeded>().is_none()
+                    && e.downcast_ref::<Killed>().is_none() =>
+            {
+                return Err(start_failed(SandboxError::Instantiate {
+                    plugin: plugin.name().to_owned(),
+                    message: format!("{e:#}"),
+                }));
+            }
+            Err(ended) => return Err(classify(ended, store.data_mut())),
+        };
+        let mut sandbox = Self {
+            store,
+            guest,
+            plugin: plugin.clone(),
+            incarnation,
+            limits,
+            kill,
+            dead: None,
+            _slot: slot,
+        };
+        let ctx = bindings::warden::plugin::types::Context {
+            name,
+            path,
+            incarnation,
+            config: init_config,
+        };
+        sandbox.prepare(sandbox.limits.call_deadline)?;
+        let Self { store, guest, kill, .. } = &mut sandbox;
+        let result = guarded(kill, guest.warden_plugin_guest().call_init(&mut *store, &ctx)).await;
+        match result {
+            Ok(Ok(())) => match sandbox.store.data_mut().exit_request.take() {
+                Some(reason) => Err(reason),
+                None => Ok(sandbox),
+            },
+            Ok(Err(message)) => Err(ExitReason::StartFailed { message }),
+            Err(ended) => Err(classify(ended, sandbox.store.data_mut())),
+        }
+    }
+
+    /// The plugin this sandbox runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// This incarnation's number (1 for the first start).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// A handle that kills this sandbox from another task.
+    pub fn kill_switch(&self) -> KillSwitch {
+        self.kill.clone()
+    }
+
+    /// Why the sandbox ended, once it has.
+    pub fn exit_reason(&self) -> Option<&ExitReason> {
+        self.dead.as_ref()
+    }
+
+    /// Handles one message.
+    ///
+    /// # Errors
+    /// The exit reason if the guest trapped or was killed, or if the sandbox had
+    /// already ended; the Store is not entered again after that.
+    pub async fn handle(
+        &mut self,
+        sender: Option<String>,
+        payload: Vec<u8>,
+        expects_reply: bool,
+    ) -> Result<Handled, ExitReason> {
+        self.prepare(self.limits.call_deadline)?;
+        let msg = bindings::warden::plugin::types::Envelope { sender, payload, expects_reply };
+        let Self { store, guest, kill, .. } = self;
+        let result =
+            guarded(kill, guest.warden_plugin_guest().call_handle(&mut *store, &msg)).await;
+        match result {
+            Ok(reply) => {
+                let exit = self.store.data_mut().exit_request.take();
+                self.dead.clone_from(&exit);
+                Ok(Handled { reply, exit })
+            }
+            Err(ended) => Err(self.end(ended)),
+        }
+    }
+
+    /// Stops the sandbox as `shutdown` says, telling the guest `reason`; returns the
+    /// exit reason the incarnation ended with: `reason` itself when `terminate`
+    /// returned in time, `killed(...)` when it was cut short, a trap when it crashed.
+    pub async fn terminate(mut self, reason: ExitReason, shutdown: Shutdown) -> ExitReason {
+        if let Some(dead) = self.dead.take() {
+            return dead;
+        }
+        let timeout = match shutdown {
+            Shutdown::BrutalKill => return ExitReason::Killed { cause: KillCause::BrutalKill },
+            Shutdown::Timeout(t) => Some(t),
+            Shutdown::Infinity => None,
+        };
+        // The shutdown timeout, not the CPU deadline, bounds `terminate`.
+        if let Err(dead) = self.prepare(None) {
+            return dead;
+        }
+        let wit_reason = to_wit_exit(&reason);
+        let Self { store, guest, kill, .. } = &mut self;
+        let call =
+            guarded(kill, guest.warden_plugin_guest().call_terminate(&mut *store, &wit_reason));
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Ended::Killed(KillCause::ShutdownTimeout)),
+            },
+            None => call.await,
+        };
+        match result {
+            Ok(()) => reason,
+            Err(ended) => self.end(ended),
+        }
+    }
+
+    fn prepare(&mut self, deadline: Option<Duration>) -> Result<(), ExitReason> {
+        if let Some(dead) = &self.dead {
+            return Err(dead.clone());
+        }
+        let engine = self.plugin.engine().clone();
+        prepare_call(&mut self.store, &engine, &self.limits, deadline)
+    }
+
+    fn end(&mut self, ended: Ended) -> ExitReason {
+        let reason = classify(ended, self.store.data_mut());
+        self.dead = Some(reason.clone());
+        reason
+    }
+}
+
+/// Resets the per-call budget: CPU ticks, fuel, and the first epoch deadline.
+fn prepare_call(
+    store: &mut Store<ChildState>,
+    engine: &Engine,
+    limits: &ChildLimits,
+    deadline: Option<Duration>,
+) -> Result<(), ExitReason> {
+    let data = store.data_mut();
+    data.cpu_used = 0;
+    data.cpu_allowed = deadline.map(|d| engine.ticks(d));
+    store.set_epoch_deadline(1);
+    if engine.config().fuel {
+        store
+            .set_fuel(limits.fuel_per_call.unwrap_or(u64::MAX))
+            .map_err(|e| ExitReason::StartFailed { message: format!("cannot set fuel: {e:#}") })?;
+    }
+    Ok(())
+}
+
+/// Runs an export call until it returns, or the kill switch fires.
+async fn guarded<R>(
+    kill: &KillSwitch,
+    call: impl Future<Output = wasmtime::Result<R>>,
+) -> Result<R, Ended> {
+    tokio::select! {
+        biased;
+        cause = kill.killed() => Err(Ended::Killed(cause)),
+        result = call => result.map_err(Ended::Wasm),
+    }
+}
+
+fn start_failed(e: SandboxError) -> ExitReason {
+    ExitReason::StartFailed { message: e.to_string() }
+}
+
+/// Turns how a call ended into a typed exit reason: the one place traps are classified.
+fn classify(ended: Ended, data: &mut ChildState) -> ExitReason {
+    let err = match ended {
+        Ended::Killed(cause) => return ExitReason::Killed { cause },
+        Ended::Wasm(err) => err,
+    };
+    if let Some(Killed(cause)) = err.downcast_ref::<Killed>() {
+        return ExitReason::Killed { cause: *cause };
+    }
+    if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
+        return ExitReason::Trap {
+            trap: TrapKind::MemoryLimit,
+            message: limit.to_string(),
+            panic: false,
+        };
+    }
+    let trap = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::UnreachableCodeReached) => TrapKind::Unreachable,
+        Some(wasmtime::Trap::MemoryOutOfBounds | wasmtime::Trap::HeapMisaligned) => {
+            TrapKind::MemoryOutOfBounds
+        }
+        Some(wasmtime::Trap::StackOverflow) => TrapKind::StackOverflow,
+        Some(wasmtime::Trap::IntegerDivisionByZero) => TrapKind::IntegerDivisionByZero,
+        Some(wasmtime::Trap::IntegerOverflow | wasmtime::Trap::BadConversionToInteger) => {
+            TrapKind::IntegerOverflow
+        }
+        Some(
+            wasmtime::Trap::IndirectCallToNull
+            | wasmtime::Trap::BadSignature
+            | wasmtime::Trap::TableOutOfBounds,
+        ) => TrapKind::IndirectCall,
+        Some(wasmtime::Trap::OutOfFuel) => TrapKind::OutOfFuel,
+        Some(wasmtime::Trap::Interrupt) => {
+            return ExitReason::Killed { cause: KillCause::Deadline };
+        }
+        _ => TrapKind::Other,
+    };
+    match data.abort_reason.take() {
+        // The guest said why it was about to abort: a panic, reported as such.
+        Some(message) if trap == TrapKind::Unreachable => {
+            ExitReason::Trap { trap, message, panic: true }
+        }
+        _ => ExitReason::Trap { trap, message: format!("{err:#}"), panic: false },
+    }
+}
+
+fn build_wasi(path: &str, grants: &Grants) -> Result<WasiCtx, ExitReason> {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(TracingStream::new(path, "stdout")).stderr(TracingStream::new(path, "stderr"));
+    for (name, value) in &grants.env {
+        wasi.env(name, value);
+    }
+    for dir in &grants.dirs {
+        let perms = if dir.writable {
+            wasmtime_wasi::FsPerms::ReadWrite
+        } else {
+            wasmtime_wasi::FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| ExitReason::StartFailed {
+            message: format!("cannot grant directory {}: {e:#}", dir.host.display()),
+        })?;
+    }
+    if grants.network {
+        // wasmtime-wasi turns TCP and UDP off by default, beside the address check.
+        wasi.inherit_network().allow_ip_name_lookup(true).allow_tcp(true).allow_udp(true);
+    }
+    Ok(wasi.build())
+}
+
+/// The WIT form of an exit reason, for `terminate` and `callee-crashed`.
+pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::types::ExitReason {
+    use bindings::warden::plugin::types::{ExitReason as W, KillCause as K, TrapKind as T};
+    match reason {
+        ExitReason::Normal => W::Normal,
+        ExitReason::Shutdown => W::Shutdown,
+        ExitReason::ShutdownWith { reason } => W::ShutdownWith(reason.clone()),
+        ExitReason::Error { message } => W::Error(message.clone()),
+        ExitReason::Trap { trap, message, .. } => W::Trap((
+            match trap {
+                TrapKind::Unreachable => T::Unreachable,
+                TrapKind::MemoryOutOfBounds => T::MemoryOutOfBounds,
+                TrapKind::StackOverflow => T::StackOverflow,
+                TrapKind::IntegerDivisionByZero => T::IntegerDivisionByZero,
+                TrapKind::IntegerOverflow => T::IntegerOverflow,
+                TrapKind::IndirectCall => T::IndirectCall,
+                TrapKind::OutOfFuel => T::OutOfFuel,
+                TrapKind::MemoryLimit => T::MemoryLimit,
+                TrapKind::Other => T::Other,
+            },
+            message.clone(),
+        )),
+        ExitReason::Killed { cause } => W::Killed(match cause {
+            KillCause::Deadline => K::Deadline,
+            KillCause::Heartbeat => K::Heartbeat,
+            KillCause::ShutdownTimeout => K::ShutdownTimeout,
+            KillCause::BrutalKill => K::BrutalKill,
+        }),
+        ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
+    }
+}

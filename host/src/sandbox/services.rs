@@ -1,0 +1,156 @@
+//! What a sandbox asks of the rest of the host: messaging and heartbeats.
+//!
+//! The sandbox implements the `runtime` imports by delegating to a [`Messenger`]; the
+//! messaging runtime implements it. [`NoMessaging`] answers every request with
+//! [`MessageError::Unsupported`], never a panic or a trap.
+
+use crate::ExitReason;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A boxed future, as returned by [`Messenger::call`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a message was not sent or a call got no reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// No child has that path.
+    #[error("unknown target {0:?}")]
+    UnknownTarget(String),
+    /// The target's mailbox is full.
+    #[error("mailbox full")]
+    MailboxFull,
+    /// The payload exceeds the limit, in bytes.
+    #[error("message larger than {0} bytes")]
+    TooLarge(u64),
+    /// The sender may not send to that target.
+    #[error("not allowed to send to {0:?}")]
+    NotAllowed(String),
+    /// No reply within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The callee exited while handling the call.
+    #[error("callee crashed: {0}")]
+    CalleeCrashed(ExitReason),
+    /// Calls to the callee fail fast while it keeps failing.
+    #[error("circuit open")]
+    CircuitOpen,
+    /// The callee answered with an application error.
+    #[error("application error: {0}")]
+    Application(String),
+    /// This host has no messaging.
+    #[error("messaging is not supported by this host")]
+    Unsupported,
+}
+
+/// Cancels a pending `send-after` when dropped: timers belong to the incarnation
+/// that set them.
+pub type TimerGuard = Box<dyn Send + Sync>;
+
+/// Messaging as seen from one child; implemented by the messaging runtime.
+pub trait Messenger: Send + Sync + fmt::Debug {
+    /// Delivers `payload` from `from` to `to`, without waiting for it to be handled.
+    ///
+    /// # Errors
+    /// Unknown or forbidden target, full mailbox, payload too large.
+    fn send(&self, from: &str, to: &str, payload: Vec<u8>) -> Result<(), MessageError>;
+
+    /// Delivers `payload` after `delay`; dropping the returned guard cancels it.
+    ///
+    /// # Errors
+    /// As [`Messenger::send`], checked now.
+    fn send_after(
+        &self,
+        from: &str,
+        to: &str,
+        payload: Vec<u8>,
+        delay: Duration,
+    ) -> Result<TimerGuard, MessageError>;
+
+    /// Calls `to` and waits at most `timeout` for the reply.
+    ///
+    /// # Errors
+    /// As [`Messenger::send`], plus timeout, callee crashed, application error and
+    /// circuit open.
+    fn call(
+        &self,
+        from: &str,
+        to: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>>;
+}
+
+/// A host without messaging: every request is answered with `unsupported`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoMessaging;
+
+impl Messenger for NoMessaging {
+    fn send(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MessageError> {
+        Err(MessageError::Unsupported)
+    }
+
+    fn send_after(
+        &self,
+        _: &str,
+        _: &str,
+        _: Vec<u8>,
+        _: Duration,
+    ) -> Result<TimerGuard, MessageError> {
+        Err(MessageError::Unsupported)
+    }
+
+    fn call(
+        &self,
+        _: &str,
+        _: &str,
+        _: Vec<u8>,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
+        Box::pin(async { Err(MessageError::Unsupported) })
+    }
+}
+
+/// The last heartbeat of a child, shared between its sandbox and a watchdog.
+///
+/// Times are microseconds since the cell was made, so reads and writes are one atomic
+/// each and never block.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    last_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Heartbeat {
+    /// A cell whose last beat is now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        })
+    }
+
+    /// Records a beat at the current time.
+    pub fn beat(&self) {
+        let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_us.store(us, Ordering::Release);
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// When the last beat was recorded (the cell's creation if none was).
+    pub fn last(&self) -> Instant {
+        self.origin + Duration::from_micros(self.last_us.load(Ordering::Acquire))
+    }
+
+    /// How many beats were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+}

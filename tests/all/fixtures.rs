@@ -1,0 +1,19 @@
+//! Every fixture plugin is exercised by some test.
+
+#[test]
+fn every_fixture_plugin_is_used_by_a_test() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = String::new();
+    for sub in ["all", "isolated"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n != "fixtures.rs") {
+                sources += &std::fs::read_to_string(path).unwrap();
+            }
+        }
+    }
+    for (name, _) in warden_tests::ALL {
+        let constant = name.to_uppercase();
+        assert!(sources.contains(&constant), "no test uses the `{name}` fixture ({constant})");
+    }
+}

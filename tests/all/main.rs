@@ -1,0 +1,8 @@
+//! Warden's integration tests: real plugins in real sandboxes, one test binary
+//! (as in wasmtime's `tests/all`).
+
+mod escape;
+mod faults;
+mod fixtures;
+mod load;
+mod runtime;
