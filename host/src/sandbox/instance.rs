@@ -132,9 +132,10 @@ pub(crate) struct ChildState {
     pub(crate) exit_request: Option<ExitReason>,
     pub(crate) abort_reason: Option<String>,
     pub(crate) timers: Vec<TimerGuard>,
-    /// Epoch ticks the current export call has run, and how many it may.
+    /// Epoch ticks the current export call has run, and its deadline in ticks and time.
     cpu_used: u64,
-    cpu_allowed: Option<u64>,
+    cpu_allowed: Option<(u64, Duration)>,
+    call_started: std::time::Instant,
 }
 
 impl ChildState {
@@ -163,6 +164,7 @@ impl ChildState {
             timers: Vec::new(),
             cpu_used: 0,
             cpu_allowed: None,
+            call_started: std::time::Instant::now(),
         }
     }
 }
@@ -299,7 +301,12 @@ impl Sandbox {
             let data = ctx.data_mut();
             data.cpu_used += 1;
             match data.cpu_allowed {
-                Some(allowed) if data.cpu_used > allowed => {
+                // Ticks alone can run a tick early (a call starts mid-tick, a late
+                // ticker catches up in a burst), so the wall time must be up as well;
+                // the tick count keeps time spent waiting in the host from counting.
+                Some((ticks, deadline))
+                    if data.cpu_used >= ticks && data.call_started.elapsed() >= deadline =>
+                {
                     Err(wasmtime::Error::new(Killed(KillCause::Deadline)))
                 }
                 // Yield every tick: a spinning guest never starves the runtime thread.
@@ -455,7 +462,8 @@ fn prepare_call(
 ) -> Result<(), ExitReason> {
     let data = store.data_mut();
     data.cpu_used = 0;
-    data.cpu_allowed = deadline.map(|d| engine.ticks(d));
+    data.cpu_allowed = deadline.map(|d| (engine.ticks(d), d));
+    data.call_started = std::time::Instant::now();
     store.set_epoch_deadline(1);
     if engine.config().fuel {
         store
@@ -523,7 +531,26 @@ fn classify(ended: Ended, data: &mut ChildState) -> ExitReason {
         Some(message) if trap == TrapKind::Unreachable => {
             ExitReason::Trap { trap, message, panic: true }
         }
-        _ => ExitReason::Trap { trap, message: format!("{err:#}"), panic: false },
+        _ => ExitReason::Trap { trap, message: trap_message(&err), panic: false },
+    }
+}
+
+/// One line for an event: the trap and the guest function it happened in; the full
+/// backtrace goes to the debug log.
+fn trap_message(err: &wasmtime::Error) -> String {
+    tracing::debug!("guest trap: {err:?}");
+    let what = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => err.root_cause().to_string(),
+    };
+    let frame = err.downcast_ref::<wasmtime::WasmBacktrace>().and_then(|bt| {
+        bt.frames()
+            .iter()
+            .find_map(|f| f.func_name().map(|n| format!("{:#}", rustc_demangle::demangle(n))))
+    });
+    match frame {
+        Some(func) => format!("{what} in {func}"),
+        None => what,
     }
 }
 
