@@ -208,3 +208,17 @@ async fn the_host_refuses_instances_past_its_capacity_with_a_clear_error() {
     assert_eq!(engine.instances(), (1, 2));
     Sandbox::start(&plugin, config(), 1).await.expect("a slot was freed");
 }
+
+#[tokio::test]
+async fn time_waiting_in_the_host_does_not_count_against_the_deadline() {
+    let plugin = engine().load_file(CHAOS).unwrap();
+    let mut config = config();
+    config.limits.call_deadline = Some(Duration::from_millis(50));
+    // `init` sleeps 200 ms through WASI: host time, not the guest's.
+    config.config = br#"{"init_delay_ms": 200}"#.to_vec();
+    let mut child = Sandbox::start(&plugin, config, 1).await.expect("not killed while sleeping");
+    assert!(child.handle(None, b"echo:ok".to_vec(), true).await.is_ok());
+    // Spinning in the guest for longer than the deadline is killed.
+    let reason = child.handle(None, b"hang:200".to_vec(), true).await.unwrap_err();
+    assert_eq!(reason, ExitReason::Killed { cause: KillCause::Deadline });
+}

@@ -12,10 +12,10 @@ use crate::state::{MemoryStore, StateStore};
 use crate::{ExitReason, KillCause, TrapKind};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::{CallHook, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// Who a sandbox runs for, and with what.
@@ -132,10 +132,12 @@ pub(crate) struct ChildState {
     pub(crate) exit_request: Option<ExitReason>,
     pub(crate) abort_reason: Option<String>,
     pub(crate) timers: Vec<TimerGuard>,
-    /// Epoch ticks the current export call has run, and its deadline in ticks and time.
-    cpu_used: u64,
-    cpu_allowed: Option<(u64, Duration)>,
-    call_started: std::time::Instant,
+    /// The current export call's deadline, when it began, and how long it has spent
+    /// inside host functions (which does not count against the deadline).
+    deadline: Option<Duration>,
+    call_started: Instant,
+    host_time: Duration,
+    host_since: Option<Instant>,
 }
 
 impl ChildState {
@@ -162,9 +164,10 @@ impl ChildState {
             exit_request: None,
             abort_reason: None,
             timers: Vec::new(),
-            cpu_used: 0,
-            cpu_allowed: None,
-            call_started: std::time::Instant::now(),
+            deadline: None,
+            call_started: Instant::now(),
+            host_time: Duration::ZERO,
+            host_since: None,
         }
     }
 }
@@ -297,15 +300,29 @@ impl Sandbox {
         let data = ChildState::new(wasi, &limits, &path, messenger, state, heartbeat);
         let mut store = Store::new(&engine.inner.engine, data);
         store.limiter(|s| &mut s.limiter);
+        // Time in host functions (a `call` waiting for a reply, a WASI sleep) is not
+        // the guest's: the call hook measures it so the deadline can leave it out.
+        store.call_hook(|mut ctx, hook| {
+            let data = ctx.data_mut();
+            match hook {
+                CallHook::CallingHost => data.host_since = Some(Instant::now()),
+                CallHook::ReturningFromHost => {
+                    if let Some(since) = data.host_since.take() {
+                        data.host_time += since.elapsed();
+                    }
+                }
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
+        // Checked at every epoch tick while the guest runs: the guest's own time is the
+        // call's wall time less its time in the host, so the kill comes within one tick
+        // of the deadline however often the guest thread was descheduled.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
-            data.cpu_used += 1;
-            match data.cpu_allowed {
-                // Ticks alone can run a tick early (a call starts mid-tick, a late
-                // ticker catches up in a burst), so the wall time must be up as well;
-                // the tick count keeps time spent waiting in the host from counting.
-                Some((ticks, deadline))
-                    if data.cpu_used >= ticks && data.call_started.elapsed() >= deadline =>
+            match data.deadline {
+                Some(deadline)
+                    if data.call_started.elapsed().saturating_sub(data.host_time) >= deadline =>
                 {
                     Err(wasmtime::Error::new(Killed(KillCause::Deadline)))
                 }
@@ -461,9 +478,10 @@ fn prepare_call(
     deadline: Option<Duration>,
 ) -> Result<(), ExitReason> {
     let data = store.data_mut();
-    data.cpu_used = 0;
-    data.cpu_allowed = deadline.map(|d| (engine.ticks(d), d));
-    data.call_started = std::time::Instant::now();
+    data.deadline = deadline;
+    data.call_started = Instant::now();
+    data.host_time = Duration::ZERO;
+    data.host_since = None;
     store.set_epoch_deadline(1);
     if engine.config().fuel {
         store

@@ -13,9 +13,10 @@ pub struct ChildLimits {
     pub max_table_elements: usize,
     /// Most core instances, tables and memories a component may create. Default 32.
     pub max_instances: usize,
-    /// CPU time an export call may run before it is killed with `killed(deadline)`,
-    /// measured in epoch ticks while the guest runs (time spent waiting in the host,
-    /// e.g. in `call`, does not count). `None` = no deadline. Default 5 s.
+    /// How long an export call may run in the guest before it is killed with
+    /// `killed(deadline)`: the call's wall time less its time inside host functions
+    /// (a `call` waiting for a reply, a WASI sleep), checked at every epoch tick, so the
+    /// kill comes within one tick of it. `None` = no deadline. Default 5 s.
     pub call_deadline: Option<Duration>,
     /// Fuel for one export call; running out ends the incarnation with
     /// `trap(out_of_fuel)`. Needs an engine built with fuel on. Default `None`.
