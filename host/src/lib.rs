@@ -18,8 +18,10 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod events;
 pub mod exit;
 pub mod sandbox;
 pub mod state;
+pub mod supervisor;
 
 pub use exit::{ExitReason, KillCause, TrapKind};

@@ -1,0 +1,895 @@
+//! The supervisor's decisions, as a pure state machine: OTP's `supervisor.erl`
+//! without processes.
+//!
+//! ```text
+//!   inputs (with `now`)                       agenda (FIFO)            runtime
+//!   init / exited / started / stopped  ──▶   Start, Stop, StopAll,  ──▶  carries each
+//!   timer / admin requests / shutdown         RestartAfter, Emit,        out, reports
+//!                                             Exit                       back
+//! ```
+//!
+//! The runtime pops one [`Directive`] at a time, carries it out and reports the
+//! result (`started`, `stopped`); a failed start clears the rest of its batch, as
+//! OTP's `children_map` aborts. No tokio, no wasmtime: the clock and the random
+//! source are parameters, so every rule is a plain unit test.
+
+use super::spec::SpecError;
+use super::spec::{
+    AutoShutdown, ChildSpec, ChildStart, Restart, Strategy, SupervisorSpec, check_child, validate,
+};
+use crate::ExitReason;
+use crate::events::Event;
+use crate::sandbox::Shutdown;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What the runtime is to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Directive {
+    /// Start incarnation `incarnation` of `child` and report with [`Core::started`].
+    Start {
+        /// The child's id.
+        child: String,
+        /// The incarnation number to give it.
+        incarnation: u64,
+        /// Why it is started; an admin start that fails is not retried.
+        cause: StartCause,
+    },
+    /// Stop `child` as `shutdown` says, wait for it, and report with [`Core::stopped`].
+    Stop {
+        /// The child's id.
+        child: String,
+        /// How.
+        shutdown: Shutdown,
+    },
+    /// Stop these dynamic children in parallel under one timer, and report them with
+    /// [`Core::stopped_all`].
+    StopAll {
+        /// The children's ids.
+        children: Vec<String>,
+        /// How (the template's shutdown).
+        shutdown: Shutdown,
+    },
+    /// After `delay`, call [`Core::timer`] with this child and generation.
+    RestartAfter {
+        /// The child's id.
+        child: String,
+        /// How long to wait.
+        delay: Duration,
+        /// Ignored by the core if the child changed in the meantime.
+        generation: u64,
+    },
+    /// Publish an event.
+    Emit(Event),
+    /// The supervisor exits with this reason (its children are already stopped).
+    Exit(ExitReason),
+}
+
+/// Why a child is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartCause {
+    /// The supervisor's own start: a failure aborts it.
+    Init,
+    /// A restart: a failure is retried, and counts toward the intensity.
+    Restart,
+    /// `start_child` or `restart_child`: a failure is the request's error.
+    Admin,
+}
+
+/// A child's state, as `which_children` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    /// Running.
+    Running,
+    /// Waiting for a restart, or for a failed restart to be retried.
+    Restarting,
+    /// Not running; its spec is kept.
+    Stopped,
+}
+
+/// Why an admin request was refused, in OTP's words where OTP has one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// No child with that id.
+    #[error("not_found")]
+    NotFound,
+    /// The child is running.
+    #[error("running")]
+    Running,
+    /// The child is waiting for a restart.
+    #[error("restarting")]
+    Restarting,
+    /// A child with that id exists and is not running.
+    #[error("already_present")]
+    AlreadyPresent,
+    /// A child with that id is running.
+    #[error("already_started")]
+    AlreadyStarted,
+    /// Not possible on a simple_one_for_one supervisor.
+    #[error("simple_one_for_one")]
+    SimpleOneForOne,
+    /// The request's spec is invalid.
+    #[error("invalid child spec: {0}")]
+    Invalid(String),
+    /// The supervisor is shutting down.
+    #[error("shutting_down")]
+    ShuttingDown,
+}
+
+/// One child, as `which_children` reports it (in start order).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChildInfo {
+    /// Its id.
+    pub name: String,
+    /// Its path.
+    pub path: String,
+    /// `worker` or `supervisor`.
+    #[serde(rename = "type")]
+    pub kind: ChildKind,
+    /// Running, restarting or stopped.
+    pub state: ChildState,
+    /// Its latest incarnation (0 if never started).
+    pub incarnation: u64,
+}
+
+/// Whether a child is a worker or a supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildKind {
+    /// A plugin.
+    Worker,
+    /// A nested supervisor.
+    Supervisor,
+}
+
+/// `count_children`, with OTP's meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChildCounts {
+    /// Child specs (1 for a simple_one_for_one supervisor: its template).
+    pub specs: usize,
+    /// Children running (restarting ones are not).
+    pub active: usize,
+    /// Children that are supervisors.
+    pub supervisors: usize,
+    /// Children that are workers.
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Child {
+    spec: ChildSpec,
+    state: ChildState,
+    incarnation: u64,
+    /// Bumped whenever a pending timer must no longer act on this child.
+    generation: u64,
+    /// Consecutive restart attempts, for backoff; reset after a stable run.
+    attempt: u32,
+    started_at: Option<Instant>,
+    /// Set while this child is being stopped by the supervisor itself.
+    stopping: bool,
+    /// Whether the pending restart timer is a retry of a failed start, which counts
+    /// toward the intensity when it fires (OTP's try_again); a delayed restart after a
+    /// crash was counted at the crash.
+    retry: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    ShuttingDown,
+    Exited,
+}
+
+/// The decision core of one supervisor.
+pub struct Core {
+    path: String,
+    strategy: Strategy,
+    intensity: u32,
+    period: Duration,
+    auto_shutdown: AutoShutdown,
+    template: Option<ChildSpec>,
+    next_dynamic: u64,
+    children: Vec<Child>,
+    /// Restart times within the current window, oldest first.
+    restarts: VecDeque<Instant>,
+    agenda: VecDeque<Directive>,
+    /// Set by a reaction that ends the batch it interrupted (a failed start, giving
+    /// up): the batch's starts not yet carried out are dropped.
+    abort_batch: bool,
+    /// Init starts not yet reported; the supervisor is running once none are left.
+    init_pending: usize,
+    phase: Phase,
+    random: Box<dyn FnMut() -> f64 + Send>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("path", &self.path)
+            .field("strategy", &self.strategy)
+            .field("children", &self.children)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// A core for the supervisor at `path`; `random` returns numbers in `[0, 1)` for
+    /// backoff jitter.
+    ///
+    /// # Errors
+    /// Every problem of the spec (and of nested supervisors' specs), with its place.
+    pub fn new(
+        path: impl Into<String>,
+        spec: &SupervisorSpec,
+        random: Box<dyn FnMut() -> f64 + Send>,
+    ) -> Result<Self, Vec<SpecError>> {
+        let path = path.into();
+        let errors = validate(&path, spec);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (template, children) = if spec.strategy == Strategy::SimpleOneForOne {
+            (spec.children.first().cloned(), Vec::new())
+        } else {
+            (None, spec.children.iter().cloned().map(Child::new).collect())
+        };
+        Ok(Self {
+            path,
+            strategy: spec.strategy,
+            intensity: spec.intensity,
+            period: spec.period,
+            auto_shutdown: spec.auto_shutdown,
+            template,
+            next_dynamic: 0,
+            children,
+            restarts: VecDeque::new(),
+            agenda: VecDeque::new(),
+            abort_batch: false,
+            init_pending: 0,
+            phase: Phase::Starting,
+            random,
+        })
+    }
+
+    /// The supervisor's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The path of child `id`.
+    pub fn child_path(&self, id: &str) -> String {
+        format!("{}/{id}", self.path)
+    }
+
+    /// The spec of child `id`, to start it.
+    pub fn spec(&self, id: &str) -> Option<&ChildSpec> {
+        self.find(id).map(|i| &self.children[i].spec)
+    }
+
+    /// The next directive, if any.
+    pub fn pop(&mut self) -> Option<Directive> {
+        self.agenda.pop_front()
+    }
+
+    /// Whether the supervisor has exited.
+    pub fn has_exited(&self) -> bool {
+        self.phase == Phase::Exited
+    }
+
+    /// Starts the children in order.
+    pub fn init(&mut self, _now: Instant) {
+        let ids: Vec<String> = self.children.iter().map(|c| c.spec.id.clone()).collect();
+        self.init_pending = ids.len();
+        for id in ids {
+            self.push_start(&id, StartCause::Init);
+        }
+        if self.init_pending == 0 {
+            self.phase = Phase::Running;
+        }
+    }
+
+    /// Reports the outcome of a [`Directive::Start`].
+    ///
+    /// For an admin start, returns the request's result.
+    pub fn started(
+        &mut self,
+        id: &str,
+        result: Result<(), ExitReason>,
+        cause: StartCause,
+        now: Instant,
+    ) -> Option<Result<(), ExitReason>> {
+        self.react(|core| core.on_started(id, result, cause, now))
+    }
+
+    fn on_started(
+        &mut self,
+        id: &str,
+        result: Result<(), ExitReason>,
+        cause: StartCause,
+        now: Instant,
+    ) -> Option<Result<(), ExitReason>> {
+        let i = self.find(id)?;
+        match result {
+            Ok(()) => {
+                let child = &mut self.children[i];
+                child.state = ChildState::Running;
+                child.started_at = Some(now);
+                child.generation += 1;
+                let incarnation = child.incarnation;
+                self.emit(Event::ChildStarted { path: self.child_path(id), incarnation });
+                if cause == StartCause::Init {
+                    self.init_pending -= 1;
+                    if self.init_pending == 0 && self.phase == Phase::Starting {
+                        self.phase = Phase::Running;
+                    }
+                }
+                (cause == StartCause::Admin).then_some(Ok(()))
+            }
+            Err(reason) => {
+                let message = reason.to_string();
+                self.emit(Event::ChildStartFailed { path: self.child_path(id), message });
+                self.abort_batch = true;
+                match cause {
+                    StartCause::Init => {
+                        // OTP: the supervisor's start fails; started children are stopped.
+                        self.children[i].state = ChildState::Stopped;
+                        self.stop_all_children();
+                        let message = format!("failed_to_start_child {id}: {reason}");
+                        self.exit(ExitReason::StartFailed { message });
+                        None
+                    }
+                    StartCause::Admin => {
+                        let child = &mut self.children[i];
+                        child.state = ChildState::Stopped;
+                        // OTP keeps no spec of a child whose start_child failed; a
+                        // failed restart_child keeps it.
+                        if child.started_at.is_none() {
+                            self.children.remove(i);
+                        }
+                        Some(Err(reason))
+                    }
+                    StartCause::Restart => {
+                        // OTP's try_again: retried later (so requests are served in
+                        // between), and the retry counts toward the intensity.
+                        let child = &mut self.children[i];
+                        child.state = ChildState::Restarting;
+                        child.generation += 1;
+                        child.attempt += 1;
+                        child.retry = true;
+                        let (attempt, generation) = (child.attempt, child.generation);
+                        let delay = child.spec.backoff.delay(attempt, (self.random)());
+                        self.emit(Event::ChildRestarting {
+                            path: self.child_path(id),
+                            attempt,
+                            delay_ms: millis(delay),
+                        });
+                        self.agenda.push_back(Directive::RestartAfter {
+                            child: id.to_owned(),
+                            delay,
+                            generation,
+                        });
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports that a [`Directive::Stop`] finished, with the reason the child ended with.
+    pub fn stopped(&mut self, id: &str, reason: ExitReason) {
+        self.react(|core| core.on_stopped(id, reason));
+    }
+
+    /// Reports a whole [`Directive::StopAll`], in the order the children ended.
+    pub fn stopped_all(&mut self, results: Vec<(String, ExitReason)>) {
+        self.react(|core| {
+            for (id, reason) in results {
+                core.on_stopped(&id, reason);
+            }
+        });
+    }
+
+    fn on_stopped(&mut self, id: &str, reason: ExitReason) {
+        let Some(i) = self.find(id) else { return };
+        let incarnation = self.children[i].incarnation;
+        self.emit(Event::ChildExited { path: self.child_path(id), incarnation, reason });
+        let child = &mut self.children[i];
+        child.stopping = false;
+        if child.state == ChildState::Running {
+            child.state = ChildState::Stopped;
+        }
+        // Temporary children are dropped when stopped, also as bystanders of a group
+        // restart; dynamic children are dropped too (OTP's del_child).
+        if (child.spec.restart == Restart::Temporary || self.template.is_some())
+            && child.state != ChildState::Restarting
+        {
+            self.children.remove(i);
+        }
+    }
+
+    /// A child exited on its own (not stopped by the supervisor).
+    pub fn exited(&mut self, id: &str, incarnation: u64, reason: ExitReason, now: Instant) {
+        self.react(|core| core.on_exited(id, incarnation, reason, now));
+    }
+
+    fn on_exited(&mut self, id: &str, incarnation: u64, reason: ExitReason, now: Instant) {
+        let Some(i) = self.find(id) else { return };
+        let child = &self.children[i];
+        if child.incarnation != incarnation || child.state != ChildState::Running || child.stopping
+        {
+            return; // stale, or part of a stop the supervisor asked for
+        }
+        self.emit(Event::ChildExited {
+            path: self.child_path(id),
+            incarnation,
+            reason: reason.clone(),
+        });
+        // No longer running, whatever comes next (OTP's del_child before giving up).
+        self.children[i].state = ChildState::Stopped;
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Exited) {
+            return;
+        }
+        let spec = &self.children[i].spec;
+        let skip = reason.trap_kind().is_some_and(|k| spec.no_restart_on.contains(&k));
+        let restart = !skip
+            && match spec.restart {
+                Restart::Permanent => true,
+                Restart::Transient => !reason.is_normal(),
+                Restart::Temporary => false,
+            };
+        if !restart {
+            let significant = spec.significant;
+            self.del_child(i);
+            self.maybe_auto_shutdown(significant);
+            return;
+        }
+        let child = &mut self.children[i];
+        if child
+            .started_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= child.spec.backoff_reset)
+        {
+            child.attempt = 0;
+        }
+        self.restart(id, now, false);
+    }
+
+    /// A [`Directive::RestartAfter`] timer fired.
+    pub fn timer(&mut self, id: &str, generation: u64, now: Instant) {
+        self.react(|core| core.on_timer(id, generation, now));
+    }
+
+    fn on_timer(&mut self, id: &str, generation: u64, now: Instant) {
+        let Some(i) = self.find(id) else { return };
+        let child = &self.children[i];
+        if child.generation != generation
+            || child.state != ChildState::Restarting
+            || matches!(self.phase, Phase::ShuttingDown | Phase::Exited)
+        {
+            return; // terminated, deleted or restarted meanwhile: revive nothing
+        }
+        if child.retry {
+            self.restart(id, now, true);
+        } else {
+            let group = self.group(id);
+            self.start_group(&group);
+        }
+    }
+
+    /// OTP's `restart/2`: count, give up or stop the group and start it again.
+    fn restart(&mut self, id: &str, now: Instant, retry: bool) {
+        if !self.add_restart(now) {
+            self.give_up();
+            return;
+        }
+        let i = self.find(id).expect("the restarted child exists");
+        let child = &mut self.children[i];
+        child.state = ChildState::Restarting;
+        child.generation += 1;
+        child.retry = false;
+        if !retry {
+            // A retry's attempt was counted when its start failed.
+            child.attempt += 1;
+        }
+        let (attempt, generation) = (child.attempt, child.generation);
+        let delay =
+            if retry { Duration::ZERO } else { child.spec.backoff.delay(attempt, (self.random)()) };
+        if !retry {
+            let path = self.child_path(id);
+            self.emit(Event::ChildRestarting { path, attempt, delay_ms: millis(delay) });
+        }
+        let group = self.group(id);
+        // Stop the running members of the group, newest first.
+        for member in group.iter().rev() {
+            self.push_stop(member);
+        }
+        if delay.is_zero() {
+            self.start_group(&group);
+        } else {
+            self.agenda.push_back(Directive::RestartAfter {
+                child: id.to_owned(),
+                delay,
+                generation,
+            });
+        }
+    }
+
+    /// The children a restart of `id` touches, in start order.
+    fn group(&self, id: &str) -> Vec<String> {
+        let ids = self.children.iter().map(|c| c.spec.id.clone());
+        match self.strategy {
+            Strategy::OneForOne | Strategy::SimpleOneForOne => vec![id.to_owned()],
+            Strategy::OneForAll => ids.collect(),
+            Strategy::RestForOne => ids.skip_while(|c| c != id).collect(),
+        }
+    }
+
+    fn start_group(&mut self, group: &[String]) {
+        for member in group {
+            // Temporary bystanders are not restarted: they are dropped once stopped.
+            if let Some(i) = self.find(member)
+                && self.children[i].spec.restart != Restart::Temporary
+            {
+                self.push_start(member, StartCause::Restart);
+            }
+        }
+    }
+
+    /// OTP's `add_restart/1`: a sliding window, inclusive at its start.
+    fn add_restart(&mut self, now: Instant) -> bool {
+        while self.restarts.front().is_some_and(|&t| now.saturating_duration_since(t) > self.period)
+        {
+            self.restarts.pop_front();
+        }
+        self.restarts.push_back(now);
+        self.restarts.len() <= self.intensity as usize
+    }
+
+    fn give_up(&mut self) {
+        self.emit(Event::SupervisorGaveUp {
+            path: self.path.clone(),
+            reason: "reached_max_restart_intensity".into(),
+        });
+        self.abort_batch = true;
+        self.stop_all_children();
+        self.exit(ExitReason::Shutdown);
+    }
+
+    /// Shuts the supervisor down: children stopped newest first, then exit `shutdown`.
+    pub fn shutdown(&mut self) {
+        if matches!(self.phase, Phase::ShuttingDown | Phase::Exited) {
+            return;
+        }
+        self.react(|core| {
+            core.abort_batch = true;
+            core.stop_all_children();
+            core.exit(ExitReason::Shutdown);
+        });
+    }
+
+    fn stop_all_children(&mut self) {
+        self.phase = Phase::ShuttingDown;
+        if let Some(template) = &self.template {
+            let running: Vec<String> = self
+                .children
+                .iter()
+                .filter(|c| c.state == ChildState::Running)
+                .map(|c| c.spec.id.clone())
+                .collect();
+            let shutdown = template.shutdown;
+            for id in &running {
+                self.mark_stopping(id);
+            }
+            if !running.is_empty() {
+                self.agenda.push_back(Directive::StopAll { children: running, shutdown });
+            }
+        } else {
+            let ids: Vec<String> = self.children.iter().rev().map(|c| c.spec.id.clone()).collect();
+            for id in ids {
+                self.push_stop(&id);
+            }
+        }
+        for child in &mut self.children {
+            if child.state == ChildState::Restarting {
+                child.state = ChildState::Stopped;
+                child.generation += 1;
+            }
+        }
+    }
+
+    fn exit(&mut self, reason: ExitReason) {
+        self.phase = Phase::ShuttingDown;
+        self.agenda.push_back(Directive::Emit(Event::SupervisorStopped {
+            path: self.path.clone(),
+            reason: reason.clone(),
+        }));
+        self.agenda.push_back(Directive::Exit(reason));
+        self.phase = Phase::Exited;
+    }
+
+    /// OTP's `do_auto_shutdown/2`, after a significant child ended for good.
+    fn maybe_auto_shutdown(&mut self, significant: bool) {
+        if !significant {
+            return;
+        }
+        let shut = match self.auto_shutdown {
+            AutoShutdown::Never => false,
+            AutoShutdown::AnySignificant => true,
+            AutoShutdown::AllSignificant => {
+                !self.children.iter().any(|c| c.spec.significant && c.state != ChildState::Stopped)
+            }
+        };
+        if shut {
+            self.stop_all_children();
+            self.exit(ExitReason::Shutdown);
+        }
+    }
+
+    /// OTP's `del_child`: temporary and dynamic children are dropped, others kept
+    /// stopped.
+    fn del_child(&mut self, i: usize) {
+        if self.children[i].spec.restart == Restart::Temporary || self.template.is_some() {
+            self.children.remove(i);
+        } else {
+            let child = &mut self.children[i];
+            child.state = ChildState::Stopped;
+            child.generation += 1;
+        }
+    }
+
+    // --- admin requests ---------------------------------------------------------
+
+    /// `start_child` with a spec (not on simple_one_for_one). On `Ok`, the agenda
+    /// holds the start; its result, from [`Core::started`], is the request's.
+    ///
+    /// # Errors
+    /// `already_started`, `already_present`, an invalid spec, `simple_one_for_one`.
+    pub fn start_child(&mut self, spec: ChildSpec) -> Result<(), AdminError> {
+        self.accepting()?;
+        if self.template.is_some() {
+            return Err(AdminError::SimpleOneForOne);
+        }
+        let problems = check_child(&spec, self.auto_shutdown);
+        if !problems.is_empty() {
+            return Err(AdminError::Invalid(problems.join("; ")));
+        }
+        if let Some(i) = self.find(&spec.id) {
+            return Err(match self.children[i].state {
+                ChildState::Running | ChildState::Restarting => AdminError::AlreadyStarted,
+                ChildState::Stopped => AdminError::AlreadyPresent,
+            });
+        }
+        let id = spec.id.clone();
+        self.children.push(Child::new(spec));
+        self.push_start(&id, StartCause::Admin);
+        Ok(())
+    }
+
+    /// `start_child` on a simple_one_for_one supervisor: a new child from the
+    /// template, named `name` or `<template id>-<n>`, with `config` if given.
+    ///
+    /// # Errors
+    /// Not a simple_one_for_one supervisor; a name already in use.
+    pub fn start_dynamic(
+        &mut self,
+        name: Option<String>,
+        config: Option<Vec<u8>>,
+    ) -> Result<String, AdminError> {
+        self.accepting()?;
+        let Some(template) = &self.template else {
+            return Err(AdminError::Invalid("not a simple_one_for_one supervisor".into()));
+        };
+        let mut spec = template.clone();
+        let id = match name {
+            Some(name) => name,
+            None => loop {
+                self.next_dynamic += 1;
+                let id = format!("{}-{}", template.id, self.next_dynamic);
+                if self.find(&id).is_none() {
+                    break id;
+                }
+            },
+        };
+        if self.find(&id).is_some() {
+            return Err(AdminError::AlreadyStarted);
+        }
+        spec.id.clone_from(&id);
+        if let (Some(config), ChildStart::Plugin(start)) = (config, &mut spec.start) {
+            start.config = config;
+        }
+        let problems = check_child(&spec, self.auto_shutdown);
+        if !problems.is_empty() {
+            return Err(AdminError::Invalid(problems.join("; ")));
+        }
+        self.children.push(Child::new(spec));
+        self.push_start(&id, StartCause::Admin);
+        Ok(id)
+    }
+
+    /// `terminate_child`: stops the child (or cancels its pending restart); not a
+    /// restart. A dynamic child is dropped, as a temporary one is.
+    ///
+    /// # Errors
+    /// `not_found`.
+    pub fn terminate_child(&mut self, id: &str) -> Result<(), AdminError> {
+        let i = self.find(id).ok_or(AdminError::NotFound)?;
+        let child = &mut self.children[i];
+        child.generation += 1;
+        match child.state {
+            ChildState::Running => self.react(|core| core.push_stop(id)),
+            ChildState::Restarting | ChildState::Stopped => {
+                child.state = ChildState::Stopped;
+                if child.spec.restart == Restart::Temporary || self.template.is_some() {
+                    self.children.remove(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `restart_child`: starts a stopped child; the start's result is the request's.
+    ///
+    /// # Errors
+    /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
+    pub fn restart_child(&mut self, id: &str) -> Result<(), AdminError> {
+        self.accepting()?;
+        if self.template.is_some() {
+            return Err(AdminError::SimpleOneForOne);
+        }
+        let i = self.find(id).ok_or(AdminError::NotFound)?;
+        match self.children[i].state {
+            ChildState::Running => Err(AdminError::Running),
+            ChildState::Restarting => Err(AdminError::Restarting),
+            ChildState::Stopped => {
+                self.push_start(id, StartCause::Admin);
+                Ok(())
+            }
+        }
+    }
+
+    /// `delete_child`: forgets a stopped child's spec.
+    ///
+    /// # Errors
+    /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
+    pub fn delete_child(&mut self, id: &str) -> Result<(), AdminError> {
+        if self.template.is_some() {
+            return Err(AdminError::SimpleOneForOne);
+        }
+        let i = self.find(id).ok_or(AdminError::NotFound)?;
+        match self.children[i].state {
+            ChildState::Running => Err(AdminError::Running),
+            ChildState::Restarting => Err(AdminError::Restarting),
+            ChildState::Stopped => {
+                self.children.remove(i);
+                Ok(())
+            }
+        }
+    }
+
+    /// `which_children`, in start order.
+    pub fn which_children(&self) -> Vec<ChildInfo> {
+        self.children
+            .iter()
+            .map(|c| ChildInfo {
+                name: c.spec.id.clone(),
+                path: self.child_path(&c.spec.id),
+                kind: if c.spec.is_supervisor() {
+                    ChildKind::Supervisor
+                } else {
+                    ChildKind::Worker
+                },
+                state: c.state,
+                incarnation: c.incarnation,
+            })
+            .collect()
+    }
+
+    /// `count_children`, with OTP's meanings (restarting children are not active).
+    pub fn count_children(&self) -> ChildCounts {
+        let mut counts = ChildCounts::default();
+        for c in &self.children {
+            counts.specs += 1;
+            if c.state == ChildState::Running {
+                counts.active += 1;
+            }
+            if c.spec.is_supervisor() {
+                counts.supervisors += 1;
+            } else {
+                counts.workers += 1;
+            }
+        }
+        if self.template.is_some() {
+            // OTP counts the template as the one spec of a simple_one_for_one.
+            counts.specs = 1;
+        }
+        counts
+    }
+
+    // --- helpers ---------------------------------------------------------------
+
+    fn accepting(&self) -> Result<(), AdminError> {
+        match self.phase {
+            Phase::ShuttingDown | Phase::Exited => Err(AdminError::ShuttingDown),
+            _ => Ok(()),
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        self.children.iter().position(|c| c.spec.id == id)
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.agenda.push_back(Directive::Emit(event));
+    }
+
+    fn push_start(&mut self, id: &str, cause: StartCause) {
+        let i = self.find(id).expect("started children exist");
+        let child = &mut self.children[i];
+        child.incarnation += 1;
+        if cause != StartCause::Restart {
+            child.attempt = 0;
+        }
+        let incarnation = child.incarnation;
+        self.agenda.push_back(Directive::Start { child: id.to_owned(), incarnation, cause });
+    }
+
+    fn mark_stopping(&mut self, id: &str) {
+        if let Some(i) = self.find(id) {
+            self.children[i].stopping = true;
+        }
+    }
+
+    fn push_stop(&mut self, id: &str) {
+        let Some(i) = self.find(id) else { return };
+        let child = &mut self.children[i];
+        if child.state != ChildState::Running || child.stopping {
+            return;
+        }
+        child.stopping = true;
+        let shutdown = child.spec.shutdown;
+        self.agenda.push_back(Directive::Stop { child: id.to_owned(), shutdown });
+    }
+
+    /// Runs the reaction to one input: what it decides comes before the rest of the
+    /// batch it interrupted; if it ends that batch, the batch's starts not yet carried
+    /// out are dropped (their incarnation numbers given back).
+    fn react<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let rest = std::mem::take(&mut self.agenda);
+        self.abort_batch = false;
+        let result = f(self);
+        let abort = std::mem::take(&mut self.abort_batch);
+        for directive in rest {
+            match directive {
+                Directive::Start { child, .. } if abort => {
+                    if let Some(c) = self.children.iter_mut().find(|c| c.spec.id == child) {
+                        c.incarnation -= 1;
+                    }
+                }
+                other => self.agenda.push_back(other),
+            }
+        }
+        result
+    }
+}
+
+impl Child {
+    fn new(spec: ChildSpec) -> Self {
+        Self {
+            spec,
+            state: ChildState::Stopped,
+            incarnation: 0,
+            generation: 0,
+            attempt: 0,
+            started_at: None,
+            stopping: false,
+            retry: false,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

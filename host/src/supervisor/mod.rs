@@ -1,0 +1,19 @@
+//! Supervision with Erlang/OTP `supervisor` semantics.
+//!
+//! [`Core`] decides (pure, synchronous, clock and randomness passed in); the runtime
+//! carries its [`Directive`]s out. The spec types and their validation are in
+//! [`spec`](self::SupervisorSpec).
+
+mod core;
+mod spec;
+
+pub use self::core::{
+    AdminError, ChildCounts, ChildInfo, ChildKind, ChildState, Core, Directive, StartCause,
+};
+pub use spec::{
+    AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, SpecError, Strategy,
+    SupervisorSpec, validate,
+};
+
+#[cfg(test)]
+mod tests;
