@@ -6,3 +6,4 @@ mod faults;
 mod fixtures;
 mod load;
 mod runtime;
+mod supervision;

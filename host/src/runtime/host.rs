@@ -1,0 +1,378 @@
+//! The embedding API: a [`Host`] runs one supervision tree.
+
+use super::supervisor::{self, Owned, SupMsg};
+use super::worker::WorkerMsg;
+use crate::ExitReason;
+use crate::events::Event;
+use crate::sandbox::{Engine, EngineConfig, MessageError, SandboxError};
+use crate::state::{MemoryStore, StateStore};
+use crate::supervisor::{AdminError, ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// An event with the time it was published, as the CLI prints it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EventRecord {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Microseconds since the host started.
+    pub ts_us: u64,
+}
+
+/// Why a host request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// No supervisor or child at that path.
+    #[error("not_found")]
+    NotFound,
+    /// The supervisor refused the request (OTP's answer).
+    #[error("{0}")]
+    Admin(AdminError),
+    /// The child the request started failed to start.
+    #[error("{0}")]
+    StartFailed(ExitReason),
+    /// The tree could not start.
+    #[error("the tree did not start: {0}")]
+    TreeStart(ExitReason),
+    /// A tree is already running in this host.
+    #[error("a tree is already running")]
+    AlreadyRunning,
+    /// The engine could not be created.
+    #[error(transparent)]
+    Engine(#[from] SandboxError),
+    /// The supervisor ended before answering.
+    #[error("the supervisor is gone")]
+    Gone,
+}
+
+pub(crate) enum AdminRequest {
+    WhichChildren,
+    CountChildren,
+    StartChild(Box<ChildSpec>),
+    StartDynamic { name: Option<String>, config: Option<Vec<u8>> },
+    TerminateChild(String),
+    RestartChild(String),
+    DeleteChild(String),
+}
+
+pub(crate) enum AdminReply {
+    Ok,
+    Pending,
+    Started(String),
+    Children(Vec<ChildInfo>),
+    Counts(ChildCounts),
+}
+
+pub(crate) enum Entry {
+    Worker(mpsc::UnboundedSender<WorkerMsg>),
+    Supervisor(mpsc::UnboundedSender<SupMsg>),
+}
+
+/// What every task of the tree shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) state: Arc<dyn StateStore>,
+    events: broadcast::Sender<EventRecord>,
+    registry: Mutex<HashMap<String, Entry>>,
+    root_exit: watch::Sender<Option<ExitReason>>,
+    epoch: Instant,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, event: Event) {
+        let ts_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(?event, "event");
+        let _ = self.events.send(EventRecord { event, ts_us });
+    }
+
+    pub(crate) fn register(&self, path: &str, entry: Entry) {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), entry);
+    }
+
+    pub(crate) fn unregister(&self, path: &str) {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+    }
+
+    fn worker(&self, path: &str) -> Option<mpsc::UnboundedSender<WorkerMsg>> {
+        match self.registry.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+            Some(Entry::Worker(tx)) => Some(tx.clone()),
+            _ => None,
+        }
+    }
+
+    fn supervisor(&self, path: &str) -> Option<mpsc::UnboundedSender<SupMsg>> {
+        match self.registry.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
+            Some(Entry::Supervisor(tx)) => Some(tx.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn root_exited(&self, reason: ExitReason) {
+        // send_replace: `send` drops the value when nobody is subscribed yet.
+        self.root_exit.send_replace(Some(reason));
+    }
+
+    pub(crate) fn seed(&self) -> u64 {
+        // Distinct per supervisor start; never zero (xorshift's fixed point).
+        (self.epoch.elapsed().as_nanos() as u64) | 1
+    }
+}
+
+/// Runs one supervision tree of plugins. Cheap to clone, `Send + Sync`; the tree is
+/// stopped when the last clone is dropped (call [`Host::shutdown`] to stop it in
+/// order and learn how it ended).
+///
+/// ```no_run
+/// use warden::runtime::Host;
+/// use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let host = Host::builder().build()?;
+/// let mut events = host.subscribe();
+/// let echo = ChildSpec::plugin("echo", PluginStart {
+///     plugin: "echo.wasm".into(),
+///     config: Vec::new(),
+///     limits: Default::default(),
+///     grants: Default::default(),
+/// });
+/// host.start(SupervisorSpec::new(Strategy::OneForOne, vec![echo])).await?;
+/// let reply = host.call("root/echo", b"hi".to_vec(), std::time::Duration::from_secs(1)).await?;
+/// assert_eq!(reply, b"hi");
+/// println!("{:?}", events.recv().await?);
+/// host.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Host {
+    shared: Arc<Shared>,
+    root: Arc<Mutex<Option<Owned<ExitReason>>>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("engine", &self.shared.engine).finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Host`].
+#[derive(Debug, Default)]
+pub struct HostBuilder {
+    engine: Option<EngineConfig>,
+    state: Option<Arc<dyn StateStore>>,
+}
+
+impl HostBuilder {
+    /// The engine configuration. Default [`EngineConfig::default`].
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = Some(config);
+        self
+    }
+
+    /// Where children keep their state. Default an in-memory store.
+    pub fn state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Builds the host.
+    ///
+    /// # Errors
+    /// The engine could not be created.
+    pub fn build(self) -> Result<Host, HostError> {
+        let engine = Engine::with_config(self.engine.unwrap_or_default())?;
+        let (events, _) = broadcast::channel(4096);
+        let (root_exit, _) = watch::channel(None);
+        Ok(Host {
+            shared: Arc::new(Shared {
+                engine,
+                state: self.state.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                events,
+                registry: Mutex::new(HashMap::new()),
+                root_exit,
+                epoch: Instant::now(),
+            }),
+            root: Arc::new(Mutex::new(None)),
+        })
+    }
+}
+
+impl Host {
+    /// A builder with the defaults.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// The engine the tree's plugins run in.
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
+    }
+
+    /// Events from now on. A receiver that falls more than 4,096 events behind
+    /// loses the oldest (it is told how many).
+    pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
+        self.shared.events.subscribe()
+    }
+
+    /// Starts the tree under the root supervisor `root`; returns once every child
+    /// started.
+    ///
+    /// # Errors
+    /// An invalid spec or a child that failed to start ([`HostError::TreeStart`]
+    /// names it); a tree already running.
+    pub async fn start(&self, spec: SupervisorSpec) -> Result<(), HostError> {
+        if self.root.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Err(HostError::AlreadyRunning);
+        }
+        self.shared.root_exit.send_replace(None);
+        let (_, task) = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None)
+            .await
+            .map_err(HostError::TreeStart)?;
+        *self.root.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    /// Calls the child at `path` and waits at most `timeout` for its reply.
+    ///
+    /// # Errors
+    /// Unknown target, timeout, the callee crashed (at once, with its reason), or the
+    /// callee's application error.
+    pub async fn call(
+        &self,
+        path: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MessageError> {
+        let worker =
+            self.shared.worker(path).ok_or_else(|| MessageError::UnknownTarget(path.into()))?;
+        let (reply, answer) = oneshot::channel();
+        worker
+            .send(WorkerMsg::Handle { sender: None, payload, reply: Some(reply) })
+            .map_err(|_| MessageError::UnknownTarget(path.into()))?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(MessageError::UnknownTarget(path.into())),
+            Err(_) => Err(MessageError::Timeout),
+        }
+    }
+
+    /// Sends to the child at `path` without waiting.
+    ///
+    /// # Errors
+    /// Unknown target.
+    pub fn send(&self, path: &str, payload: Vec<u8>) -> Result<(), MessageError> {
+        let worker =
+            self.shared.worker(path).ok_or_else(|| MessageError::UnknownTarget(path.into()))?;
+        worker
+            .send(WorkerMsg::Handle { sender: None, payload, reply: None })
+            .map_err(|_| MessageError::UnknownTarget(path.into()))
+    }
+
+    async fn admin(
+        &self,
+        supervisor: &str,
+        request: AdminRequest,
+    ) -> Result<AdminReply, HostError> {
+        let tx = self.shared.supervisor(supervisor).ok_or(HostError::NotFound)?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(SupMsg::Admin(request, reply)).map_err(|_| HostError::Gone)?;
+        answer.await.map_err(|_| HostError::Gone)?
+    }
+
+    /// OTP's `start_child`: adds `spec` to `supervisor` and starts it.
+    ///
+    /// # Errors
+    /// `already_started`, `already_present`, an invalid spec, the start's failure.
+    pub async fn start_child(&self, supervisor: &str, spec: ChildSpec) -> Result<(), HostError> {
+        self.admin(supervisor, AdminRequest::StartChild(Box::new(spec))).await.map(|_| ())
+    }
+
+    /// `start_child` on a simple_one_for_one supervisor: a child from its template,
+    /// named `name` (or `<template>-<n>`), with `config` (or the template's); returns
+    /// its name.
+    ///
+    /// # Errors
+    /// The name is taken; the start failed.
+    pub async fn start_dynamic(
+        &self,
+        supervisor: &str,
+        name: Option<String>,
+        config: Option<Vec<u8>>,
+    ) -> Result<String, HostError> {
+        match self.admin(supervisor, AdminRequest::StartDynamic { name, config }).await? {
+            AdminReply::Started(name) => Ok(name),
+            _ => Err(HostError::Gone),
+        }
+    }
+
+    /// OTP's `terminate_child`.
+    ///
+    /// # Errors
+    /// `not_found`.
+    pub async fn terminate_child(&self, supervisor: &str, child: &str) -> Result<(), HostError> {
+        self.admin(supervisor, AdminRequest::TerminateChild(child.into())).await.map(|_| ())
+    }
+
+    /// OTP's `restart_child`.
+    ///
+    /// # Errors
+    /// `running`, `restarting`, `not_found`, `simple_one_for_one`, the start's failure.
+    pub async fn restart_child(&self, supervisor: &str, child: &str) -> Result<(), HostError> {
+        self.admin(supervisor, AdminRequest::RestartChild(child.into())).await.map(|_| ())
+    }
+
+    /// OTP's `delete_child`.
+    ///
+    /// # Errors
+    /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
+    pub async fn delete_child(&self, supervisor: &str, child: &str) -> Result<(), HostError> {
+        self.admin(supervisor, AdminRequest::DeleteChild(child.into())).await.map(|_| ())
+    }
+
+    /// OTP's `which_children`, in start order.
+    ///
+    /// # Errors
+    /// No supervisor at that path.
+    pub async fn which_children(&self, supervisor: &str) -> Result<Vec<ChildInfo>, HostError> {
+        match self.admin(supervisor, AdminRequest::WhichChildren).await? {
+            AdminReply::Children(children) => Ok(children),
+            _ => Err(HostError::Gone),
+        }
+    }
+
+    /// OTP's `count_children`.
+    ///
+    /// # Errors
+    /// No supervisor at that path.
+    pub async fn count_children(&self, supervisor: &str) -> Result<ChildCounts, HostError> {
+        match self.admin(supervisor, AdminRequest::CountChildren).await? {
+            AdminReply::Counts(counts) => Ok(counts),
+            _ => Err(HostError::Gone),
+        }
+    }
+
+    /// Waits until the root supervisor exits; returns its reason (`shutdown` after a
+    /// clean shutdown or after giving up: see the `supervisor_gave_up` event).
+    pub async fn wait(&self) -> ExitReason {
+        let mut exit = self.shared.root_exit.subscribe();
+        let reason = exit.wait_for(Option::is_some).await.map(|r| r.clone());
+        reason.ok().flatten().unwrap_or(ExitReason::Shutdown)
+    }
+
+    /// Stops the tree in order (children newest first, each waited for) and returns
+    /// the root's exit reason.
+    pub async fn shutdown(&self) -> ExitReason {
+        if self.root.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            return ExitReason::Shutdown; // no tree was started
+        }
+        if let Some(root) = self.shared.supervisor("root") {
+            let _ = root.send(SupMsg::Shutdown);
+        }
+        let reason = self.wait().await;
+        self.root.lock().unwrap_or_else(|p| p.into_inner()).take();
+        reason
+    }
+}

@@ -1,0 +1,18 @@
+//! The async shell around the supervision core: one tokio task per supervisor and
+//! per child, owned all the way down (dropping a supervisor's task aborts its
+//! children's), carrying out the [`Directive`]s of each supervisor's [`Core`].
+//!
+//! ```text
+//!  Host ──▶ root supervisor task ──┬─▶ worker task (owns one Sandbox incarnation)
+//!   │ registry: path → channel     ├─▶ worker task
+//!   │ events: broadcast            └─▶ nested supervisor task ──▶ ...
+//! ```
+//!
+//! A child's exit reaches its supervisor as a message; a supervisor's exit reaches
+//! its parent the same way, which is how giving up escalates.
+
+mod host;
+mod supervisor;
+mod worker;
+
+pub use host::{EventRecord, Host, HostBuilder, HostError};

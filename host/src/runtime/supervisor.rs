@@ -1,0 +1,366 @@
+//! A supervisor task: carries out its [`Core`]'s directives with real sandboxes and
+//! nested supervisors, and feeds back what happened.
+
+use super::host::{AdminReply, AdminRequest, Entry, HostError, Shared};
+use super::worker::{self, WorkerMsg};
+use crate::sandbox::{BoxFuture, KillSwitch, Sandbox, SandboxConfig, Shutdown};
+use crate::supervisor::{ChildStart, Core, Directive, SupervisorSpec};
+use crate::{ExitReason, KillCause};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What a supervisor task receives.
+pub(crate) enum SupMsg {
+    /// A child's incarnation ended on its own.
+    ChildExited { id: String, incarnation: u64, reason: ExitReason },
+    /// A restart timer fired.
+    Timer { id: String, generation: u64 },
+    /// An admin request.
+    Admin(AdminRequest, oneshot::Sender<Result<AdminReply, HostError>>),
+    /// Shut down: children newest first, then exit `shutdown`.
+    Shutdown,
+}
+
+/// A task handle that aborts the task when dropped: nothing outlives its owner.
+pub(crate) struct Owned<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A started supervisor: its channel and its task.
+pub(crate) type Started = (mpsc::UnboundedSender<SupMsg>, Owned<ExitReason>);
+
+/// Who to tell when this supervisor exits.
+pub(crate) struct Parent {
+    pub(crate) tx: mpsc::UnboundedSender<SupMsg>,
+    pub(crate) id: String,
+    pub(crate) incarnation: u64,
+}
+
+enum Running {
+    Worker {
+        incarnation: u64,
+        tx: mpsc::UnboundedSender<WorkerMsg>,
+        kill: KillSwitch,
+        task: Owned<ExitReason>,
+    },
+    Supervisor {
+        incarnation: u64,
+        tx: mpsc::UnboundedSender<SupMsg>,
+        task: Owned<ExitReason>,
+    },
+}
+
+impl Running {
+    fn incarnation(&self) -> u64 {
+        match self {
+            Running::Worker { incarnation, .. } | Running::Supervisor { incarnation, .. } => {
+                *incarnation
+            }
+        }
+    }
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    core: Core,
+    me: mpsc::UnboundedSender<SupMsg>,
+    children: HashMap<String, Running>,
+    timers: JoinSet<()>,
+    admin: Option<oneshot::Sender<Result<AdminReply, HostError>>>,
+}
+
+/// Starts the supervisor at `path`; returns once its children are started (or its
+/// start failed, with the reason).
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    path: String,
+    spec: SupervisorSpec,
+    parent: Option<Parent>,
+) -> BoxFuture<'static, Result<Started, ExitReason>> {
+    // Boxed and declared `Send`: supervisors start supervisors, and a recursive
+    // `async fn` cannot prove that of itself.
+    Box::pin(start_inner(shared, path, spec, parent))
+}
+
+async fn start_inner(
+    shared: Arc<Shared>,
+    path: String,
+    spec: SupervisorSpec,
+    parent: Option<Parent>,
+) -> Result<Started, ExitReason> {
+    let mut seed = shared.seed();
+    let random = Box::new(move || {
+        // xorshift64*: jitter only needs to be spread, not secret.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        (seed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    });
+    let core =
+        Core::new(path.clone(), &spec, random).map_err(|errors| ExitReason::StartFailed {
+            message: errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        })?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let supervisor = Supervisor {
+        shared: Arc::clone(&shared),
+        core,
+        me: tx.clone(),
+        children: HashMap::new(),
+        timers: JoinSet::new(),
+        admin: None,
+    };
+    shared.register(&path, Entry::Supervisor(tx.clone()));
+    let task = Owned(tokio::spawn(supervisor.run(rx, ready_tx, parent)));
+    match ready_rx.await {
+        Ok(Ok(())) => Ok((tx, task)),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => {
+            Err(ExitReason::StartFailed { message: format!("supervisor {path} died starting") })
+        }
+    }
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<SupMsg>,
+        ready: oneshot::Sender<Result<(), ExitReason>>,
+        parent: Option<Parent>,
+    ) -> ExitReason {
+        self.core.init(Instant::now());
+        let mut ready = Some(ready);
+        let reason = loop {
+            if let Some(reason) = self.drain().await {
+                break reason;
+            }
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(Ok(()));
+            }
+            let Some(msg) = rx.recv().await else {
+                self.core.shutdown();
+                continue;
+            };
+            self.handle(msg);
+        };
+        self.shared.unregister(self.core.path());
+        match ready.take() {
+            // Failed while starting: the starter is told, not the parent.
+            Some(ready) => {
+                let _ = ready.send(Err(reason.clone()));
+            }
+            None => match parent {
+                Some(parent) => {
+                    let _ = parent.tx.send(SupMsg::ChildExited {
+                        id: parent.id,
+                        incarnation: parent.incarnation,
+                        reason: reason.clone(),
+                    });
+                }
+                None => self.shared.root_exited(reason.clone()),
+            },
+        }
+        reason
+    }
+
+    fn handle(&mut self, msg: SupMsg) {
+        let now = Instant::now();
+        match msg {
+            SupMsg::ChildExited { id, incarnation, reason } => {
+                if self.children.get(&id).map(Running::incarnation) == Some(incarnation) {
+                    self.children.remove(&id);
+                    self.shared.unregister(&self.core.child_path(&id));
+                }
+                self.core.exited(&id, incarnation, reason, now);
+            }
+            SupMsg::Timer { id, generation } => self.core.timer(&id, generation, now),
+            SupMsg::Shutdown => self.core.shutdown(),
+            SupMsg::Admin(request, reply) => {
+                let answer = match request {
+                    AdminRequest::WhichChildren => {
+                        Ok(AdminReply::Children(self.core.which_children()))
+                    }
+                    AdminRequest::CountChildren => {
+                        Ok(AdminReply::Counts(self.core.count_children()))
+                    }
+                    AdminRequest::StartChild(spec) => {
+                        self.core.start_child(*spec).map(|()| AdminReply::Pending)
+                    }
+                    AdminRequest::StartDynamic { name, config } => {
+                        self.core.start_dynamic(name, config).map(|_| AdminReply::Pending)
+                    }
+                    AdminRequest::RestartChild(id) => {
+                        self.core.restart_child(&id).map(|()| AdminReply::Pending)
+                    }
+                    AdminRequest::TerminateChild(id) => {
+                        self.core.terminate_child(&id).map(|()| AdminReply::Ok)
+                    }
+                    AdminRequest::DeleteChild(id) => {
+                        self.core.delete_child(&id).map(|()| AdminReply::Ok)
+                    }
+                };
+                match answer {
+                    // Answered when the start it asked for is reported.
+                    Ok(AdminReply::Pending) => self.admin = Some(reply),
+                    Ok(answer) => {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(HostError::Admin(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the agenda; returns the supervisor's exit reason once it exits.
+    async fn drain(&mut self) -> Option<ExitReason> {
+        while let Some(directive) = self.core.pop() {
+            match directive {
+                Directive::Start { child, incarnation, cause } => {
+                    let result = self.start_child(&child, incarnation).await;
+                    let admin = self.core.started(&child, result, cause, Instant::now());
+                    // Only an admin start answers the pending request.
+                    if let Some(result) = admin
+                        && let Some(reply) = self.admin.take()
+                    {
+                        let answer = result
+                            .map(|()| AdminReply::Started(child))
+                            .map_err(HostError::StartFailed);
+                        let _ = reply.send(answer);
+                    }
+                }
+                Directive::Stop { child, shutdown } => {
+                    let reason = self.stop_child(&child, shutdown).await;
+                    self.core.stopped(&child, reason);
+                }
+                Directive::StopAll { children, shutdown } => {
+                    let mut stops = JoinSet::new();
+                    for id in children {
+                        if let Some(running) = self.take_running(&id) {
+                            stops.spawn(async move { (id, stop(running, shutdown).await) });
+                        }
+                    }
+                    let mut results = Vec::new();
+                    while let Some(done) = stops.join_next().await {
+                        if let Ok(result) = done {
+                            results.push(result);
+                        }
+                    }
+                    self.core.stopped_all(results);
+                }
+                Directive::RestartAfter { child, delay, generation } => {
+                    let me = self.me.clone();
+                    self.timers.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = me.send(SupMsg::Timer { id: child, generation });
+                    });
+                }
+                Directive::Emit(event) => self.shared.emit(event),
+                Directive::Exit(reason) => return Some(reason),
+            }
+        }
+        None
+    }
+
+    async fn start_child(&mut self, id: &str, incarnation: u64) -> Result<(), ExitReason> {
+        let spec = self
+            .core
+            .spec(id)
+            .cloned()
+            .ok_or_else(|| ExitReason::StartFailed { message: format!("no child {id}") })?;
+        let path = self.core.child_path(id);
+        let running = match spec.start {
+            ChildStart::Plugin(start) => {
+                let plugin = self
+                    .shared
+                    .engine
+                    .load_file(&start.plugin)
+                    .map_err(|e| ExitReason::StartFailed { message: e.to_string() })?;
+                let mut config = SandboxConfig::new(path.clone());
+                config.config = start.config;
+                config.limits = start.limits;
+                config.grants = start.grants;
+                config.state = Arc::clone(&self.shared.state);
+                let sandbox = Sandbox::start(&plugin, config, incarnation).await?;
+                let kill = sandbox.kill_switch();
+                let (tx, rx) = mpsc::unbounded_channel();
+                let task =
+                    Owned(tokio::spawn(worker::run(id.to_owned(), sandbox, rx, self.me.clone())));
+                self.shared.register(&path, Entry::Worker(tx.clone()));
+                Running::Worker { incarnation, tx, kill, task }
+            }
+            ChildStart::Supervisor(sub) => {
+                let parent = Parent { tx: self.me.clone(), id: id.to_owned(), incarnation };
+                let (tx, task) = start(Arc::clone(&self.shared), path, *sub, Some(parent)).await?;
+                Running::Supervisor { incarnation, tx, task }
+            }
+        };
+        self.children.insert(id.to_owned(), running);
+        Ok(())
+    }
+
+    fn take_running(&mut self, id: &str) -> Option<Running> {
+        let running = self.children.remove(id)?;
+        self.shared.unregister(&self.core.child_path(id));
+        Some(running)
+    }
+
+    async fn stop_child(&mut self, id: &str, shutdown: Shutdown) -> ExitReason {
+        match self.take_running(id) {
+            Some(running) => stop(running, shutdown).await,
+            // It ended on its own meanwhile; its exit message is stale now.
+            None => ExitReason::Shutdown,
+        }
+    }
+}
+
+/// Stops one child as `shutdown` says: graceful within the timeout, then killed.
+async fn stop(running: Running, shutdown: Shutdown) -> ExitReason {
+    match running {
+        Running::Worker { tx, kill, mut task, .. } => {
+            if shutdown == Shutdown::BrutalKill {
+                kill.kill(KillCause::BrutalKill);
+            }
+            let _ = tx.send(WorkerMsg::Stop(shutdown));
+            match shutdown {
+                Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
+                    Ok(result) => joined(result),
+                    Err(_) => {
+                        kill.kill(KillCause::ShutdownTimeout);
+                        joined((&mut task.0).await)
+                    }
+                },
+                Shutdown::BrutalKill | Shutdown::Infinity => joined((&mut task.0).await),
+            }
+        }
+        Running::Supervisor { tx, mut task, .. } => {
+            let _ = tx.send(SupMsg::Shutdown);
+            match shutdown {
+                Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
+                    Ok(result) => joined(result),
+                    Err(_) => {
+                        task.0.abort();
+                        ExitReason::Killed { cause: KillCause::ShutdownTimeout }
+                    }
+                },
+                Shutdown::BrutalKill => {
+                    task.0.abort();
+                    ExitReason::Killed { cause: KillCause::BrutalKill }
+                }
+                Shutdown::Infinity => joined((&mut task.0).await),
+            }
+        }
+    }
+}
+
+fn joined(result: Result<ExitReason, tokio::task::JoinError>) -> ExitReason {
+    result.unwrap_or(ExitReason::Killed { cause: KillCause::BrutalKill })
+}
