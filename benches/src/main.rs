@@ -8,7 +8,10 @@
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::time::{Duration, Instant};
+use warden::events::Event;
+use warden::runtime::{EventRecord, Host};
 use warden::sandbox::{Engine, Sandbox, SandboxConfig};
+use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -50,7 +53,11 @@ fn main() -> Result<()> {
     };
     let samples = if quick { 2_000 } else { 20_000 };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let scenarios = vec![runtime.block_on(instantiate(samples))?];
+    let scenarios = vec![
+        runtime.block_on(instantiate(samples))?,
+        runtime.block_on(restart(samples / 4))?,
+        runtime.block_on(restart_all(if quick { 10 } else { 40 }))?,
+    ];
 
     println!(
         "{:<14} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
@@ -106,6 +113,108 @@ async fn instantiate(samples: usize) -> Result<Scenario> {
         }
     }
     Ok(scenario("instantiate", "us", warden_us, "raw wasmtime instantiate_pre + init call", raw_us))
+}
+
+/// A one_for_one permanent chaos child trapping: from the supervisor observing the
+/// exit (`child_exited`) to the new incarnation's `init` returning (`child_started`),
+/// read from the events' timestamps; beside raw wasmtime instantiate + init of the
+/// same component.
+async fn restart(samples: usize) -> Result<Scenario> {
+    let host = Host::builder().build()?;
+    let mut spec = SupervisorSpec::new(Strategy::OneForOne, vec![chaos_child("c")]);
+    spec.intensity = u32::MAX;
+    spec.period = Duration::from_millis(1);
+    host.start(spec).await?;
+    let mut events = host.subscribe();
+    let raw = RawEcho::new(warden_tests::CHAOS)?;
+    let mut warden_us = Vec::with_capacity(samples);
+    let mut raw_us = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let _ = host.call("root/c", b"trap".to_vec(), Duration::from_secs(5)).await;
+        let exited = next_event(&mut events, |e| matches!(e, Event::ChildExited { .. })).await?;
+        let started = next_event(&mut events, |e| matches!(e, Event::ChildStarted { .. })).await?;
+        let t = Instant::now();
+        let store = raw.instantiate_and_init().await?;
+        let r = t.elapsed();
+        drop(store);
+        if i >= samples / 10 {
+            warden_us.push((started - exited) as f64);
+            raw_us.push(micros(r));
+        }
+    }
+    host.shutdown().await;
+    Ok(scenario("restart", "us", warden_us, "raw wasmtime instantiate_pre + init call", raw_us))
+}
+
+/// One child of 100 under one_for_all traps: from its `child_exited` to the last of
+/// the 100 `child_started`, beside 100 raw instantiate + init in a row.
+async fn restart_all(samples: usize) -> Result<Scenario> {
+    let host = Host::builder().build()?;
+    let children = (0..100).map(|i| chaos_child(&format!("c{i}"))).collect();
+    let mut spec = SupervisorSpec::new(Strategy::OneForAll, children);
+    spec.intensity = u32::MAX;
+    spec.period = Duration::from_millis(1);
+    host.start(spec).await?;
+    let mut events = host.subscribe();
+    let raw = RawEcho::new(warden_tests::CHAOS)?;
+    let mut warden_us = Vec::with_capacity(samples);
+    let mut raw_us = Vec::with_capacity(samples);
+    for i in 0..samples + 2 {
+        let _ = host.call("root/c50", b"trap".to_vec(), Duration::from_secs(5)).await;
+        let exited = next_event(&mut events, |e| matches!(e, Event::ChildExited { .. })).await?;
+        let done = next_event(
+            &mut events,
+            |e| matches!(e, Event::ChildStarted { path, .. } if path == "root/c99"),
+        )
+        .await?;
+        let t = Instant::now();
+        let mut stores = Vec::with_capacity(100);
+        for _ in 0..100 {
+            stores.push(raw.instantiate_and_init().await?);
+        }
+        let r = t.elapsed();
+        drop(stores);
+        if i >= 2 {
+            warden_us.push((done - exited) as f64);
+            raw_us.push(micros(r));
+        }
+    }
+    host.shutdown().await;
+    Ok(scenario(
+        "restart_all_100",
+        "us",
+        warden_us,
+        "raw wasmtime: 100 x instantiate_pre + init call",
+        raw_us,
+    ))
+}
+
+fn chaos_child(id: &str) -> ChildSpec {
+    ChildSpec::plugin(
+        id,
+        PluginStart {
+            plugin: warden_tests::CHAOS.into(),
+            config: Vec::new(),
+            limits: Default::default(),
+            grants: Default::default(),
+        },
+    )
+}
+
+/// The timestamp of the next event matching `pred`.
+async fn next_event(
+    events: &mut tokio::sync::broadcast::Receiver<EventRecord>,
+    pred: impl Fn(&Event) -> bool,
+) -> Result<u64> {
+    let wait = async {
+        loop {
+            let record = events.recv().await?;
+            if pred(&record.event) {
+                return Ok::<_, anyhow::Error>(record.ts_us);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.context("no event within 10 s")?
 }
 
 /// The baseline: plain wasmtime, the same engine features and pooling, WASI p2, and

@@ -4,7 +4,7 @@ use super::supervisor::{self, Owned, SupMsg};
 use super::worker::WorkerMsg;
 use crate::ExitReason;
 use crate::events::Event;
-use crate::sandbox::{Engine, EngineConfig, MessageError, SandboxError};
+use crate::sandbox::{Engine, EngineConfig, LoadError, MessageError, Plugin, SandboxError};
 use crate::state::{MemoryStore, StateStore};
 use crate::supervisor::{AdminError, ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
 use std::collections::HashMap;
@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) state: Arc<dyn StateStore>,
     events: broadcast::Sender<EventRecord>,
     registry: Mutex<HashMap<String, Entry>>,
+    /// Plugins by file path: a restart must not re-read and re-hash the file.
+    plugins: Mutex<HashMap<std::path::PathBuf, Plugin>>,
     root_exit: watch::Sender<Option<ExitReason>>,
     epoch: Instant,
 }
@@ -87,6 +89,20 @@ impl Shared {
         let ts_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(?event, "event");
         let _ = self.events.send(EventRecord { event, ts_us });
+    }
+
+    /// The plugin at `file`, loaded (read, hashed, compiled) the first time only. A
+    /// file changed on disk is picked up by a new host, not by restarts.
+    pub(crate) fn plugin(&self, file: &std::path::Path) -> Result<Plugin, LoadError> {
+        if let Some(plugin) = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file) {
+            return Ok(plugin.clone());
+        }
+        let plugin = self.engine.load_file(file)?;
+        self.plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file.to_owned(), plugin.clone());
+        Ok(plugin)
     }
 
     pub(crate) fn register(&self, path: &str, entry: Entry) {
@@ -192,6 +208,7 @@ impl HostBuilder {
                 state: self.state.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 events,
                 registry: Mutex::new(HashMap::new()),
+                plugins: Mutex::new(HashMap::new()),
                 root_exit,
                 epoch: Instant::now(),
             }),

@@ -281,8 +281,7 @@ impl Supervisor {
             ChildStart::Plugin(start) => {
                 let plugin = self
                     .shared
-                    .engine
-                    .load_file(&start.plugin)
+                    .plugin(&start.plugin)
                     .map_err(|e| ExitReason::StartFailed { message: e.to_string() })?;
                 let mut config = SandboxConfig::new(path.clone());
                 config.config = start.config;
