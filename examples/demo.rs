@@ -1,92 +1,101 @@
-//! The quick-start demo: three real plugins in sandboxes, faults injected into one of
-//! them, each crash contained and followed by a restart, while the others carry on.
+//! The quick-start demo: a small supervision tree of real plugins. Faults are injected
+//! into chaos children; every event the host publishes is printed as the JSON line
+//! the CLI contract defines: crashes, restarts, a nested supervisor giving up and the
+//! root restarting it (escalation), and finally an orderly shutdown.
 //!
 //! ```text
 //! cargo run -p warden-tests --example demo
 //! ```
 //!
-//! The restart loop here is deliberately simple (restart at once, count); the
-//! supervision tree with OTP's semantics replaces it.
+//! ```text
+//! root (one_for_one, 10 restarts in 5 s)
+//! ├── echo       echo plugin
+//! ├── counter    keeps its count in state across restarts
+//! ├── chaos      takes every fault
+//! └── pair       one_for_all, 1 restart in 5 s
+//!     ├── left   chaos
+//!     └── right  chaos
+//! ```
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use warden::sandbox::{ChildLimits, Engine, Plugin, Sandbox, SandboxConfig};
-use warden::state::{MemoryStore, StateStore};
+use std::time::Duration;
+use warden::runtime::Host;
+use warden::sandbox::ChildLimits;
+use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+
+fn plugin(id: &str, file: &str) -> ChildSpec {
+    ChildSpec::plugin(
+        id,
+        PluginStart {
+            plugin: file.into(),
+            config: Vec::new(),
+            limits: ChildLimits {
+                max_memory_bytes: 8 << 20,
+                call_deadline: Some(Duration::from_millis(100)),
+                ..ChildLimits::default()
+            },
+            grants: Default::default(),
+        },
+    )
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let started = Instant::now();
-    let engine = Engine::new()?;
-    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    let config = |path: &str| {
-        let mut c = SandboxConfig::new(path);
-        c.state = Arc::clone(&store);
-        c.limits = ChildLimits {
-            max_memory_bytes: 8 << 20,
-            call_deadline: Some(Duration::from_millis(100)),
-            ..ChildLimits::default()
-        };
-        c
-    };
-    let chaos = engine.load_file(warden_tests::CHAOS)?;
-    let counter = engine.load_file(warden_tests::COUNTER)?;
-    let echo = engine.load_file(warden_tests::ECHO)?;
-    println!("loaded 3 plugins in {:?}", started.elapsed());
-
-    let mut echo_child = Sandbox::start(&echo, config("root/echo"), 1).await?;
-    let mut counter_child = Child::start(&counter, config("root/counter")).await;
-    let mut chaos_child = Child::start(&chaos, config("root/chaos")).await;
-
-    for fault in ["trap", "panic", "div0", "oob", "stack", "oom", "loop", "exit:error"] {
-        counter_child.send("incr").await;
-        chaos_child.send(fault).await;
-        let reply = echo_child.handle(None, format!("echo survives {fault}").into(), true).await?;
-        println!("  root/echo      replied {:?}", String::from_utf8_lossy(&reply.reply.unwrap()));
-    }
-    counter_child.send("crash").await;
-    counter_child.send("get").await;
-    println!("done in {:?}: the host never went down", started.elapsed());
-    Ok(())
-}
-
-/// A child restarted at once whenever its incarnation ends.
-struct Child {
-    plugin: Plugin,
-    config: SandboxConfig,
-    sandbox: Sandbox,
-    incarnation: u64,
-}
-
-impl Child {
-    async fn start(plugin: &Plugin, config: SandboxConfig) -> Child {
-        let sandbox = Sandbox::start(plugin, config.clone(), 1).await.expect("starts");
-        println!("  {:<14} started (incarnation 1)", config.path);
-        Child { plugin: plugin.clone(), config, sandbox, incarnation: 1 }
-    }
-
-    async fn send(&mut self, message: &str) {
-        let path = &self.config.path;
-        let exit = match self.sandbox.handle(None, message.into(), true).await {
-            Ok(handled) => {
-                let reply = match &handled.reply {
-                    Ok(bytes) => format!("replied {:?}", String::from_utf8_lossy(bytes)),
-                    Err(error) => format!("answered error {error:?}"),
-                };
-                println!("  {path:<14} {message:<11} -> {reply}");
-                handled.exit
-            }
-            Err(reason) => Some(reason),
-        };
-        if let Some(reason) = exit {
-            println!(
-                "  {path:<14} {message:<11} -> exited: {}",
-                serde_json::to_string(&reason).unwrap()
-            );
-            self.incarnation += 1;
-            self.sandbox = Sandbox::start(&self.plugin, self.config.clone(), self.incarnation)
-                .await
-                .expect("restarts");
-            println!("  {path:<14} restarted (incarnation {})", self.incarnation);
+    let host = Host::builder().build()?;
+    let mut events = host.subscribe();
+    let printer = tokio::spawn(async move {
+        while let Ok(record) = events.recv().await {
+            println!("{}", serde_json::to_string(&record).expect("events serialise"));
         }
+    });
+
+    let pair = SupervisorSpec::new(
+        Strategy::OneForAll,
+        vec![plugin("left", warden_tests::CHAOS), plugin("right", warden_tests::CHAOS)],
+    );
+    let mut root = SupervisorSpec::new(
+        Strategy::OneForOne,
+        vec![
+            plugin("echo", warden_tests::ECHO),
+            plugin("counter", warden_tests::COUNTER),
+            plugin("chaos", warden_tests::CHAOS),
+            ChildSpec::supervisor("pair", pair),
+        ],
+    );
+    root.intensity = 10;
+    host.start(root).await?;
+
+    let call = |path: &'static str, msg: &'static str| {
+        let host = host.clone();
+        async move {
+            let reply = host.call(path, msg.as_bytes().to_vec(), Duration::from_secs(2)).await;
+            let shown = match reply {
+                Ok(bytes) => format!("replied {:?}", String::from_utf8_lossy(&bytes)),
+                Err(e) => format!("failed: {e}"),
+            };
+            eprintln!("# call {path} {msg:?} -> {shown}");
+        }
+    };
+
+    // A crash of one child restarts only it (one_for_one); the others carry on.
+    for fault in ["panic", "oom", "loop"] {
+        call("root/chaos", fault).await;
+        call("root/echo", "echo still answers").await;
     }
+    // The counter's state survives its own crash.
+    call("root/counter", "incr").await;
+    call("root/counter", "incr").await;
+    call("root/counter", "crash").await;
+    call("root/counter", "get").await;
+    // Two crashes in the pair within 5 s exceed its intensity: it gives up, and root
+    // restarts it (escalation).
+    call("root/pair/left", "trap").await;
+    call("root/pair/right", "div0").await;
+    call("root/pair/left", "echo:the pair is back").await;
+
+    eprintln!("# shutting down");
+    let reason = host.shutdown().await;
+    eprintln!("# the tree stopped: {reason}");
+    drop(host);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    Ok(())
 }
