@@ -222,3 +222,53 @@ async fn time_waiting_in_the_host_does_not_count_against_the_deadline() {
     let reason = child.handle(None, b"hang:200".to_vec(), true).await.unwrap_err();
     assert_eq!(reason, ExitReason::Killed { cause: KillCause::Deadline });
 }
+
+#[tokio::test]
+async fn fuel_ends_a_runaway_call_with_out_of_fuel() {
+    let engine = warden::sandbox::Engine::with_config(warden::sandbox::EngineConfig {
+        fuel: true,
+        max_instances: 4,
+        ..Default::default()
+    })
+    .unwrap();
+    let plugin = engine.load_file(CHAOS).unwrap();
+    let mut config = config();
+    config.limits.fuel_per_call = Some(5_000_000);
+    let mut child = Sandbox::start(&plugin, config.clone(), 1).await.unwrap();
+    let echo = child.handle(None, b"echo:cheap".to_vec(), true).await.unwrap();
+    assert_eq!(echo.reply.as_deref(), Ok(&b"cheap"[..]), "a cheap call fits its fuel");
+    let reason = child.handle(None, b"loop".to_vec(), true).await.unwrap_err();
+    assert_eq!(reason.trap_kind(), Some(TrapKind::OutOfFuel), "{reason:?}");
+    // Asking for fuel on an engine without it is refused, not silently ignored.
+    let refused = Sandbox::start(&engine_without_fuel_plugin(), config, 1).await.unwrap_err();
+    assert!(refused.to_string().contains("built without fuel"), "{refused}");
+}
+
+fn engine_without_fuel_plugin() -> warden::sandbox::Plugin {
+    engine().load_file(CHAOS).unwrap()
+}
+
+#[tokio::test]
+async fn a_second_engine_loads_compiled_code_from_the_disk_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = |dir: &std::path::Path| {
+        warden::sandbox::Engine::with_config(warden::sandbox::EngineConfig {
+            cache_dir: Some(dir.to_owned()),
+            max_instances: 4,
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let first = engine(dir.path());
+    first.load_file(CHAOS).unwrap();
+    let (hits, misses) = first.compile_cache_stats().unwrap();
+    assert_eq!(hits, 0);
+    assert!(misses > 0, "the first engine compiles");
+    let second = engine(dir.path());
+    let plugin = second.load_file(CHAOS).unwrap();
+    let (hits, misses) = second.compile_cache_stats().unwrap();
+    assert!(hits > 0, "the second engine finds the compiled component");
+    assert_eq!(misses, 0, "and compiles nothing");
+    let mut child = Sandbox::start(&plugin, config(), 1).await.unwrap();
+    assert!(child.handle(None, b"echo:cached".to_vec(), true).await.is_ok());
+}

@@ -96,6 +96,7 @@ pub(crate) struct EngineInner {
     pub(crate) linker: Linker<ChildState>,
     pub(crate) config: EngineConfig,
     pub(crate) capacity: Capacity,
+    cache: Option<wasmtime::Cache>,
     plugins: Mutex<HashMap<[u8; 32], Plugin>>,
     _ticker: Ticker,
 }
@@ -144,11 +145,16 @@ impl Engine {
                 .max_memory_size(config.max_memory_bytes);
             wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
-        if let Some(dir) = &config.cache_dir {
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            wasm.cache(Some(wasmtime::Cache::new(cache).map_err(err)?));
-        }
+        let cache = match &config.cache_dir {
+            Some(dir) => {
+                let mut cache_config = wasmtime::CacheConfig::new();
+                cache_config.with_directory(dir);
+                let cache = wasmtime::Cache::new(cache_config).map_err(err)?;
+                wasm.cache(Some(cache.clone()));
+                Some(cache)
+            }
+            None => None,
+        };
         let engine = wasmtime::Engine::new(&wasm).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
@@ -160,6 +166,7 @@ impl Engine {
                 linker,
                 config,
                 capacity,
+                cache,
                 plugins: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
@@ -199,6 +206,12 @@ impl Engine {
         let plugin = Plugin::compile(self, name, bytes, hash)?;
         self.plugins().insert(hash, plugin.clone());
         Ok(plugin)
+    }
+
+    /// Compiled components found in and missing from the on-disk cache so far, as
+    /// `(hits, misses)`; `None` without a cache directory.
+    pub fn compile_cache_stats(&self) -> Option<(usize, usize)> {
+        self.inner.cache.as_ref().map(|c| (c.cache_hits(), c.cache_misses()))
     }
 
     /// Instances live now, and the most allowed at once.

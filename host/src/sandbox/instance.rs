@@ -194,6 +194,10 @@ pub(crate) fn check_exports(
     let mut store = Store::new(&engine.inner.engine, data);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(engine.ticks(Duration::from_secs(1)));
+    if engine.config().fuel {
+        // A Store starts with no fuel: without this no plugin would load.
+        store.set_fuel(u64::MAX).map_err(|e| format!("{e:#}"))?;
+    }
     let instance = poll_to_end(pre.instance_pre().instantiate_async(&mut store))
         .map_err(|e| format!("{e:#}"))?;
     // Check each export on its own so the error names the function at fault.
@@ -285,6 +289,15 @@ impl Sandbox {
         incarnation: u64,
     ) -> Result<Self, ExitReason> {
         let engine = plugin.engine().clone();
+        if config.limits.fuel_per_call.is_some() && !engine.config().fuel {
+            return Err(ExitReason::StartFailed {
+                message: format!(
+                    "{}: fuel_per_call is set but the engine was built without fuel \
+                     (EngineConfig::fuel)",
+                    config.path
+                ),
+            });
+        }
         let slot = engine.inner.acquire_slot().map_err(start_failed)?;
         let SandboxConfig {
             name,
