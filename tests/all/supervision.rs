@@ -109,6 +109,7 @@ fn running(names: &[(&str, u64)]) -> Vec<(String, ChildState, u64)> {
 #[tokio::test]
 async fn one_for_one_restarts_the_crashed_child_and_a_caller_learns_why_at_once() {
     let (host, mut events) = host_with(abc(Strategy::OneForOne)).await;
+    assert!(!host.root_gave_up());
     let reply = host.call("root/b", b"trap".to_vec(), DEADLINE).await;
     match reply {
         Err(MessageError::CalleeCrashed(ExitReason::Trap { .. })) => {}
@@ -186,6 +187,7 @@ async fn giving_up_escalates_through_three_levels() {
     expect(&mut events, "root gives up", gave_up("root")).await;
     expect(&mut events, "the sibling stopped", exited("root/sibling")).await;
     assert_eq!(within(host.wait()).await, ExitReason::Shutdown);
+    assert!(host.root_gave_up(), "the embedder can tell giving up from a clean stop");
 }
 
 #[tokio::test]
@@ -351,4 +353,35 @@ async fn admin_requests_answer_with_otps_results() {
     assert_eq!(names, ["b", "c", "d"]);
     assert!(matches!(host.which_children("root/nope").await, Err(HostError::NotFound)));
     within(host.shutdown()).await;
+}
+
+#[tokio::test]
+async fn a_child_waiting_to_be_restarted_shows_as_restarting_while_requests_are_answered() {
+    let mut picky = chaos("picky", Restart::Permanent, r#"{"fail_init_from": 2}"#);
+    picky.backoff = warden::supervisor::Backoff::Fixed(Duration::from_millis(300));
+    let spec = tree(Strategy::OneForOne, 10, vec![chaos("a", Restart::Permanent, ""), picky]);
+    let (host, mut events) = host_with(spec).await;
+    host.send("root/picky", b"trap".to_vec()).unwrap();
+    expect(
+        &mut events,
+        "picky restarting",
+        |e| matches!(e, Event::ChildRestarting { path, .. } if path == "root/picky"),
+    )
+    .await;
+    // Within its 300 ms backoff the supervisor answers, and picky is not active.
+    let children = incarnations(&host, "root").await;
+    assert_eq!(children[1].1, ChildState::Restarting);
+    assert_eq!(host.count_children("root").await.unwrap().active, 1);
+    let refused = host.restart_child("root", "picky").await;
+    assert!(matches!(refused, Err(HostError::Admin(AdminError::Restarting))), "{refused:?}");
+    // terminate_child cancels the pending restart and is not a restart.
+    host.terminate_child("root", "picky").await.unwrap();
+    assert_eq!(incarnations(&host, "root").await[1].1, ChildState::Stopped);
+    within(host.shutdown()).await;
+}
+
+#[test]
+fn host_handles_are_send_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Host>();
 }

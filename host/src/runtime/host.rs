@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     /// Plugins by file path: a restart must not re-read and re-hash the file.
     plugins: Mutex<HashMap<std::path::PathBuf, Plugin>>,
     root_exit: watch::Sender<Option<ExitReason>>,
+    /// Set when the root supervisor gave up (its exit reason is `shutdown` either way,
+    /// as in OTP).
+    root_gave_up: std::sync::atomic::AtomicBool,
     epoch: Instant,
 }
 
@@ -88,6 +91,9 @@ impl Shared {
     pub(crate) fn emit(&self, event: Event) {
         let ts_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(?event, "event");
+        if matches!(&event, Event::SupervisorGaveUp { path, .. } if path == "root") {
+            self.root_gave_up.store(true, std::sync::atomic::Ordering::Release);
+        }
         let _ = self.events.send(EventRecord { event, ts_us });
     }
 
@@ -210,6 +216,7 @@ impl HostBuilder {
                 registry: Mutex::new(HashMap::new()),
                 plugins: Mutex::new(HashMap::new()),
                 root_exit,
+                root_gave_up: std::sync::atomic::AtomicBool::new(false),
                 epoch: Instant::now(),
             }),
             root: Arc::new(Mutex::new(None)),
@@ -245,6 +252,7 @@ impl Host {
             return Err(HostError::AlreadyRunning);
         }
         self.shared.root_exit.send_replace(None);
+        self.shared.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
         let (_, task) = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None)
             .await
             .map_err(HostError::TreeStart)?;
@@ -377,6 +385,13 @@ impl Host {
         let mut exit = self.shared.root_exit.subscribe();
         let reason = exit.wait_for(Option::is_some).await.map(|r| r.clone());
         reason.ok().flatten().unwrap_or(ExitReason::Shutdown)
+    }
+
+    /// Whether the root supervisor gave up (reached its restart intensity). Its exit
+    /// reason is `shutdown` either way, as in OTP; this tells a clean stop from a
+    /// failure (`warden run` exits non-zero on it).
+    pub fn root_gave_up(&self) -> bool {
+        self.shared.root_gave_up.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops the tree in order (children newest first, each waited for) and returns
