@@ -120,12 +120,7 @@ async fn instantiate(samples: usize) -> Result<Scenario> {
 /// read from the events' timestamps; beside raw wasmtime instantiate + init of the
 /// same component.
 async fn restart(samples: usize) -> Result<Scenario> {
-    let host = Host::builder().build()?;
-    let mut spec = SupervisorSpec::new(Strategy::OneForOne, vec![chaos_child("c")]);
-    spec.intensity = u32::MAX;
-    spec.period = Duration::from_millis(1);
-    host.start(spec).await?;
-    let mut events = host.subscribe();
+    let (host, mut events) = never_giving_up(Strategy::OneForOne, vec![chaos_child("c")]).await?;
     let raw = RawEcho::new(warden_tests::CHAOS)?;
     let mut warden_us = Vec::with_capacity(samples);
     let mut raw_us = Vec::with_capacity(samples);
@@ -149,13 +144,8 @@ async fn restart(samples: usize) -> Result<Scenario> {
 /// One child of 100 under one_for_all traps: from its `child_exited` to the last of
 /// the 100 `child_started`, beside 100 raw instantiate + init in a row.
 async fn restart_all(samples: usize) -> Result<Scenario> {
-    let host = Host::builder().build()?;
     let children = (0..100).map(|i| chaos_child(&format!("c{i}"))).collect();
-    let mut spec = SupervisorSpec::new(Strategy::OneForAll, children);
-    spec.intensity = u32::MAX;
-    spec.period = Duration::from_millis(1);
-    host.start(spec).await?;
-    let mut events = host.subscribe();
+    let (host, mut events) = never_giving_up(Strategy::OneForAll, children).await?;
     let raw = RawEcho::new(warden_tests::CHAOS)?;
     let mut warden_us = Vec::with_capacity(samples);
     let mut raw_us = Vec::with_capacity(samples);
@@ -187,6 +177,20 @@ async fn restart_all(samples: usize) -> Result<Scenario> {
         "raw wasmtime: 100 x instantiate_pre + init call",
         raw_us,
     ))
+}
+
+/// A started tree whose root restarts without limit, and its event stream.
+async fn never_giving_up(
+    strategy: Strategy,
+    children: Vec<ChildSpec>,
+) -> Result<(Host, tokio::sync::broadcast::Receiver<EventRecord>)> {
+    let host = Host::builder().build()?;
+    let mut spec = SupervisorSpec::new(strategy, children);
+    spec.intensity = u32::MAX;
+    spec.period = Duration::from_millis(1);
+    host.start(spec).await?;
+    let events = host.subscribe();
+    Ok((host, events))
 }
 
 fn chaos_child(id: &str) -> ChildSpec {

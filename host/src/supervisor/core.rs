@@ -736,18 +736,9 @@ impl Core {
     /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
     pub fn restart_child(&mut self, id: &str) -> Result<(), AdminError> {
         self.accepting()?;
-        if self.template.is_some() {
-            return Err(AdminError::SimpleOneForOne);
-        }
-        let i = self.find(id).ok_or(AdminError::NotFound)?;
-        match self.children[i].state {
-            ChildState::Running => Err(AdminError::Running),
-            ChildState::Restarting => Err(AdminError::Restarting),
-            ChildState::Stopped => {
-                self.push_start(id, StartCause::Admin);
-                Ok(())
-            }
-        }
+        self.stopped_child(id)?;
+        self.push_start(id, StartCause::Admin);
+        Ok(())
     }
 
     /// `delete_child`: forgets a stopped child's spec.
@@ -755,6 +746,14 @@ impl Core {
     /// # Errors
     /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
     pub fn delete_child(&mut self, id: &str) -> Result<(), AdminError> {
+        let i = self.stopped_child(id)?;
+        self.children.remove(i);
+        Ok(())
+    }
+
+    /// The index of `id` if it is a stopped static child: what `restart_child` and
+    /// `delete_child` both require, with OTP's answer when it is not.
+    fn stopped_child(&self, id: &str) -> Result<usize, AdminError> {
         if self.template.is_some() {
             return Err(AdminError::SimpleOneForOne);
         }
@@ -762,10 +761,7 @@ impl Core {
         match self.children[i].state {
             ChildState::Running => Err(AdminError::Running),
             ChildState::Restarting => Err(AdminError::Restarting),
-            ChildState::Stopped => {
-                self.children.remove(i);
-                Ok(())
-            }
+            ChildState::Stopped => Ok(i),
         }
     }
 
