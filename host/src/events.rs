@@ -49,6 +49,20 @@ pub enum Event {
         /// `reached_max_restart_intensity`.
         reason: String,
     },
+    /// The answer to a control command (CLI); `id` echoes the command's.
+    Reply {
+        /// The command's id, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+        /// Whether the command succeeded.
+        ok: bool,
+        /// The result, when it succeeded.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+        /// What went wrong, when it failed (OTP's word where OTP has one).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {
         /// The supervisor's path.

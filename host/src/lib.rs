@@ -20,6 +20,7 @@
 
 pub mod events;
 pub mod exit;
+pub mod manifest;
 pub mod runtime;
 pub mod sandbox;
 pub mod state;

@@ -1,9 +1,13 @@
-//! The `warden` command line.
+//! The `warden` command line: `run` a tree from a manifest, `check` manifests and
+//! plugins.
+
+mod control;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use warden::runtime::Host;
 use warden::sandbox::Engine;
 
 /// A WebAssembly plugin host with supervised sandboxes.
@@ -16,13 +20,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Loads each plugin and checks it against the `warden:plugin` world (imports,
-    /// exports and their types) without calling it; lists every problem.
-    Check {
-        /// Plugin components (.wasm).
-        #[arg(required = true)]
-        plugins: Vec<PathBuf>,
+    /// Starts the tree a manifest describes; prints one JSON event per line on stdout
+    /// and reads control commands as JSON lines on stdin. Exits 0 after a clean
+    /// shutdown (the `shutdown` command, SIGINT or SIGTERM), 1 when the root
+    /// supervisor gave up or the tree could not start, 2 for a bad manifest.
+    Run {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+        /// How events are printed.
+        #[arg(long, value_enum, default_value_t = EventFormat::Jsonl)]
+        events: EventFormat,
     },
+    /// Checks manifests (and every plugin they name) or plugin files, without running
+    /// anything; lists every problem.
+    Check {
+        /// Manifests (.toml) or plugin components (.wasm).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EventFormat {
+    /// One JSON object per line (the CLI contract).
+    Jsonl,
 }
 
 fn main() -> Result<ExitCode> {
@@ -31,21 +52,139 @@ fn main() -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Check { plugins } => check(&plugins),
+        Command::Check { files } => check(&files),
+        Command::Run { manifest, events: EventFormat::Jsonl } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let code = runtime.block_on(run(&manifest));
+            // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
+            // runtime would wait for it until stdin closes.
+            runtime.shutdown_background();
+            code
+        }
     }
 }
 
-fn check(plugins: &[PathBuf]) -> Result<ExitCode> {
+async fn run(manifest: &Path) -> Result<ExitCode> {
+    let spec = match warden::manifest::load(manifest) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let host = Host::builder().build()?;
+    let mut events = host.subscribe();
+    let printer = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match events.recv().await {
+                Ok(record) => match serde_json::to_string(&record) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("warden: cannot print an event: {e}"),
+                },
+                Err(RecvError::Lagged(n)) => eprintln!("warden: {n} events were dropped"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    let code = match host.start(spec).await {
+        Err(e) => {
+            eprintln!("{}: {e}", manifest.display());
+            ExitCode::from(1)
+        }
+        Ok(()) => {
+            let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
+            let commands = tokio::spawn(control::serve(host.clone(), base, shutdown_tx));
+            let code = tokio::select! {
+                _ = host.wait() => {
+                    if host.root_gave_up() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+                }
+                _ = shutdown_rx.recv() => {
+                    host.shutdown().await;
+                    ExitCode::SUCCESS
+                }
+                _ = signal() => {
+                    host.shutdown().await;
+                    ExitCode::SUCCESS
+                }
+            };
+            commands.abort();
+            code
+        }
+    };
+    drop(host);
+    // Let the printer write the last events (the stream closes with the host).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    Ok(code)
+}
+
+/// SIGINT or SIGTERM.
+async fn signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn check(files: &[PathBuf]) -> Result<ExitCode> {
     let engine = Engine::new()?;
     let mut failed = 0;
-    for path in plugins {
-        match engine.load_file(path) {
-            Ok(plugin) => println!("ok    {} (sha256 {})", path.display(), &plugin.hash()[..16]),
-            Err(e) => {
-                failed += 1;
-                println!("error {e}");
+    for path in files {
+        if path.extension().is_some_and(|e| e == "toml") {
+            match warden::manifest::load(path) {
+                Ok(spec) => {
+                    let mut plugins = Vec::new();
+                    collect_plugins(&spec, &mut plugins);
+                    let mut ok = true;
+                    for plugin in plugins {
+                        if let Err(e) = engine.load_file(&plugin) {
+                            println!("error {}: {e}", path.display());
+                            ok = false;
+                        }
+                    }
+                    if ok {
+                        println!("ok    {}", path.display());
+                    } else {
+                        failed += 1;
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    for line in e.to_string().lines() {
+                        println!("error {line}");
+                    }
+                }
+            }
+        } else {
+            match engine.load_file(path) {
+                Ok(plugin) => {
+                    println!("ok    {} (sha256 {})", path.display(), &plugin.hash()[..16])
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("error {e}");
+                }
             }
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn collect_plugins(spec: &warden::supervisor::SupervisorSpec, out: &mut Vec<PathBuf>) {
+    use warden::supervisor::ChildStart;
+    for child in &spec.children {
+        match &child.start {
+            ChildStart::Plugin(p) => {
+                if !out.contains(&p.plugin) {
+                    out.push(p.plugin.clone());
+                }
+            }
+            ChildStart::Supervisor(sub) => collect_plugins(sub, out),
+        }
+    }
 }

@@ -241,6 +241,13 @@ impl Host {
         self.shared.events.subscribe()
     }
 
+    /// Publishes `event` on the event stream, after every event published before it
+    /// (the CLI sends its replies this way, so a reply follows the events its command
+    /// caused).
+    pub fn publish(&self, event: Event) {
+        self.shared.emit(event);
+    }
+
     /// Starts the tree under the root supervisor `root`; returns once every child
     /// started.
     ///

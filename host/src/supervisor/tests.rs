@@ -156,6 +156,7 @@ fn describe(event: &Event) -> String {
         Event::ChildStartFailed { path, .. } => format!("start_failed {path}"),
         Event::SupervisorGaveUp { path, reason } => format!("gave_up {path} {reason}"),
         Event::SupervisorStopped { path, reason } => format!("sup_stopped {path} {reason}"),
+        Event::Reply { .. } => unreachable!("the core publishes no replies"),
     }
 }
 

@@ -1,0 +1,453 @@
+//! The TOML manifest: a supervision tree as plain serde data, turned into a
+//! [`SupervisorSpec`] with every problem reported at its place.
+//!
+//! ```toml
+//! [root]
+//! strategy = "one_for_one"     # one_for_all, rest_for_one, simple_one_for_one
+//! intensity = 1                # restarts allowed within `period` (OTP's default 1 in 5 s)
+//! period = "5s"
+//!
+//! [[root.children]]
+//! name = "worker"
+//! plugin = "plugins/chaos.wasm"   # relative to the manifest
+//! restart = "permanent"           # transient, temporary
+//! shutdown = "5s"                 # or "brutal_kill", "infinity"
+//! config = { fail_init_from = 3 } # handed to init as JSON
+//! limits = { memory = "16MiB", deadline = "1s" }
+//!
+//! [[root.children]]
+//! name = "pool"
+//! supervisor = { strategy = "simple_one_for_one", children = [{ name = "w", plugin = "w.wasm" }] }
+//! ```
+
+use crate::TrapKind;
+use crate::sandbox::{ChildLimits, DirGrant, Grants, Shutdown};
+use crate::supervisor::{
+    AutoShutdown, Backoff, ChildSpec, PluginStart, Restart, SpecError, Strategy, SupervisorSpec,
+    validate,
+};
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// A manifest file's top level.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The root supervisor.
+    pub root: SupervisorEntry,
+}
+
+/// A supervisor in the manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorEntry {
+    /// The restart strategy.
+    pub strategy: Strategy,
+    /// Restarts allowed within `period`; default 1.
+    #[serde(default = "default_intensity")]
+    pub intensity: i64,
+    /// The intensity window, e.g. "5s"; default 5 s.
+    #[serde(default)]
+    pub period: Option<String>,
+    /// Default never.
+    #[serde(default)]
+    pub auto_shutdown: AutoShutdown,
+    /// The children in start order.
+    #[serde(default)]
+    pub children: Vec<ChildEntry>,
+}
+
+fn default_intensity() -> i64 {
+    1
+}
+
+/// A child in the manifest: a plugin or a nested supervisor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildEntry {
+    /// Unique among its siblings.
+    pub name: String,
+    /// The component file, relative to the manifest.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// A nested supervisor instead of a plugin.
+    #[serde(default)]
+    pub supervisor: Option<SupervisorEntry>,
+    /// Default permanent.
+    #[serde(default)]
+    pub restart: Option<Restart>,
+    /// "brutal_kill", "infinity" or a duration; default 5 s for plugins, infinity for
+    /// supervisors.
+    #[serde(default)]
+    pub shutdown: Option<String>,
+    /// Default false.
+    #[serde(default)]
+    pub significant: bool,
+    /// Handed to `init` as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Value>,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Option<LimitsEntry>,
+    /// Capabilities.
+    #[serde(default)]
+    pub grants: Option<GrantsEntry>,
+    /// Delay before restarts.
+    #[serde(default)]
+    pub backoff: Option<BackoffEntry>,
+    /// Trap kinds after which the child is not restarted.
+    #[serde(default)]
+    pub no_restart_on: Vec<TrapKind>,
+}
+
+/// Limits in human units.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsEntry {
+    /// Linear memory, e.g. "16MiB".
+    pub memory: Option<String>,
+    /// CPU deadline per call, e.g. "500ms", or "none".
+    pub deadline: Option<String>,
+    /// Fuel per call.
+    pub fuel: Option<u64>,
+}
+
+/// Capabilities.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsEntry {
+    /// Directories, relative to the manifest.
+    #[serde(default)]
+    pub dirs: Vec<DirEntry>,
+    /// Environment variables by name, with their values.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Sockets and name lookups.
+    #[serde(default)]
+    pub network: bool,
+}
+
+/// One granted directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirEntry {
+    /// On the host, relative to the manifest.
+    pub host: String,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Default false.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// Backoff in human units.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffEntry {
+    /// "fixed", "linear" or "exponential".
+    pub kind: String,
+    /// The first delay.
+    pub initial: String,
+    /// Added per attempt (linear).
+    #[serde(default)]
+    pub step: Option<String>,
+    /// The largest delay.
+    #[serde(default)]
+    pub max: Option<String>,
+    /// Random fraction (exponential), 0 to 1.
+    #[serde(default)]
+    pub jitter: f64,
+    /// How long a child must run for its backoff to start over; default 10 s.
+    #[serde(default)]
+    pub reset_after: Option<String>,
+}
+
+/// Why a manifest was refused: every problem, with its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.iter().map(|p| format!("{}: {p}", .file)).collect::<Vec<_>>().join("\n"))]
+pub struct ManifestError {
+    /// The manifest file.
+    pub file: String,
+    /// Every problem found.
+    pub problems: Vec<String>,
+}
+
+/// Reads and checks the manifest at `path`.
+///
+/// # Errors
+/// Every problem, with the file and the place.
+pub fn load(path: &Path) -> Result<SupervisorSpec, ManifestError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        file: file.clone(),
+        problems: vec![format!("cannot read: {e}")],
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&file, &text, base)
+}
+
+/// Checks manifest `text` (named `file` in errors); plugin paths are relative to `base`.
+///
+/// # Errors
+/// Every problem, with the file and the place (and the line, for TOML errors).
+pub fn parse(file: &str, text: &str, base: &Path) -> Result<SupervisorSpec, ManifestError> {
+    let refuse = |problems| ManifestError { file: file.to_owned(), problems };
+    let manifest: Manifest = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        let message = e.message().to_owned();
+        refuse(vec![match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        }])
+    })?;
+    let mut problems = Vec::new();
+    let spec = supervisor("root", &manifest.root, base, &mut problems);
+    problems.extend(validate("root", &spec).iter().map(SpecError::to_string));
+    if problems.is_empty() { Ok(spec) } else { Err(refuse(problems)) }
+}
+
+fn supervisor(
+    path: &str,
+    entry: &SupervisorEntry,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> SupervisorSpec {
+    let here = format!("supervisor {path}");
+    let mut spec = SupervisorSpec::new(entry.strategy, Vec::new());
+    match u32::try_from(entry.intensity) {
+        Ok(n) => spec.intensity = n,
+        Err(_) => problems.push(format!(
+            "{here}: intensity must be a whole number from 0, not {}",
+            entry.intensity
+        )),
+    }
+    if let Some(period) = &entry.period {
+        match duration(period) {
+            Ok(d) => spec.period = d,
+            Err(e) => problems.push(format!("{here}: period: {e}")),
+        }
+    }
+    spec.auto_shutdown = entry.auto_shutdown;
+    for child in &entry.children {
+        if let Some(spec_child) = child_spec(path, child, base, problems) {
+            spec.children.push(spec_child);
+        }
+    }
+    spec
+}
+
+/// A child spec from a manifest child entry (e.g. a `start_child` command's `spec`),
+/// under the supervisor at `parent`, with plugin paths relative to `base`.
+///
+/// # Errors
+/// Every problem with the entry.
+pub fn child(parent: &str, entry: &ChildEntry, base: &Path) -> Result<ChildSpec, Vec<String>> {
+    let mut problems = Vec::new();
+    let spec = child_spec(parent, entry, base, &mut problems);
+    match spec {
+        Some(spec) if problems.is_empty() => Ok(spec),
+        _ => Err(problems),
+    }
+}
+
+fn child_spec(
+    parent: &str,
+    entry: &ChildEntry,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<ChildSpec> {
+    let here = format!("supervisor {parent}, child {:?}", entry.name);
+    let mut problem = |p: String| problems.push(format!("{here}: {p}"));
+    let mut spec = match (&entry.plugin, &entry.supervisor) {
+        (Some(plugin), None) => {
+            let config = match &entry.config {
+                Some(value) => serde_json::to_vec(value).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let plugin_path = base.join(plugin);
+            if !plugin_path.is_file() {
+                problem(format!("plugin file {} not found", plugin_path.display()));
+            }
+            let mut limits = ChildLimits::default();
+            if let Some(l) = &entry.limits {
+                if let Some(memory) = &l.memory {
+                    match bytes(memory) {
+                        Ok(n) => limits.max_memory_bytes = n,
+                        Err(e) => problem(format!("limits.memory: {e}")),
+                    }
+                }
+                if let Some(deadline) = &l.deadline {
+                    if deadline == "none" {
+                        limits.call_deadline = None;
+                    } else {
+                        match duration(deadline) {
+                            Ok(d) => limits.call_deadline = Some(d),
+                            Err(e) => problem(format!("limits.deadline: {e}")),
+                        }
+                    }
+                }
+                limits.fuel_per_call = l.fuel;
+            }
+            let mut grants = Grants::default();
+            if let Some(g) = &entry.grants {
+                grants.network = g.network;
+                grants.env = g.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                grants.dirs = g
+                    .dirs
+                    .iter()
+                    .map(|d| DirGrant {
+                        host: base.join(&d.host),
+                        guest: d.guest.clone(),
+                        writable: d.writable,
+                    })
+                    .collect();
+            }
+            ChildSpec::plugin(
+                &entry.name,
+                PluginStart { plugin: plugin_path, config, limits, grants },
+            )
+        }
+        (None, Some(sub)) => {
+            let sub_path = format!("{parent}/{}", entry.name);
+            let sub = supervisor(&sub_path, sub, base, problems);
+            ChildSpec::supervisor(&entry.name, sub)
+        }
+        (Some(_), Some(_)) => {
+            problem("has both `plugin` and `supervisor`; a child is one or the other".into());
+            return None;
+        }
+        (None, None) => {
+            problem("needs `plugin` (a component file) or `supervisor` (a nested tree)".into());
+            return None;
+        }
+    };
+    let mut problem = |p: String| problems.push(format!("{here}: {p}"));
+    if let Some(restart) = entry.restart {
+        spec.restart = restart;
+    }
+    if let Some(shutdown) = &entry.shutdown {
+        spec.shutdown = match shutdown.as_str() {
+            "brutal_kill" => Shutdown::BrutalKill,
+            "infinity" => Shutdown::Infinity,
+            other => match duration(other) {
+                Ok(d) => Shutdown::Timeout(d),
+                Err(e) => {
+                    problem(format!("shutdown: {e} (or \"brutal_kill\", \"infinity\")"));
+                    spec.shutdown
+                }
+            },
+        };
+    }
+    spec.significant = entry.significant;
+    spec.no_restart_on.clone_from(&entry.no_restart_on);
+    if let Some(b) = &entry.backoff {
+        let d = |field: &str, value: &Option<String>, problem: &mut dyn FnMut(String)| {
+            value.as_deref().map(duration).transpose().unwrap_or_else(|e| {
+                problem(format!("backoff.{field}: {e}"));
+                None
+            })
+        };
+        let initial = duration(&b.initial).unwrap_or_else(|e| {
+            problem(format!("backoff.initial: {e}"));
+            Duration::ZERO
+        });
+        let max = d("max", &b.max, &mut problem).unwrap_or(Duration::from_secs(60));
+        spec.backoff = match b.kind.as_str() {
+            "fixed" => Backoff::Fixed(initial),
+            "linear" => Backoff::Linear {
+                initial,
+                step: d("step", &b.step, &mut problem).unwrap_or(initial),
+                max,
+            },
+            "exponential" => Backoff::Exponential { initial, max, jitter: b.jitter },
+            other => {
+                problem(format!("backoff.kind: {other:?} is not fixed, linear or exponential"));
+                Backoff::None
+            }
+        };
+        if let Some(reset) = d("reset_after", &b.reset_after, &mut problem) {
+            spec.backoff_reset = reset;
+        }
+    }
+    Some(spec)
+}
+
+/// "500ms", "5s", "1m 30s".
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
+}
+
+/// "64KiB", "16MiB", "1GiB", "1000" (bytes).
+fn bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_place() {
+        let text = r#"
+[root]
+strategy = "one_for_one"
+intensity = -1
+
+[[root.children]]
+name = "a"
+plugin = "missing.wasm"
+restart = "permanent"
+significant = true
+limits = { memory = "16 parsecs" }
+
+[[root.children]]
+name = "a"
+supervisor = { strategy = "one_for_all", period = "soon" }
+"#;
+        let err = parse("tree.toml", text, Path::new("/nonexistent")).unwrap_err();
+        let all = err.to_string();
+        for expected in [
+            "tree.toml: supervisor root: intensity must be a whole number from 0, not -1",
+            "supervisor root, child \"a\": plugin file /nonexistent/missing.wasm not found",
+            "supervisor root, child \"a\": limits.memory: \"16 parsecs\": unknown unit",
+            "supervisor root/a: period: \"soon\" is not a duration",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        assert!(all.contains("significant is true but the supervisor's auto_shutdown is never"));
+        assert!(all.contains("duplicate child id"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_line() {
+        let err =
+            parse("t.toml", "[root]\nstrategy = \"one_for_one\"\ncolour = 1\n", Path::new("."))
+                .unwrap_err();
+        assert!(err.to_string().starts_with("t.toml: line 3: unknown field `colour`"), "{err}");
+        let err = parse("t.toml", "[root]\nstrategy = 7\n", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(bytes("16MiB"), Ok(16 << 20));
+        assert_eq!(bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(bytes("1000"), Ok(1000));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(duration("5 parsecs").is_err());
+    }
+}

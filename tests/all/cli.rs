@@ -1,0 +1,294 @@
+//! The `warden` binary end to end: manifests, the JSON-lines events and control
+//! protocol, exit status, and bad input. Every read has a deadline.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use warden_tests::{CHAOS, ECHO};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The `warden` binary `cargo test --workspace` built beside this test.
+fn warden() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("warden");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the CLI)",
+        bin.display()
+    );
+    bin
+}
+
+fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree.toml");
+    std::fs::write(&path, text.replace("CHAOS", CHAOS).replace("ECHO", ECHO)).unwrap();
+    (dir, path)
+}
+
+struct Running {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(manifest: &std::path::Path) -> Running {
+        let mut child = Command::new(warden())
+            .args(["run", manifest.to_str().unwrap(), "--events", "jsonl"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stdin = child.stdin.take();
+        Running { child: Some(child), stdin, lines }
+    }
+
+    fn command(&mut self, json: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{json}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next event matching `pred`; the events skipped on the way are returned too.
+    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}; saw {skipped:#?}"));
+            let event: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if pred(&event) {
+                return (event, skipped);
+            }
+            skipped.push(event);
+        }
+    }
+
+    fn reply(&mut self, id: i64) -> Value {
+        self.expect(&format!("reply {id}"), |e| e["event"] == "reply" && e["id"] == id).0
+    }
+
+    fn exit_code(mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok(status) => status.unwrap().code().unwrap_or(-1),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                panic!("warden did not exit within {DEADLINE:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+        }
+    }
+}
+
+const ABC: &str = r#"
+[root]
+strategy = "one_for_one"
+intensity = 5
+
+[[root.children]]
+name = "a"
+plugin = "CHAOS"
+
+[[root.children]]
+name = "b"
+plugin = "CHAOS"
+
+[[root.children]]
+name = "c"
+plugin = "ECHO"
+"#;
+
+#[test]
+fn run_answers_every_command_and_shuts_down_in_order_with_status_0() {
+    let (_dir, path) = manifest(ABC);
+    let mut warden = Running::start(&path);
+    warden.expect("c started", |e| e["event"] == "child_started" && e["path"] == "root/c");
+
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/c","payload":"hello","timeout_ms":2000}"#);
+    let reply = warden.reply(1);
+    assert_eq!(
+        (reply["ok"].clone(), reply["result"].clone()),
+        (Value::Bool(true), Value::from("hello"))
+    );
+
+    warden.command(r#"{"cmd":"send","id":2,"to":"root/b","payload":"panic"}"#);
+    assert_eq!(warden.reply(2)["ok"], true);
+    let (exited, _) =
+        warden.expect("b exited", |e| e["event"] == "child_exited" && e["path"] == "root/b");
+    assert_eq!(exited["reason"]["kind"], "trap");
+    assert_eq!(exited["reason"]["trap"], "unreachable");
+    warden.expect("b #2", |e| {
+        e["event"] == "child_started" && e["path"] == "root/b" && e["incarnation"] == 2
+    });
+
+    warden.command("this is not json");
+    let (malformed, _) = warden.expect("an error reply", |e| e["event"] == "reply");
+    assert_eq!(malformed["ok"], false);
+    assert!(malformed["error"].as_str().unwrap().contains("malformed"));
+
+    warden.command(r#"{"cmd":"which_children","id":3,"supervisor":"root"}"#);
+    let children = warden.reply(3)["result"].clone();
+    let summary: Vec<(String, String, i64)> = children
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["state"].as_str().unwrap().into(),
+                c["incarnation"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a".into(), "running".into(), 1),
+            ("b".into(), "running".into(), 2),
+            ("c".into(), "running".into(), 1)
+        ]
+    );
+    assert_eq!(children[0]["type"], "worker");
+    assert_eq!(children[0]["path"], "root/a");
+
+    warden.command(r#"{"cmd":"count_children","id":4,"supervisor":"root"}"#);
+    assert_eq!(
+        warden.reply(4)["result"],
+        serde_json::json!({"specs":3,"active":3,"supervisors":0,"workers":3})
+    );
+    for (id, cmd, error) in [
+        (5, r#"{"cmd":"terminate_child","id":5,"supervisor":"root","child":"nope"}"#, "not_found"),
+        (6, r#"{"cmd":"restart_child","id":6,"supervisor":"root","child":"a"}"#, "running"),
+        (7, r#"{"cmd":"delete_child","id":7,"supervisor":"root","child":"a"}"#, "running"),
+        (8, r#"{"cmd":"call","id":8,"to":"root/zz","payload":"x"}"#, "not_found"),
+        (9, r#"{"cmd":"which_children","id":9,"supervisor":"root/zz"}"#, "not_found"),
+    ] {
+        warden.command(cmd);
+        let reply = warden.reply(id);
+        assert_eq!(
+            (reply["ok"].clone(), reply["error"].clone()),
+            (Value::Bool(false), Value::from(error)),
+            "{cmd}"
+        );
+    }
+    warden.command(r#"{"cmd":"terminate_child","id":10,"supervisor":"root","child":"a"}"#);
+    assert_eq!(warden.reply(10)["ok"], true);
+    warden.command(
+        r#"{"cmd":"start_child","id":11,"supervisor":"root","spec":{"name":"a","plugin":"CHAOS"}}"#
+            .replace("CHAOS", CHAOS)
+            .as_str(),
+    );
+    assert_eq!(warden.reply(11)["error"], "already_present");
+    warden.command(r#"{"cmd":"restart_child","id":12,"supervisor":"root","child":"a"}"#);
+    assert_eq!(warden.reply(12)["ok"], true);
+
+    warden.command(r#"{"cmd":"shutdown","id":13}"#);
+    assert_eq!(warden.reply(13)["ok"], true);
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let (e, _) = warden.expect("a child exit", |e| e["event"] == "child_exited");
+        order.push(e["path"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(order, ["root/c", "root/b", "root/a"], "newest first");
+    warden.expect("root stopped", |e| e["event"] == "supervisor_stopped" && e["path"] == "root");
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn run_exits_non_zero_when_the_root_gives_up() {
+    let (_dir, path) = manifest(&ABC.replace("intensity = 5", "intensity = 0"));
+    let mut warden = Running::start(&path);
+    warden.expect("c started", |e| e["event"] == "child_started" && e["path"] == "root/c");
+    warden.command(r#"{"cmd":"send","to":"root/a","payload":"div0"}"#);
+    let (gave_up, _) = warden.expect("root gives up", |e| e["event"] == "supervisor_gave_up");
+    assert_eq!(gave_up["reason"], "reached_max_restart_intensity");
+    assert_eq!(warden.exit_code(), 1);
+}
+
+#[test]
+fn bad_manifests_are_refused_with_every_problem_and_its_place() {
+    let (dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+intensity = -2
+
+[[root.children]]
+name = "a"
+plugin = "missing.wasm"
+
+[[root.children]]
+name = "a"
+plugin = "notes.wasm"
+restart = "permanent"
+significant = true
+"#,
+    );
+    std::fs::write(dir.path().join("notes.wasm"), "not wasm at all").unwrap();
+    let check = Command::new(warden()).args(["check", path.to_str().unwrap()]).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success());
+    for expected in [
+        "intensity must be a whole number from 0, not -2",
+        "supervisor root, child \"a\": plugin file",
+        "duplicate child id",
+        "significant is true but the child is permanent",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(out.lines().all(|l| l.contains("tree.toml")), "every line names the file:\n{out}");
+
+    let run = Command::new(warden())
+        .args(["run", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("duplicate child id"));
+
+    let (_d, unknown) = manifest("[root]\nstrategy = \"one_for_one\"\nstratgy = 1\n");
+    let check = Command::new(warden()).args(["check", unknown.to_str().unwrap()]).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("line 3: unknown field `stratgy`"), "{out}");
+
+    let (_d, not_component) = manifest(
+        "[root]\nstrategy = \"one_for_one\"\n[[root.children]]\nname = \"n\"\nplugin = \"n.wasm\"\n",
+    );
+    std::fs::write(
+        not_component.parent().unwrap().join("n.wasm"),
+        wat::parse_str("(module)").unwrap(),
+    )
+    .unwrap();
+    let check =
+        Command::new(warden()).args(["check", not_component.to_str().unwrap()]).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("is a core WebAssembly module, not a component"), "{out}");
+}
