@@ -1,7 +1,6 @@
 //! Warden's integration tests: real plugins in real sandboxes, one test binary
 //! (as in wasmtime's `tests/all`).
 
-mod cli;
 mod escape;
 mod faults;
 mod fixtures;

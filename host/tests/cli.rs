@@ -1,4 +1,5 @@
-//! The `warden` binary end to end: manifests, the JSON-lines events and control
+//! The `warden` binary end to end (an integration test of the host package, so that
+//! cargo builds the binary for it; the fixture plugins come from `warden-tests`): manifests, the JSON-lines events and control
 //! protocol, exit status, and bad input. Every read has a deadline.
 
 use serde_json::Value;
@@ -11,16 +12,9 @@ use warden_tests::{CHAOS, ECHO};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The `warden` binary `cargo test --workspace` built beside this test.
+/// The `warden` binary, built by cargo for this package's integration tests.
 fn warden() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("warden");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --workspace` (it builds the CLI)",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
 }
 
 fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
