@@ -472,8 +472,7 @@ impl Sandbox {
         if let Some(dead) = &self.dead {
             return Err(dead.clone());
         }
-        let engine = self.plugin.engine().clone();
-        prepare_call(&mut self.store, &engine, &self.limits, deadline)
+        prepare_call(&mut self.store, self.plugin.engine(), &self.limits, deadline)
     }
 
     fn end(&mut self, ended: Ended) -> ExitReason {

@@ -275,11 +275,6 @@ impl Core {
         self.agenda.pop_front()
     }
 
-    /// Whether the supervisor has exited.
-    pub fn has_exited(&self) -> bool {
-        self.phase == Phase::Exited
-    }
-
     /// Starts the children in order.
     pub fn init(&mut self, _now: Instant) {
         let ids: Vec<String> = self.children.iter().map(|c| c.spec.id.clone()).collect();
@@ -573,15 +568,14 @@ impl Core {
     fn stop_all_children(&mut self) {
         self.phase = Phase::ShuttingDown;
         if let Some(template) = &self.template {
-            let running: Vec<String> = self
-                .children
-                .iter()
-                .filter(|c| c.state == ChildState::Running)
-                .map(|c| c.spec.id.clone())
-                .collect();
             let shutdown = template.shutdown;
-            for id in &running {
-                self.mark_stopping(id);
+            // One pass: mark and collect the running children not already being stopped.
+            let mut running = Vec::new();
+            for child in &mut self.children {
+                if child.state == ChildState::Running && !child.stopping {
+                    child.stopping = true;
+                    running.push(child.spec.id.clone());
+                }
             }
             if !running.is_empty() {
                 self.agenda.push_back(Directive::StopAll { children: running, shutdown });
@@ -830,12 +824,6 @@ impl Core {
         }
         let incarnation = child.incarnation;
         self.agenda.push_back(Directive::Start { child: id.to_owned(), incarnation, cause });
-    }
-
-    fn mark_stopping(&mut self, id: &str) {
-        if let Some(i) = self.find(id) {
-            self.children[i].stopping = true;
-        }
     }
 
     fn push_stop(&mut self, id: &str) {
