@@ -26,14 +26,12 @@ fn plugin(id: &str, file: &str) -> ChildSpec {
     ChildSpec::plugin(
         id,
         PluginStart {
-            plugin: file.into(),
-            config: Vec::new(),
             limits: ChildLimits {
                 max_memory_bytes: 8 << 20,
                 call_deadline: Some(Duration::from_millis(100)),
                 ..ChildLimits::default()
             },
-            grants: Default::default(),
+            ..PluginStart::new(file)
         },
     )
 }

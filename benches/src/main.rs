@@ -194,15 +194,7 @@ async fn never_giving_up(
 }
 
 fn chaos_child(id: &str) -> ChildSpec {
-    ChildSpec::plugin(
-        id,
-        PluginStart {
-            plugin: warden_tests::CHAOS.into(),
-            config: Vec::new(),
-            limits: Default::default(),
-            grants: Default::default(),
-        },
-    )
+    ChildSpec::plugin(id, PluginStart::new(warden_tests::CHAOS))
 }
 
 /// The timestamp of the next event matching `pred`.

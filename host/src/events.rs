@@ -2,7 +2,47 @@
 //! JSON of the CLI contract (`{"event":"child_started",...}`).
 
 use crate::ExitReason;
+use crate::messaging::CircuitState;
 use serde::Serialize;
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+/// An event with the time it was published, as the CLI prints it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EventRecord {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// Microseconds since the host started.
+    pub ts_us: u64,
+}
+
+/// Where a host's events are published, stamped with the host's clock.
+#[derive(Debug)]
+pub(crate) struct EventBus {
+    tx: broadcast::Sender<EventRecord>,
+    epoch: Instant,
+}
+
+impl EventBus {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { tx: broadcast::channel(capacity).0, epoch: Instant::now() }
+    }
+
+    /// Microseconds since the host started: the clock of `ts_us`.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        let _ = self.tx.send(EventRecord { event, ts_us: self.now_us() });
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
+        self.tx.subscribe()
+    }
+}
 
 /// Something that happened in the tree. Field names are a contract: fields may be
 /// added, never renamed.
@@ -63,6 +103,45 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A busy child's heartbeats stopped; the watchdog kills it (`killed(heartbeat)`
+    /// follows in its `child_exited`).
+    HeartbeatMissed {
+        /// The child's path.
+        path: String,
+        /// The incarnation judged hung.
+        incarnation: u64,
+        /// How long it had gone without a heartbeat.
+        since_ms: u64,
+    },
+    /// A message could not be delivered and was set aside: it crashed its handler
+    /// `poison_after` times (`poison`), its target was removed with it still queued
+    /// (`target_removed`), or a `send-after` found its target gone or full when it
+    /// fired (`unknown_target`, `mailbox_full`, `too_large`, `not_allowed`).
+    DeadLetter {
+        /// The target's path.
+        path: String,
+        /// Why, as one word (see above).
+        reason: String,
+        /// The sender's path; absent when the embedding application sent it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
+        /// The payload's size in bytes.
+        size: u64,
+        /// How many times it crashed its handler.
+        crashes: u32,
+        /// The exit reason of the last crash, for `poison`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit: Option<ExitReason>,
+    },
+    /// The circuit breaker on calls to a child changed state.
+    CircuitChanged {
+        /// The child's path.
+        path: String,
+        /// `open` (calls fail fast), `half_open` (one probe let through) or `closed`.
+        state: CircuitState,
+        /// Consecutive failed calls that led here.
+        failures: u32,
+    },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {
         /// The supervisor's path.
@@ -101,6 +180,33 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&stopped).unwrap(),
             r#"{"event":"supervisor_stopped","path":"root/sub","reason":{"kind":"shutdown"}}"#
+        );
+        let missed =
+            Event::HeartbeatMissed { path: "root/a".into(), incarnation: 2, since_ms: 103 };
+        assert_eq!(
+            serde_json::to_string(&missed).unwrap(),
+            r#"{"event":"heartbeat_missed","path":"root/a","incarnation":2,"since_ms":103}"#
+        );
+        let dead = Event::DeadLetter {
+            path: "root/a".into(),
+            reason: "target_removed".into(),
+            sender: None,
+            size: 5,
+            crashes: 0,
+            exit: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&dead).unwrap(),
+            r#"{"event":"dead_letter","path":"root/a","reason":"target_removed","size":5,"crashes":0}"#
+        );
+        let open = Event::CircuitChanged {
+            path: "root/a".into(),
+            state: CircuitState::HalfOpen,
+            failures: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&open).unwrap(),
+            r#"{"event":"circuit_changed","path":"root/a","state":"half_open","failures":3}"#
         );
     }
 }

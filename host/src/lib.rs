@@ -21,6 +21,7 @@
 pub mod events;
 pub mod exit;
 pub mod manifest;
+pub mod messaging;
 pub mod runtime;
 pub mod sandbox;
 pub mod state;

@@ -21,6 +21,7 @@
 //! ```
 
 use crate::TrapKind;
+use crate::messaging::MailboxConfig;
 use crate::sandbox::{ChildLimits, DirGrant, Grants, Shutdown};
 use crate::supervisor::{
     AutoShutdown, Backoff, ChildSpec, PluginStart, Restart, SpecError, Strategy, SupervisorSpec,
@@ -305,7 +306,13 @@ fn child_spec(
             }
             ChildSpec::plugin(
                 &entry.name,
-                PluginStart { plugin: plugin_path, config, limits, grants },
+                PluginStart {
+                    plugin: plugin_path,
+                    config,
+                    limits,
+                    grants,
+                    mailbox: MailboxConfig::default(),
+                },
             )
         }
         (None, Some(sub)) => {

@@ -133,15 +133,31 @@ fn run_answers_every_command_and_shuts_down_in_order_with_status_0() {
         (Value::Bool(true), Value::from("hello"))
     );
 
+    // A sent message that crashes its handler is delivered again, to the next
+    // incarnation, until it has crashed three of them; then it is a dead letter.
     warden.command(r#"{"cmd":"send","id":2,"to":"root/b","payload":"panic"}"#);
     assert_eq!(warden.reply(2)["ok"], true);
-    let (exited, _) =
-        warden.expect("b exited", |e| e["event"] == "child_exited" && e["path"] == "root/b");
-    assert_eq!(exited["reason"]["kind"], "trap");
-    assert_eq!(exited["reason"]["trap"], "unreachable");
-    warden.expect("b #2", |e| {
-        e["event"] == "child_started" && e["path"] == "root/b" && e["incarnation"] == 2
-    });
+    let mut seen = Vec::new();
+    for incarnation in 1..=3 {
+        let (exited, skipped) =
+            warden.expect("b exited", |e| e["event"] == "child_exited" && e["path"] == "root/b");
+        seen.extend(skipped);
+        assert_eq!(exited["incarnation"], incarnation);
+        assert_eq!(exited["reason"]["kind"], "trap");
+        assert_eq!(exited["reason"]["trap"], "unreachable");
+        let (_, skipped) = warden.expect("b restarted", |e| {
+            e["event"] == "child_started"
+                && e["path"] == "root/b"
+                && e["incarnation"] == incarnation + 1
+        });
+        seen.extend(skipped);
+    }
+    // Published as the third crash is handled, before that child_exited.
+    let dead = seen.iter().find(|e| e["event"] == "dead_letter").expect("a dead letter");
+    assert_eq!(
+        (&dead["path"], &dead["reason"], &dead["size"], &dead["crashes"]),
+        (&Value::from("root/b"), &Value::from("poison"), &Value::from(5), &Value::from(3))
+    );
 
     warden.command("this is not json");
     let (malformed, _) = warden.expect("an error reply", |e| e["event"] == "reply");
@@ -166,7 +182,7 @@ fn run_answers_every_command_and_shuts_down_in_order_with_status_0() {
         summary,
         [
             ("a".into(), "running".into(), 1),
-            ("b".into(), "running".into(), 2),
+            ("b".into(), "running".into(), 4),
             ("c".into(), "running".into(), 1)
         ]
     );

@@ -9,8 +9,8 @@ use warden::state::MemoryStore;
 use warden::{ExitReason, TrapKind};
 use warden_tests::{CHAOS, COUNTER, PROBE, TICKER, engine};
 
-/// One recorded message: from, to, payload text, and the delay of a send-after.
-type Sent = (String, String, String, Option<Duration>);
+/// One recorded message: to, payload text, and the delay of a send-after.
+type Sent = (String, String, Option<Duration>);
 
 /// A messenger that records what plugins send and answers calls with `re:PAYLOAD`.
 #[derive(Debug, Default)]
@@ -28,9 +28,9 @@ impl Drop for Timer {
 }
 
 impl Recorder {
-    fn record(&self, from: &str, to: &str, payload: &[u8], delay: Option<Duration>) {
+    fn record(&self, to: &str, payload: &[u8], delay: Option<Duration>) {
         let text = String::from_utf8_lossy(payload).into_owned();
-        self.sent.lock().unwrap().push((from.into(), to.into(), text, delay));
+        self.sent.lock().unwrap().push((to.into(), text, delay));
     }
 
     fn sent(&self) -> Vec<Sent> {
@@ -39,34 +39,32 @@ impl Recorder {
 }
 
 impl Messenger for Recorder {
-    fn send(&self, from: &str, to: &str, payload: Vec<u8>) -> Result<(), MessageError> {
+    fn send(&self, to: &str, payload: Vec<u8>) -> Result<(), MessageError> {
         if to == "root/full" {
             return Err(MessageError::MailboxFull);
         }
-        self.record(from, to, &payload, None);
+        self.record(to, &payload, None);
         Ok(())
     }
 
     fn send_after(
         &self,
-        from: &str,
         to: &str,
         payload: Vec<u8>,
         delay: Duration,
     ) -> Result<TimerGuard, MessageError> {
-        self.record(from, to, &payload, Some(delay));
+        self.record(to, &payload, Some(delay));
         self.live_timers.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(Timer(Arc::clone(&self.live_timers))))
     }
 
     fn call(
         &self,
-        from: &str,
         to: &str,
         payload: Vec<u8>,
         _: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
-        self.record(from, to, &payload, None);
+        self.record(to, &payload, None);
         let reply = [b"re:".as_slice(), &payload].concat();
         Box::pin(async move { Ok(reply) })
     }
@@ -104,19 +102,13 @@ async fn ticker_timers_belong_to_its_incarnation_and_ticks_heartbeat() {
     config.messenger = recorder.clone();
     let heartbeat = config.heartbeat.clone();
     let mut ticker = Sandbox::start(&plugin, config, 1).await.unwrap();
-    let tick = (
-        "root/ticker".to_string(),
-        "root/ticker".to_string(),
-        "tick".to_string(),
-        Some(Duration::from_millis(250)),
-    );
+    let tick = ("root/ticker".to_string(), "tick".to_string(), Some(Duration::from_millis(250)));
     assert_eq!(recorder.sent(), std::slice::from_ref(&tick), "init schedules the first tick");
     assert_eq!(heartbeat.count(), 0);
 
     ticker.handle(None, b"tick".to_vec(), false).await.unwrap();
     assert_eq!(heartbeat.count(), 1, "a tick heartbeats");
-    let forwarded =
-        ("root/ticker".to_string(), "root/sink".to_string(), "tick 1".to_string(), None);
+    let forwarded = ("root/sink".to_string(), "tick 1".to_string(), None);
     assert_eq!(recorder.sent(), [tick.clone(), forwarded, tick]);
     assert_eq!(recorder.live_timers.load(Ordering::SeqCst), 2);
     let count = ticker.handle(None, b"count".to_vec(), true).await.unwrap();
@@ -141,10 +133,7 @@ async fn chaos_sends_and_calls_through_the_messenger_and_sees_its_errors() {
     assert!(full.reply.unwrap_err().contains("MailboxFull"), "the guest gets the typed error");
     assert_eq!(
         recorder.sent(),
-        [
-            ("root/chaos".into(), "root/echo".into(), "hello".into(), None),
-            ("root/chaos".into(), "root/echo".into(), "ping".into(), None),
-        ]
+        [("root/echo".into(), "hello".into(), None), ("root/echo".into(), "ping".into(), None),]
     );
 }
 

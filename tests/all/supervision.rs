@@ -16,15 +16,7 @@ use warden_tests::CHAOS;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn chaos(id: &str, restart: Restart, config: &str) -> ChildSpec {
-    let mut spec = ChildSpec::plugin(
-        id,
-        PluginStart {
-            plugin: CHAOS.into(),
-            config: config.as_bytes().to_vec(),
-            limits: Default::default(),
-            grants: Default::default(),
-        },
-    );
+    let mut spec = ChildSpec::plugin(id, PluginStart::new(CHAOS).with_config(config));
     spec.restart = restart;
     spec
 }
@@ -131,7 +123,9 @@ async fn one_for_one_restarts_the_crashed_child_and_a_caller_learns_why_at_once(
 #[tokio::test]
 async fn one_for_all_restarts_every_child() {
     let (host, mut events) = host_with(abc(Strategy::OneForAll)).await;
-    host.send("root/b", b"panic".to_vec()).unwrap();
+    // A call crashes its callee once (a sent message would be delivered again).
+    let crashed = host.call("root/b", b"panic".to_vec(), DEADLINE).await;
+    assert!(matches!(crashed, Err(MessageError::CalleeCrashed(_))), "{crashed:?}");
     expect(&mut events, "c #2", started("root/c", 2)).await;
     assert_eq!(incarnations(&host, "root").await, running(&[("a", 2), ("b", 2), ("c", 2)]));
     within(host.shutdown()).await;
@@ -140,7 +134,8 @@ async fn one_for_all_restarts_every_child() {
 #[tokio::test]
 async fn rest_for_one_restarts_the_crashed_child_and_later_ones_only() {
     let (host, mut events) = host_with(abc(Strategy::RestForOne)).await;
-    host.send("root/b", b"oob".to_vec()).unwrap();
+    let crashed = host.call("root/b", b"oob".to_vec(), DEADLINE).await;
+    assert!(matches!(crashed, Err(MessageError::CalleeCrashed(_))), "{crashed:?}");
     expect(&mut events, "c #2", started("root/c", 2)).await;
     assert_eq!(incarnations(&host, "root").await, running(&[("a", 1), ("b", 2), ("c", 2)]));
     within(host.shutdown()).await;

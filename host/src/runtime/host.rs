@@ -1,25 +1,29 @@
 //! The embedding API: a [`Host`] runs one supervision tree.
 
 use super::supervisor::{self, Owned, SupMsg};
-use super::worker::WorkerMsg;
 use crate::ExitReason;
-use crate::events::Event;
+use crate::events::{Event, EventBus, EventRecord};
+use crate::messaging::{CircuitState, MessageStats, Post};
 use crate::sandbox::{Engine, EngineConfig, LoadError, MessageError, Plugin, SandboxError};
 use crate::state::{MemoryStore, StateStore};
 use crate::supervisor::{AdminError, ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-/// An event with the time it was published, as the CLI prints it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct EventRecord {
-    /// The event.
-    #[serde(flatten)]
-    pub event: Event,
-    /// Microseconds since the host started.
-    pub ts_us: u64,
+/// How many events a subscriber may fall behind before it loses the oldest.
+const EVENT_BACKLOG: usize = 1 << 16;
+
+/// A child's mailbox, as [`Host::mailbox`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MailboxInfo {
+    /// Messages waiting (the one being handled not counted).
+    pub queued: usize,
+    /// The most that may wait.
+    pub capacity: usize,
+    /// The circuit breaker's state, if it has one.
+    pub circuit: Option<CircuitState>,
 }
 
 /// Why a host request failed.
@@ -67,34 +71,29 @@ pub(crate) enum AdminReply {
     Counts(ChildCounts),
 }
 
-pub(crate) enum Entry {
-    Worker(mpsc::UnboundedSender<WorkerMsg>),
-    Supervisor(mpsc::UnboundedSender<SupMsg>),
-}
-
 /// What every task of the tree shares.
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) state: Arc<dyn StateStore>,
-    events: broadcast::Sender<EventRecord>,
-    registry: Mutex<HashMap<String, Entry>>,
+    pub(crate) events: Arc<EventBus>,
+    /// Every child's mailbox, by path.
+    pub(crate) post: Arc<Post>,
+    /// Every supervisor's channel, by path.
+    supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<SupMsg>>>,
     /// Plugins by file path: a restart must not re-read and re-hash the file.
     plugins: Mutex<HashMap<std::path::PathBuf, Plugin>>,
     root_exit: watch::Sender<Option<ExitReason>>,
     /// Set when the root supervisor gave up (its exit reason is `shutdown` either way,
     /// as in OTP).
     root_gave_up: std::sync::atomic::AtomicBool,
-    epoch: Instant,
 }
 
 impl Shared {
     pub(crate) fn emit(&self, event: Event) {
-        let ts_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-        tracing::debug!(?event, "event");
         if matches!(&event, Event::SupervisorGaveUp { path, .. } if path == "root") {
             self.root_gave_up.store(true, std::sync::atomic::Ordering::Release);
         }
-        let _ = self.events.send(EventRecord { event, ts_us });
+        self.events.emit(event);
     }
 
     /// The plugin at `file`, loaded (read, hashed, compiled) the first time only. A
@@ -111,26 +110,16 @@ impl Shared {
         Ok(plugin)
     }
 
-    pub(crate) fn register(&self, path: &str, entry: Entry) {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), entry);
+    pub(crate) fn register(&self, path: &str, tx: mpsc::UnboundedSender<SupMsg>) {
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), tx);
     }
 
     pub(crate) fn unregister(&self, path: &str) {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
-    }
-
-    fn worker(&self, path: &str) -> Option<mpsc::UnboundedSender<WorkerMsg>> {
-        match self.registry.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
-            Some(Entry::Worker(tx)) => Some(tx.clone()),
-            _ => None,
-        }
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
     }
 
     fn supervisor(&self, path: &str) -> Option<mpsc::UnboundedSender<SupMsg>> {
-        match self.registry.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
-            Some(Entry::Supervisor(tx)) => Some(tx.clone()),
-            _ => None,
-        }
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
     }
 
     pub(crate) fn root_exited(&self, reason: ExitReason) {
@@ -140,7 +129,10 @@ impl Shared {
 
     pub(crate) fn seed(&self) -> u64 {
         // Distinct per supervisor start; never zero (xorshift's fixed point).
-        (self.epoch.elapsed().as_nanos() as u64) | 1
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos | 1
     }
 }
 
@@ -155,12 +147,7 @@ impl Shared {
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let host = Host::builder().build()?;
 /// let mut events = host.subscribe();
-/// let echo = ChildSpec::plugin("echo", PluginStart {
-///     plugin: "echo.wasm".into(),
-///     config: Vec::new(),
-///     limits: Default::default(),
-///     grants: Default::default(),
-/// });
+/// let echo = ChildSpec::plugin("echo", PluginStart::new("echo.wasm"));
 /// host.start(SupervisorSpec::new(Strategy::OneForOne, vec![echo])).await?;
 /// let reply = host.call("root/echo", b"hi".to_vec(), std::time::Duration::from_secs(1)).await?;
 /// assert_eq!(reply, b"hi");
@@ -206,18 +193,18 @@ impl HostBuilder {
     /// The engine could not be created.
     pub fn build(self) -> Result<Host, HostError> {
         let engine = Engine::with_config(self.engine.unwrap_or_default())?;
-        let (events, _) = broadcast::channel(4096);
+        let events = Arc::new(EventBus::new(EVENT_BACKLOG));
         let (root_exit, _) = watch::channel(None);
         Ok(Host {
             shared: Arc::new(Shared {
                 engine,
                 state: self.state.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                post: Arc::new(Post::new(Arc::clone(&events))),
                 events,
-                registry: Mutex::new(HashMap::new()),
+                supervisors: Mutex::new(HashMap::new()),
                 plugins: Mutex::new(HashMap::new()),
                 root_exit,
                 root_gave_up: std::sync::atomic::AtomicBool::new(false),
-                epoch: Instant::now(),
             }),
             root: Arc::new(Mutex::new(None)),
         })
@@ -235,10 +222,15 @@ impl Host {
         &self.shared.engine
     }
 
-    /// Events from now on. A receiver that falls more than 4,096 events behind
+    /// Events from now on. A receiver that falls more than 65,536 events behind
     /// loses the oldest (it is told how many).
     pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
         self.shared.events.subscribe()
+    }
+
+    /// Microseconds since the host was built: the clock of [`EventRecord::ts_us`].
+    pub fn clock_us(&self) -> u64 {
+        self.shared.events.now_us()
     }
 
     /// Publishes `event` on the event stream, after every event published before it
@@ -267,40 +259,50 @@ impl Host {
         Ok(())
     }
 
-    /// Calls the child at `path` and waits at most `timeout` for its reply.
+    /// Calls the child at `path` and waits at most `timeout` for its reply. The
+    /// message waits in the child's mailbox behind those sent before it, also across
+    /// restarts.
     ///
     /// # Errors
-    /// Unknown target, timeout, the callee crashed (at once, with its reason), or the
-    /// callee's application error.
+    /// Unknown target, too large, mailbox full, circuit open, timeout, the callee
+    /// crashed handling it (at once, with its exit reason), or the callee's
+    /// application error.
     pub async fn call(
         &self,
         path: &str,
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
-        let worker =
-            self.shared.worker(path).ok_or_else(|| MessageError::UnknownTarget(path.into()))?;
-        let (reply, answer) = oneshot::channel();
-        worker
-            .send(WorkerMsg::Handle { sender: None, payload, reply: Some(reply) })
-            .map_err(|_| MessageError::UnknownTarget(path.into()))?;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(MessageError::UnknownTarget(path.into())),
-            Err(_) => Err(MessageError::Timeout),
-        }
+        self.shared.post.call(None, path, payload, timeout).await
     }
 
-    /// Sends to the child at `path` without waiting.
+    /// Sends to the child at `path` without waiting: the message is in its mailbox
+    /// when this returns, and will be handled by the running incarnation or the next.
     ///
     /// # Errors
-    /// Unknown target.
+    /// Unknown target, too large, mailbox full (nothing is dropped silently).
     pub fn send(&self, path: &str, payload: Vec<u8>) -> Result<(), MessageError> {
-        let worker =
-            self.shared.worker(path).ok_or_else(|| MessageError::UnknownTarget(path.into()))?;
-        worker
-            .send(WorkerMsg::Handle { sender: None, payload, reply: None })
-            .map_err(|_| MessageError::UnknownTarget(path.into()))
+        self.shared.post.send(None, path, payload)
+    }
+
+    /// The account of every message since the host started.
+    pub fn message_stats(&self) -> MessageStats {
+        self.shared.post.stats()
+    }
+
+    /// Waits until no message is pending (every one handled, failed or
+    /// dead-lettered); pair it with a timeout.
+    pub async fn messages_settled(&self) {
+        self.shared.post.settled().await;
+    }
+
+    /// The mailbox of the child at `path`: messages waiting and the circuit's state.
+    pub fn mailbox(&self, path: &str) -> Option<MailboxInfo> {
+        self.shared.post.lookup(path).map(|m| MailboxInfo {
+            queued: m.len(),
+            capacity: m.config.capacity,
+            circuit: m.breaker.as_ref().map(|b| b.state()),
+        })
     }
 
     async fn admin(

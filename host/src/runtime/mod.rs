@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  Host ──▶ root supervisor task ──┬─▶ worker task (owns one Sandbox incarnation)
-//!   │ registry: path → channel     ├─▶ worker task
+//!   │ supervisors by path          ├─▶ worker task ◀── mailbox (by path, outlives it)
 //!   │ events: broadcast            └─▶ nested supervisor task ──▶ ...
 //! ```
 //!
@@ -15,4 +15,5 @@ mod host;
 mod supervisor;
 mod worker;
 
-pub use host::{EventRecord, Host, HostBuilder, HostError};
+pub use crate::events::EventRecord;
+pub use host::{Host, HostBuilder, HostError, MailboxInfo};

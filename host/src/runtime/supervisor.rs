@@ -1,9 +1,10 @@
 //! A supervisor task: carries out its [`Core`]'s directives with real sandboxes and
 //! nested supervisors, and feeds back what happened.
 
-use super::host::{AdminReply, AdminRequest, Entry, HostError, Shared};
-use super::worker::{self, WorkerMsg};
-use crate::sandbox::{BoxFuture, KillSwitch, Sandbox, SandboxConfig, Shutdown};
+use super::host::{AdminReply, AdminRequest, HostError, Shared};
+use super::worker;
+use crate::messaging::{Mailbox, Outbox};
+use crate::sandbox::{BoxFuture, Heartbeat, KillSwitch, Sandbox, SandboxConfig, Shutdown};
 use crate::supervisor::{ChildStart, Core, Directive, SupervisorSpec};
 use crate::{ExitReason, KillCause};
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ pub(crate) struct Parent {
 enum Running {
     Worker {
         incarnation: u64,
-        tx: mpsc::UnboundedSender<WorkerMsg>,
+        stop: oneshot::Sender<Shutdown>,
         kill: KillSwitch,
         task: Owned<ExitReason>,
     },
@@ -72,6 +73,8 @@ struct Supervisor {
     core: Core,
     me: mpsc::UnboundedSender<SupMsg>,
     children: HashMap<String, Running>,
+    /// The mailboxes of this supervisor's plugin children, kept while their specs are.
+    mailboxes: HashMap<String, Arc<Mailbox>>,
     timers: JoinSet<()>,
     admin: Option<oneshot::Sender<Result<AdminReply, HostError>>>,
 }
@@ -114,10 +117,11 @@ async fn start_inner(
         core,
         me: tx.clone(),
         children: HashMap::new(),
+        mailboxes: HashMap::new(),
         timers: JoinSet::new(),
         admin: None,
     };
-    shared.register(&path, Entry::Supervisor(tx.clone()));
+    shared.register(&path, tx.clone());
     let task = Owned(tokio::spawn(supervisor.run(rx, ready_tx, parent)));
     match ready_rx.await {
         Ok(Ok(())) => Ok((tx, task)),
@@ -151,6 +155,10 @@ impl Supervisor {
             self.handle(msg);
         };
         self.shared.unregister(self.core.path());
+        // Its children's specs end with it, and so do their mailboxes.
+        for (id, _) in self.mailboxes.drain() {
+            self.shared.post.forget(&self.core.child_path(&id));
+        }
         match ready.take() {
             // Failed while starting: the starter is told, not the parent.
             Some(ready) => {
@@ -176,7 +184,6 @@ impl Supervisor {
             SupMsg::ChildExited { id, incarnation, reason } => {
                 if self.children.get(&id).map(Running::incarnation) == Some(incarnation) {
                     self.children.remove(&id);
-                    self.shared.unregister(&self.core.child_path(&id));
                 }
                 self.core.exited(&id, incarnation, reason, now);
             }
@@ -263,6 +270,11 @@ impl Supervisor {
                         let _ = me.send(SupMsg::Timer { id: child, generation });
                     });
                 }
+                Directive::Forget { child } => {
+                    if self.mailboxes.remove(&child).is_some() {
+                        self.shared.post.forget(&self.core.child_path(&child));
+                    }
+                }
                 Directive::Emit(event) => self.shared.emit(event),
                 Directive::Exit(reason) => return Some(reason),
             }
@@ -283,18 +295,35 @@ impl Supervisor {
                     .shared
                     .plugin(&start.plugin)
                     .map_err(|e| ExitReason::StartFailed { message: e.to_string() })?;
-                let mut config = SandboxConfig::new(path.clone());
+                // The mailbox outlives incarnations: opened at the first start, kept
+                // until the spec is forgotten.
+                let mailbox = Arc::clone(
+                    self.mailboxes
+                        .entry(id.to_owned())
+                        .or_insert_with(|| self.shared.post.open(&path, &start.mailbox)),
+                );
+                let mut config = SandboxConfig::new(path);
                 config.config = start.config;
                 config.limits = start.limits;
                 config.grants = start.grants;
                 config.state = Arc::clone(&self.shared.state);
+                config.heartbeat = Heartbeat::new();
+                config.messenger = Arc::new(Outbox {
+                    post: Arc::clone(&self.shared.post),
+                    me: Arc::clone(&mailbox),
+                });
                 let sandbox = Sandbox::start(&plugin, config, incarnation).await?;
                 let kill = sandbox.kill_switch();
-                let (tx, rx) = mpsc::unbounded_channel();
-                let task =
-                    Owned(tokio::spawn(worker::run(id.to_owned(), sandbox, rx, self.me.clone())));
-                self.shared.register(&path, Entry::Worker(tx.clone()));
-                Running::Worker { incarnation, tx, kill, task }
+                let (stop, stopped) = oneshot::channel();
+                let task = Owned(tokio::spawn(worker::run(worker::Worker {
+                    id: id.to_owned(),
+                    sandbox,
+                    mailbox,
+                    shared: Arc::clone(&self.shared),
+                    stop: stopped,
+                    supervisor: self.me.clone(),
+                })));
+                Running::Worker { incarnation, stop, kill, task }
             }
             ChildStart::Supervisor(sub) => {
                 let parent = Parent { tx: self.me.clone(), id: id.to_owned(), incarnation };
@@ -307,9 +336,7 @@ impl Supervisor {
     }
 
     fn take_running(&mut self, id: &str) -> Option<Running> {
-        let running = self.children.remove(id)?;
-        self.shared.unregister(&self.core.child_path(id));
-        Some(running)
+        self.children.remove(id)
     }
 
     async fn stop_child(&mut self, id: &str, shutdown: Shutdown) -> ExitReason {
@@ -324,11 +351,11 @@ impl Supervisor {
 /// Stops one child as `shutdown` says: graceful within the timeout, then killed.
 async fn stop(running: Running, shutdown: Shutdown) -> ExitReason {
     match running {
-        Running::Worker { tx, kill, mut task, .. } => {
+        Running::Worker { stop, kill, mut task, .. } => {
             if shutdown == Shutdown::BrutalKill {
                 kill.kill(KillCause::BrutalKill);
             }
-            let _ = tx.send(WorkerMsg::Stop(shutdown));
+            let _ = stop.send(shutdown);
             match shutdown {
                 Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
                     Ok(result) => joined(result),

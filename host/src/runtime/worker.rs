@@ -1,68 +1,139 @@
-//! A worker: one task holding one incarnation's sandbox, handling one message at a
-//! time until it exits or is stopped.
+//! A worker: one task holding one incarnation's sandbox, handling the messages of its
+//! child's mailbox one at a time until it exits or is stopped.
+//!
+//! When the incarnation crashes handling a message, that message is not lost: a call
+//! is answered `callee-crashed` at once; a sent message goes back to the head of the
+//! mailbox for the next incarnation, until it has crashed `poison_after` of them and
+//! is dead-lettered instead.
 
+use super::host::Shared;
 use super::supervisor::SupMsg;
-use crate::ExitReason;
+use crate::events::Event;
+use crate::messaging::{Letter, Mailbox};
 use crate::sandbox::{MessageError, Sandbox, Shutdown};
+use crate::{ExitReason, KillCause};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// What a worker task is asked to do.
-pub(crate) enum WorkerMsg {
-    /// Handle a message; the reply goes back on `reply` when there is one.
-    Handle {
-        sender: Option<String>,
-        payload: Vec<u8>,
-        reply: Option<oneshot::Sender<Result<Vec<u8>, MessageError>>>,
-    },
-    /// Stop: run `terminate` (the supervisor enforces the shutdown timeout through
-    /// the kill switch).
-    Stop(Shutdown),
+/// What a worker task runs with.
+pub(crate) struct Worker {
+    /// The child's id in its supervisor.
+    pub(crate) id: String,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) shared: Arc<Shared>,
+    /// The supervisor's order to stop (the supervisor enforces the shutdown timeout
+    /// through the kill switch).
+    pub(crate) stop: oneshot::Receiver<Shutdown>,
+    /// Where an exit the supervisor did not ask for is reported.
+    pub(crate) supervisor: mpsc::UnboundedSender<SupMsg>,
 }
 
 /// Runs the incarnation; returns how it ended. An exit the supervisor did not ask
 /// for is also reported to it as [`SupMsg::ChildExited`].
-pub(crate) async fn run(
-    id: String,
-    mut sandbox: Sandbox,
-    mut inbox: mpsc::UnboundedReceiver<WorkerMsg>,
-    supervisor: mpsc::UnboundedSender<SupMsg>,
-) -> ExitReason {
+pub(crate) async fn run(worker: Worker) -> ExitReason {
+    let Worker { id, mut sandbox, mailbox, shared, mut stop, supervisor } = worker;
+    let post = &shared.post;
     let incarnation = sandbox.incarnation();
     loop {
-        let Some(msg) = inbox.recv().await else {
-            // The supervisor is gone: stop as if shut down.
-            break sandbox.terminate(ExitReason::Shutdown, Shutdown::Infinity).await;
+        let letter = tokio::select! {
+            biased;
+            shutdown = &mut stop => {
+                let shutdown = match shutdown {
+                    Ok(Shutdown::BrutalKill) => Shutdown::BrutalKill,
+                    // The supervisor kills at the timeout; here terminate is waited
+                    // for. A supervisor gone without a word is a plain shutdown.
+                    Ok(Shutdown::Timeout(_) | Shutdown::Infinity) | Err(_) => Shutdown::Infinity,
+                };
+                return sandbox.terminate(ExitReason::Shutdown, shutdown).await;
+            }
+            letter = mailbox.next() => letter,
         };
-        match msg {
-            WorkerMsg::Handle { sender, payload, reply } => {
-                let expects_reply = reply.is_some();
-                match sandbox.handle(sender, payload, expects_reply).await {
-                    Ok(handled) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(handled.reply.map_err(MessageError::Application));
-                        }
-                        if let Some(reason) = handled.exit {
-                            report(&supervisor, &id, incarnation, &reason);
-                            return reason;
-                        }
-                    }
-                    Err(reason) => {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
-                        }
-                        report(&supervisor, &id, incarnation, &reason);
-                        return reason;
-                    }
+        if letter.abandoned() {
+            post.failed(); // its caller timed out or went away before it was delivered
+            continue;
+        }
+        // Held so that if this task is aborted mid-message, the letter goes back.
+        let mut held = Held { mailbox: &mailbox, shared: &shared, letter: Some(letter) };
+        let outcome = sandbox.handle_envelope(&held.letter().envelope).await;
+        let mut letter = held.take();
+        match outcome {
+            Ok(handled) => {
+                post.handled();
+                if let Some(reply) = letter.reply {
+                    let _ = reply.send(handled.reply.map_err(MessageError::Application));
+                }
+                if let Some(reason) = handled.exit {
+                    report(&supervisor, &id, incarnation, &reason);
+                    return reason;
                 }
             }
-            WorkerMsg::Stop(shutdown) => {
-                let shutdown = match shutdown {
-                    // The supervisor kills at the timeout; here terminate is waited for.
-                    Shutdown::Timeout(_) => Shutdown::Infinity,
-                    other => other,
-                };
-                break sandbox.terminate(ExitReason::Shutdown, shutdown).await;
+            Err(reason) => {
+                if let ExitReason::Killed { cause: KillCause::Heartbeat } = reason {
+                    let since = sandbox.heartbeat().missed().unwrap_or_default();
+                    shared.emit(Event::HeartbeatMissed {
+                        path: mailbox.path.to_string(),
+                        incarnation,
+                        since_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+                    });
+                }
+                match letter.reply.take() {
+                    Some(reply) => {
+                        let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
+                        post.failed();
+                    }
+                    // Stopped by its supervisor mid-message: not the message's fault.
+                    None if stopped_by_supervisor(&reason) => requeue(&mailbox, &shared, letter),
+                    None => {
+                        letter.crashes += 1;
+                        if letter.crashes >= mailbox.config.poison_after {
+                            post.dead_letter(&mailbox.path, letter, "poison", Some(reason.clone()));
+                        } else {
+                            requeue(&mailbox, &shared, letter);
+                        }
+                    }
+                }
+                report(&supervisor, &id, incarnation, &reason);
+                return reason;
             }
+        }
+    }
+}
+
+fn stopped_by_supervisor(reason: &ExitReason) -> bool {
+    matches!(
+        reason,
+        ExitReason::Killed { cause: KillCause::ShutdownTimeout | KillCause::BrutalKill }
+    )
+}
+
+fn requeue(mailbox: &Mailbox, shared: &Shared, letter: Letter) {
+    if let Err(letter) = mailbox.requeue(letter) {
+        shared.post.removed(mailbox, letter);
+    }
+}
+
+/// The letter being handled; back to the head of the mailbox if dropped unfinished.
+struct Held<'a> {
+    mailbox: &'a Mailbox,
+    shared: &'a Shared,
+    letter: Option<Letter>,
+}
+
+impl Held<'_> {
+    fn letter(&self) -> &Letter {
+        self.letter.as_ref().expect("held until taken")
+    }
+
+    fn take(&mut self) -> Letter {
+        self.letter.take().expect("taken once")
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(letter) = self.letter.take() {
+            requeue(self.mailbox, self.shared, letter);
         }
     }
 }

@@ -19,7 +19,7 @@ impl runtime::Host for ChildState {
     }
 
     fn send(&mut self, to: String, payload: Vec<u8>) -> Result<(), types::MessageError> {
-        self.messenger.send(&self.path, &to, payload).map_err(to_wit_message_error)
+        self.messenger.send(&to, payload).map_err(to_wit_message_error)
     }
 
     fn send_after(
@@ -30,7 +30,7 @@ impl runtime::Host for ChildState {
     ) -> Result<(), types::MessageError> {
         let guard = self
             .messenger
-            .send_after(&self.path, &to, payload, Duration::from_millis(delay_ms))
+            .send_after(&to, payload, Duration::from_millis(delay_ms))
             .map_err(to_wit_message_error)?;
         self.timers.push(guard);
         Ok(())
@@ -42,8 +42,10 @@ impl runtime::Host for ChildState {
         payload: Vec<u8>,
         timeout_ms: u64,
     ) -> Result<Vec<u8>, types::MessageError> {
-        let reply =
-            self.messenger.call(&self.path, &to, payload, Duration::from_millis(timeout_ms));
+        let reply = self.messenger.call(&to, payload, Duration::from_millis(timeout_ms));
+        // Waiting for the callee is neither the guest's CPU time (the call hook leaves
+        // it out of the deadline) nor a silence the watchdog should count.
+        let _wait = self.heartbeat.wait_in_host();
         reply.await.map_err(to_wit_message_error)
     }
 
@@ -108,6 +110,7 @@ fn to_wit_message_error(e: MessageError) -> types::MessageError {
         MessageError::TooLarge(n) => types::MessageError::TooLarge(n),
         MessageError::NotAllowed(t) => types::MessageError::NotAllowed(t),
         MessageError::Timeout => types::MessageError::Timeout,
+        MessageError::Deadlock(chain) => types::MessageError::Deadlock(chain),
         MessageError::CalleeCrashed(reason) => {
             types::MessageError::CalleeCrashed(to_wit_exit(&reason))
         }

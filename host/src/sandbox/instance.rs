@@ -4,9 +4,10 @@
 
 use super::bindings;
 use super::engine::{Engine, SandboxError, Slot};
+use super::heartbeat::{Heartbeat, HeartbeatPolicy};
 use super::limits::{ChildLimits, Grants, LimitExceeded, Limiter};
 use super::plugin::Plugin;
-use super::services::{Heartbeat, Messenger, NoMessaging, TimerGuard};
+use super::services::{Messenger, NoMessaging, TimerGuard};
 use super::stdio::TracingStream;
 use crate::state::{MemoryStore, StateStore};
 use crate::{ExitReason, KillCause, TrapKind};
@@ -17,6 +18,10 @@ use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// A message as `guest.handle` receives it: the sender's path (none for the embedding
+/// application), the payload, and whether the sender waits for a reply.
+pub use bindings::warden::plugin::types::Envelope;
 
 /// Who a sandbox runs for, and with what.
 #[derive(Clone, Debug)]
@@ -35,7 +40,8 @@ pub struct SandboxConfig {
     pub messenger: Arc<dyn Messenger>,
     /// Key-value state, scoped to `path`; a private [`MemoryStore`] by default.
     pub state: Arc<dyn StateStore>,
-    /// Where heartbeats are recorded; a fresh cell by default.
+    /// Where heartbeats are recorded (judged by `limits.heartbeat`); a fresh cell by
+    /// default.
     pub heartbeat: Arc<Heartbeat>,
 }
 
@@ -255,6 +261,7 @@ pub struct Sandbox {
     incarnation: u64,
     limits: ChildLimits,
     kill: KillSwitch,
+    heartbeat: Arc<Heartbeat>,
     dead: Option<ExitReason>,
     _slot: Slot,
 }
@@ -310,7 +317,7 @@ impl Sandbox {
             heartbeat,
         } = config;
         let wasi = build_wasi(&path, &grants)?;
-        let data = ChildState::new(wasi, &limits, &path, messenger, state, heartbeat);
+        let data = ChildState::new(wasi, &limits, &path, messenger, state, Arc::clone(&heartbeat));
         let mut store = Store::new(&engine.inner.engine, data);
         store.limiter(|s| &mut s.limiter);
         // Time in host functions (a `call` waiting for a reply, a WASI sleep) is not
@@ -345,7 +352,8 @@ impl Sandbox {
         });
         let kill = KillSwitch::default();
         prepare_call(&mut store, &engine, &limits, limits.call_deadline)?;
-        let instantiated = guarded(&kill, plugin.inner.pre.instantiate_async(&mut store)).await;
+        let instantiated =
+            guarded(&kill, None, plugin.inner.pre.instantiate_async(&mut store)).await;
         let guest = match instantiated {
             Ok(guest) => guest,
             Err(Ended::Wasm(e))
@@ -367,6 +375,7 @@ impl Sandbox {
             incarnation,
             limits,
             kill,
+            heartbeat,
             dead: None,
             _slot: slot,
         };
@@ -377,8 +386,10 @@ impl Sandbox {
             config: init_config,
         };
         sandbox.prepare(sandbox.limits.call_deadline)?;
-        let Self { store, guest, kill, .. } = &mut sandbox;
-        let result = guarded(kill, guest.warden_plugin_guest().call_init(&mut *store, &ctx)).await;
+        let Self { store, guest, kill, heartbeat, limits, .. } = &mut sandbox;
+        let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
+        let init = guest.warden_plugin_guest().call_init(&mut *store, &ctx);
+        let result = guarded(kill, watch, init).await;
         match result {
             Ok(Ok(())) => match sandbox.store.data_mut().exit_request.take() {
                 Some(reason) => Err(reason),
@@ -404,6 +415,11 @@ impl Sandbox {
         self.kill.clone()
     }
 
+    /// Where this incarnation's heartbeats are recorded.
+    pub fn heartbeat(&self) -> &Arc<Heartbeat> {
+        &self.heartbeat
+    }
+
     /// Why the sandbox ended, once it has.
     pub fn exit_reason(&self) -> Option<&ExitReason> {
         self.dead.as_ref()
@@ -420,11 +436,20 @@ impl Sandbox {
         payload: Vec<u8>,
         expects_reply: bool,
     ) -> Result<Handled, ExitReason> {
+        self.handle_envelope(&Envelope { sender, payload, expects_reply }).await
+    }
+
+    /// Handles one message, leaving it with the caller (a crashed message can be
+    /// delivered again).
+    ///
+    /// # Errors
+    /// As [`Sandbox::handle`].
+    pub async fn handle_envelope(&mut self, msg: &Envelope) -> Result<Handled, ExitReason> {
         self.prepare(self.limits.call_deadline)?;
-        let msg = bindings::warden::plugin::types::Envelope { sender, payload, expects_reply };
-        let Self { store, guest, kill, .. } = self;
-        let result =
-            guarded(kill, guest.warden_plugin_guest().call_handle(&mut *store, &msg)).await;
+        let Self { store, guest, kill, heartbeat, limits, .. } = self;
+        let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
+        let call = guest.warden_plugin_guest().call_handle(&mut *store, msg);
+        let result = guarded(kill, watch, call).await;
         match result {
             Ok(reply) => {
                 let exit = self.store.data_mut().exit_request.take();
@@ -453,8 +478,11 @@ impl Sandbox {
         }
         let wit_reason = to_wit_exit(&reason);
         let Self { store, guest, kill, .. } = &mut self;
-        let call =
-            guarded(kill, guest.warden_plugin_guest().call_terminate(&mut *store, &wit_reason));
+        let call = guarded(
+            kill,
+            None,
+            guest.warden_plugin_guest().call_terminate(&mut *store, &wit_reason),
+        );
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, call).await {
                 Ok(result) => result,
@@ -503,16 +531,32 @@ fn prepare_call(
     Ok(())
 }
 
-/// Runs an export call until it returns, or the kill switch fires.
+/// Runs an export call until it returns, the kill switch fires, or the heartbeat
+/// watchdog (when there is a policy) judges the guest hung.
 async fn guarded<R>(
     kill: &KillSwitch,
+    watch: Option<(&Heartbeat, &HeartbeatPolicy)>,
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> Result<R, Ended> {
-    tokio::select! {
+    let Some((heartbeat, policy)) = watch else {
+        return tokio::select! {
+            biased;
+            cause = kill.killed() => Err(Ended::Killed(cause)),
+            result = call => result.map_err(Ended::Wasm),
+        };
+    };
+    heartbeat.busy(policy);
+    let result = tokio::select! {
         biased;
         cause = kill.killed() => Err(Ended::Killed(cause)),
+        _ = heartbeat.watch(policy) => {
+            kill.kill(KillCause::Heartbeat);
+            Err(Ended::Killed(KillCause::Heartbeat))
+        }
         result = call => result.map_err(Ended::Wasm),
-    }
+    };
+    heartbeat.idle();
+    result
 }
 
 fn start_failed(e: SandboxError) -> ExitReason {

@@ -1,10 +1,11 @@
 //! Per-child limits and capabilities: deny by default, and say so.
 
+use super::heartbeat::HeartbeatPolicy;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Resource limits of one child. Each incarnation gets a fresh budget.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChildLimits {
     /// Largest linear memory, in bytes. Growing past it ends the incarnation with
     /// `trap(memory_limit)` (like Erlang's `max_heap_size` kill). Default 64 MiB.
@@ -21,6 +22,10 @@ pub struct ChildLimits {
     /// Fuel for one export call; running out ends the incarnation with
     /// `trap(out_of_fuel)`. Needs an engine built with fuel on. Default `None`.
     pub fuel_per_call: Option<u64>,
+    /// How the child's heartbeats are judged while it is busy in an export call; a
+    /// child judged hung ends with `killed(heartbeat)`. `None` = no watchdog (the
+    /// default: only the call deadline bounds a call).
+    pub heartbeat: Option<HeartbeatPolicy>,
 }
 
 impl Default for ChildLimits {
@@ -31,6 +36,7 @@ impl Default for ChildLimits {
             max_instances: 32,
             call_deadline: Some(Duration::from_secs(5)),
             fuel_per_call: None,
+            heartbeat: None,
         }
     }
 }

@@ -19,6 +19,7 @@
 pub(crate) mod bindings;
 mod engine;
 mod glue;
+mod heartbeat;
 mod instance;
 mod limits;
 mod plugin;
@@ -26,7 +27,8 @@ mod services;
 mod stdio;
 
 pub use engine::{Engine, EngineConfig, SandboxError};
-pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig, Shutdown};
+pub use heartbeat::{Heartbeat, HeartbeatPolicy, PhiAccrual};
+pub use instance::{Envelope, Handled, KillSwitch, Sandbox, SandboxConfig, Shutdown};
 pub use limits::{ChildLimits, DirGrant, Grants};
 pub use plugin::{LoadError, Plugin};
-pub use services::{BoxFuture, Heartbeat, MessageError, Messenger, NoMessaging, TimerGuard};
+pub use services::{BoxFuture, MessageError, Messenger, NoMessaging, TimerGuard};

@@ -1,4 +1,4 @@
-//! What a sandbox asks of the rest of the host: messaging and heartbeats.
+//! What a sandbox asks of the rest of the host: messaging.
 //!
 //! The sandbox implements the `runtime` imports by delegating to a [`Messenger`]; the
 //! messaging runtime implements it. [`NoMessaging`] answers every request with
@@ -8,9 +8,7 @@ use crate::ExitReason;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A boxed future, as returned by [`Messenger::call`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -34,6 +32,10 @@ pub enum MessageError {
     /// No reply within the timeout.
     #[error("timed out")]
     Timeout,
+    /// No reply within the timeout because the calls formed a cycle: the paths in the
+    /// order they wait on each other, the caller first and last.
+    #[error("timed out: deadlock, the calls form a cycle {}", .0.join(" -> "))]
+    Deadlock(Vec<String>),
     /// The callee exited while handling the call.
     #[error("callee crashed: {0}")]
     CalleeCrashed(ExitReason),
@@ -52,13 +54,14 @@ pub enum MessageError {
 /// that set them.
 pub type TimerGuard = Box<dyn Send + Sync>;
 
-/// Messaging as seen from one child; implemented by the messaging runtime.
+/// Messaging as seen from one child (the sender of everything it sends);
+/// implemented by the host's messaging runtime.
 pub trait Messenger: Send + Sync + fmt::Debug {
-    /// Delivers `payload` from `from` to `to`, without waiting for it to be handled.
+    /// Delivers `payload` to `to`, without waiting for it to be handled.
     ///
     /// # Errors
     /// Unknown or forbidden target, full mailbox, payload too large.
-    fn send(&self, from: &str, to: &str, payload: Vec<u8>) -> Result<(), MessageError>;
+    fn send(&self, to: &str, payload: Vec<u8>) -> Result<(), MessageError>;
 
     /// Delivers `payload` after `delay`; dropping the returned guard cancels it.
     ///
@@ -66,7 +69,6 @@ pub trait Messenger: Send + Sync + fmt::Debug {
     /// As [`Messenger::send`], checked now.
     fn send_after(
         &self,
-        from: &str,
         to: &str,
         payload: Vec<u8>,
         delay: Duration,
@@ -79,7 +81,6 @@ pub trait Messenger: Send + Sync + fmt::Debug {
     /// circuit open.
     fn call(
         &self,
-        from: &str,
         to: &str,
         payload: Vec<u8>,
         timeout: Duration,
@@ -91,66 +92,20 @@ pub trait Messenger: Send + Sync + fmt::Debug {
 pub struct NoMessaging;
 
 impl Messenger for NoMessaging {
-    fn send(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), MessageError> {
+    fn send(&self, _: &str, _: Vec<u8>) -> Result<(), MessageError> {
         Err(MessageError::Unsupported)
     }
 
-    fn send_after(
-        &self,
-        _: &str,
-        _: &str,
-        _: Vec<u8>,
-        _: Duration,
-    ) -> Result<TimerGuard, MessageError> {
+    fn send_after(&self, _: &str, _: Vec<u8>, _: Duration) -> Result<TimerGuard, MessageError> {
         Err(MessageError::Unsupported)
     }
 
     fn call(
         &self,
         _: &str,
-        _: &str,
         _: Vec<u8>,
         _: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
         Box::pin(async { Err(MessageError::Unsupported) })
-    }
-}
-
-/// The last heartbeat of a child, shared between its sandbox and a watchdog.
-///
-/// Times are microseconds since the cell was made, so reads and writes are one atomic
-/// each and never block.
-#[derive(Debug)]
-pub struct Heartbeat {
-    origin: Instant,
-    last_us: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Heartbeat {
-    /// A cell whose last beat is now.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            origin: Instant::now(),
-            last_us: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        })
-    }
-
-    /// Records a beat at the current time.
-    pub fn beat(&self) {
-        let us = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.last_us.store(us, Ordering::Release);
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// When the last beat was recorded (the cell's creation if none was).
-    pub fn last(&self) -> Instant {
-        self.origin + Duration::from_micros(self.last_us.load(Ordering::Acquire))
-    }
-
-    /// How many beats were recorded.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
     }
 }

@@ -59,6 +59,13 @@ pub enum Directive {
         /// Ignored by the core if the child changed in the meantime.
         generation: u64,
     },
+    /// The child's spec is gone (a temporary or dynamic child ended, `delete_child`,
+    /// a failed `start_child`): release what the runtime keeps for its path (its
+    /// mailbox). The runtime does the same for every child when the supervisor exits.
+    Forget {
+        /// The child's id.
+        child: String,
+    },
     /// Publish an event.
     Emit(Event),
     /// The supervisor exits with this reason (its children are already stopped).
@@ -343,7 +350,7 @@ impl Core {
                         // OTP keeps no spec of a child whose start_child failed; a
                         // failed restart_child keeps it.
                         if child.started_at.is_none() {
-                            self.children.remove(i);
+                            self.remove_child(i);
                         }
                         Some(Err(reason))
                     }
@@ -402,7 +409,7 @@ impl Core {
         if (child.spec.restart == Restart::Temporary || self.template.is_some())
             && child.state != ChildState::Restarting
         {
-            self.children.remove(i);
+            self.remove_child(i);
         }
     }
 
@@ -626,7 +633,7 @@ impl Core {
     /// stopped.
     fn del_child(&mut self, i: usize) {
         if self.children[i].spec.restart == Restart::Temporary || self.template.is_some() {
-            self.children.remove(i);
+            self.remove_child(i);
         } else {
             let child = &mut self.children[i];
             child.state = ChildState::Stopped;
@@ -717,7 +724,7 @@ impl Core {
             ChildState::Restarting | ChildState::Stopped => {
                 child.state = ChildState::Stopped;
                 if child.spec.restart == Restart::Temporary || self.template.is_some() {
-                    self.children.remove(i);
+                    self.remove_child(i);
                 }
             }
         }
@@ -741,7 +748,7 @@ impl Core {
     /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
     pub fn delete_child(&mut self, id: &str) -> Result<(), AdminError> {
         let i = self.stopped_child(id)?;
-        self.children.remove(i);
+        self.remove_child(i);
         Ok(())
     }
 
@@ -805,6 +812,12 @@ impl Core {
             Phase::ShuttingDown | Phase::Exited => Err(AdminError::ShuttingDown),
             _ => Ok(()),
         }
+    }
+
+    /// Drops a child's spec; the runtime is told to forget its path.
+    fn remove_child(&mut self, i: usize) {
+        let child = self.children.remove(i);
+        self.agenda.push_back(Directive::Forget { child: child.spec.id });
     }
 
     fn find(&self, id: &str) -> Option<usize> {

@@ -2,6 +2,7 @@
 //! OTP's rules (`supervisor:check_flags/1`, `check_childspec/2`).
 
 use crate::TrapKind;
+use crate::messaging::MailboxConfig;
 use crate::sandbox::{ChildLimits, Grants, Shutdown};
 use std::fmt;
 use std::time::Duration;
@@ -100,7 +101,7 @@ impl Backoff {
 #[derive(Clone, Debug)]
 pub enum ChildStart {
     /// A plugin run in a sandbox.
-    Plugin(PluginStart),
+    Plugin(Box<PluginStart>),
     /// A nested supervisor.
     Supervisor(Box<SupervisorSpec>),
 }
@@ -116,6 +117,28 @@ pub struct PluginStart {
     pub limits: ChildLimits,
     /// Capabilities.
     pub grants: Grants,
+    /// Its mailbox, whom it may message, its circuit breaker.
+    pub mailbox: MailboxConfig,
+}
+
+impl PluginStart {
+    /// The component at `plugin`, with an empty config and the default limits,
+    /// grants and mailbox.
+    pub fn new(plugin: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            plugin: plugin.into(),
+            config: Vec::new(),
+            limits: ChildLimits::default(),
+            grants: Grants::default(),
+            mailbox: MailboxConfig::default(),
+        }
+    }
+
+    /// The same, with `config` handed to `init`.
+    pub fn with_config(mut self, config: impl Into<Vec<u8>>) -> Self {
+        self.config = config.into();
+        self
+    }
 }
 
 /// One child of a supervisor (OTP's child spec).
@@ -143,7 +166,11 @@ pub struct ChildSpec {
 impl ChildSpec {
     /// A permanent worker with OTP's defaults.
     pub fn plugin(id: impl Into<String>, start: PluginStart) -> Self {
-        Self::new(id, ChildStart::Plugin(start), Shutdown::Timeout(Duration::from_secs(5)))
+        Self::new(
+            id,
+            ChildStart::Plugin(Box::new(start)),
+            Shutdown::Timeout(Duration::from_secs(5)),
+        )
     }
 
     /// A permanent nested supervisor with OTP's defaults (shutdown infinity).

@@ -9,15 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 fn worker(id: &str, restart: Restart) -> ChildSpec {
-    let mut spec = ChildSpec::plugin(
-        id,
-        PluginStart {
-            plugin: "chaos.wasm".into(),
-            config: Vec::new(),
-            limits: Default::default(),
-            grants: Default::default(),
-        },
-    );
+    let mut spec = ChildSpec::plugin(id, PluginStart::new("chaos.wasm"));
     spec.restart = restart;
     spec
 }
@@ -41,6 +33,8 @@ struct Sim {
     fail_from: std::collections::HashMap<String, u64>,
     admin_results: Vec<Result<(), ExitReason>>,
     exited: Option<ExitReason>,
+    /// Children whose spec the core dropped, in order.
+    forgotten: Vec<String>,
 }
 
 impl Sim {
@@ -55,6 +49,7 @@ impl Sim {
             fail_from: Default::default(),
             admin_results: Vec::new(),
             exited: None,
+            forgotten: Vec::new(),
         }
     }
 
@@ -106,6 +101,7 @@ impl Sim {
                     self.log.push(format!("timer {child} {}ms", delay.as_millis()));
                     self.timers.push((child, self.now + delay, generation));
                 }
+                Directive::Forget { child } => self.forgotten.push(child),
                 Directive::Emit(event) => self.log.push(describe(&event)),
                 Directive::Exit(reason) => {
                     self.log.push(format!("exit {reason}"));
@@ -156,7 +152,7 @@ fn describe(event: &Event) -> String {
         Event::ChildStartFailed { path, .. } => format!("start_failed {path}"),
         Event::SupervisorGaveUp { path, reason } => format!("gave_up {path} {reason}"),
         Event::SupervisorStopped { path, reason } => format!("sup_stopped {path} {reason}"),
-        Event::Reply { .. } => unreachable!("the core publishes no replies"),
+        other => unreachable!("the core does not publish {other:?}"),
     }
 }
 
@@ -301,6 +297,7 @@ fn a_temporary_bystander_of_a_group_restart_is_dropped() {
     assert!(log.contains(&"stop tmp".to_string()), "{log:?}");
     assert!(!log.iter().any(|l| l.starts_with("start tmp")), "{log:?}");
     assert_eq!(sim.state("tmp"), None);
+    assert_eq!(sim.forgotten, ["tmp"], "the runtime is told to release its mailbox");
     assert_eq!(sim.state("a"), Some(ChildState::Running));
 }
 
@@ -470,6 +467,7 @@ fn admin_requests_answer_as_otp_does() {
 
     assert_eq!(sim.core.start_child(worker("d", Restart::Permanent)), Ok(()));
     sim.run();
+    assert_eq!(sim.forgotten, ["a"], "only the deleted spec is forgotten");
     assert_eq!(sim.admin_results.pop(), Some(Ok(())));
     let names: Vec<String> = sim.core.which_children().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["b", "c", "d"], "a started child goes last");

@@ -1,0 +1,112 @@
+//! One child's mailbox: a bounded FIFO owned by the host, read by whichever
+//! incarnation is running.
+
+use super::MailboxConfig;
+use super::breaker::Breaker;
+use crate::sandbox::{Envelope, MessageError};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, oneshot};
+
+/// Where a call's answer goes.
+pub(crate) type Reply = oneshot::Sender<Result<Vec<u8>, MessageError>>;
+
+/// A message in a mailbox.
+#[derive(Debug)]
+pub(crate) struct Letter {
+    pub(crate) envelope: Envelope,
+    /// Set for a call.
+    pub(crate) reply: Option<Reply>,
+    /// How many incarnations crashed handling it.
+    pub(crate) crashes: u32,
+}
+
+impl Letter {
+    /// A call whose caller stopped waiting (timed out, or went away).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.as_ref().is_some_and(oneshot::Sender::is_closed)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    pub(crate) path: Arc<str>,
+    pub(crate) config: MailboxConfig,
+    pub(crate) breaker: Option<Breaker>,
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    letters: VecDeque<Letter>,
+    closed: bool,
+}
+
+impl Mailbox {
+    pub(crate) fn new(path: &str, config: MailboxConfig) -> Self {
+        Self {
+            path: Arc::from(path),
+            breaker: config.circuit.map(Breaker::new),
+            config,
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `letter`, or gives it back with why not: the mailbox is full, or was
+    /// closed (its child removed).
+    pub(crate) fn push(&self, letter: Letter) -> Result<(), (MessageError, Letter)> {
+        let mut queue = self.queue();
+        if queue.closed {
+            return Err((MessageError::UnknownTarget(self.path.to_string()), letter));
+        }
+        if queue.letters.len() >= self.config.capacity {
+            return Err((MessageError::MailboxFull, letter));
+        }
+        queue.letters.push_back(letter);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Puts a letter whose handling did not finish back at the head, over capacity if
+    /// need be (it was already accepted); gives it back if the mailbox is closed.
+    pub(crate) fn requeue(&self, letter: Letter) -> Result<(), Letter> {
+        let mut queue = self.queue();
+        if queue.closed {
+            return Err(letter);
+        }
+        queue.letters.push_front(letter);
+        drop(queue);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next letter, waiting for one. Cancel-safe: a letter is taken only by the
+    /// poll that returns it.
+    pub(crate) async fn next(&self) -> Letter {
+        loop {
+            if let Some(letter) = self.queue().letters.pop_front() {
+                return letter;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Closes the mailbox (its child was removed) and returns what was still in it.
+    pub(crate) fn close(&self) -> VecDeque<Letter> {
+        let mut queue = self.queue();
+        queue.closed = true;
+        std::mem::take(&mut queue.letters)
+    }
+
+    /// Letters waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.queue().letters.len()
+    }
+}

@@ -1,0 +1,447 @@
+//! The post office: every mailbox by path, delivery with its checks, the account of
+//! every message, and what a call waits on (to name a deadlock when one times out).
+
+use super::breaker::{Admit, Outcome};
+use super::mailbox::{Letter, Mailbox};
+use super::{MailboxConfig, MessageStats};
+use crate::events::{Event, EventBus};
+use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger, TimerGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot};
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    rejected: AtomicU64,
+    handled: AtomicU64,
+    failed: AtomicU64,
+    dead_letters: AtomicU64,
+    pending: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Post {
+    mailboxes: RwLock<HashMap<Arc<str>, Arc<Mailbox>>>,
+    /// Which child each blocked caller waits on: caller path → callee path.
+    waits: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    counts: Counters,
+    /// Woken when nothing is pending any more.
+    settled: Notify,
+    events: Arc<EventBus>,
+}
+
+impl Post {
+    pub(crate) fn new(events: Arc<EventBus>) -> Self {
+        Self {
+            mailboxes: RwLock::default(),
+            waits: Mutex::default(),
+            counts: Counters::default(),
+            settled: Notify::new(),
+            events,
+        }
+    }
+
+    /// The mailbox of the child at `path`, made with `config` if it has none yet; it
+    /// stays, with what is in it, until [`Post::forget`].
+    pub(crate) fn open(&self, path: &str, config: &MailboxConfig) -> Arc<Mailbox> {
+        if let Some(mailbox) = self.lookup(path) {
+            return mailbox;
+        }
+        let mut mailboxes = self.mailboxes.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            mailboxes
+                .entry(Arc::from(path))
+                .or_insert_with(|| Arc::new(Mailbox::new(path, config.clone()))),
+        )
+    }
+
+    /// Removes the mailbox at `path` (its child's spec is gone): sent messages still in
+    /// it are dead-lettered, calls answered `unknown-target`.
+    pub(crate) fn forget(&self, path: &str) {
+        let removed = self.mailboxes.write().unwrap_or_else(|p| p.into_inner()).remove(path);
+        if let Some(mailbox) = removed {
+            for letter in mailbox.close() {
+                self.removed(&mailbox, letter);
+            }
+        }
+    }
+
+    /// Disposes of an accepted letter whose mailbox was closed.
+    pub(crate) fn removed(&self, mailbox: &Mailbox, letter: Letter) {
+        match letter.reply {
+            Some(reply) => {
+                let _ = reply.send(Err(MessageError::UnknownTarget(mailbox.path.to_string())));
+                self.failed();
+            }
+            None => self.dead_letter(&mailbox.path, letter, "target_removed", None),
+        }
+    }
+
+    pub(crate) fn lookup(&self, path: &str) -> Option<Arc<Mailbox>> {
+        self.mailboxes.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
+    }
+
+    /// Every check a new message passes before it is accepted, in order: the sender
+    /// may message the target, the target exists, the payload fits. A `None` sender is
+    /// the embedding application, which may message anyone.
+    fn admissible(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+        size: usize,
+    ) -> Result<Arc<Mailbox>, MessageError> {
+        if let Some(from) = from
+            && !from.config.targets.allows(&from.path, to)
+        {
+            return Err(MessageError::NotAllowed(to.to_owned()));
+        }
+        let target = self.lookup(to).ok_or_else(|| MessageError::UnknownTarget(to.to_owned()))?;
+        if size > target.config.max_message_bytes {
+            return Err(MessageError::TooLarge(target.config.max_message_bytes as u64));
+        }
+        Ok(target)
+    }
+
+    /// Offers a message: accepted (pending until handled, failed or dead-lettered), or
+    /// rejected with the reason, and counted either way.
+    fn deliver(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+        payload: Vec<u8>,
+        reply: Option<super::mailbox::Reply>,
+    ) -> Result<Arc<Mailbox>, MessageError> {
+        self.counts.sent.fetch_add(1, Ordering::Relaxed);
+        let offered = self.admissible(from, to, payload.len()).and_then(|target| {
+            let envelope = Envelope {
+                sender: from.map(|f| f.path.to_string()),
+                payload,
+                expects_reply: reply.is_some(),
+            };
+            // Counted pending before it is visible to the worker, which may finish it
+            // at once.
+            self.counts.pending.fetch_add(1, Ordering::Relaxed);
+            match target.push(Letter { envelope, reply, crashes: 0 }) {
+                Ok(()) => Ok(target),
+                Err((e, _)) => {
+                    self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+                    Err(e)
+                }
+            }
+        });
+        if offered.is_err() {
+            self.counts.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        offered
+    }
+
+    /// `send`: fire and forget, with backpressure.
+    pub(crate) fn send(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), MessageError> {
+        self.deliver(from, to, payload, None).map(|_| ())
+    }
+
+    /// `call`: delivers and waits at most `timeout` for the answer. The callee's crash
+    /// answers at once (`callee-crashed`); a timeout on a cycle of calls says so.
+    pub(crate) async fn call(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MessageError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let breaker = match self.lookup(to) {
+            Some(target) if target.breaker.is_some() => {
+                // Checked after the sender's own checks, so a forbidden call never
+                // counts against (or probes) the callee.
+                if from.is_some_and(|f| !f.config.targets.allows(&f.path, to)) {
+                    self.counts.sent.fetch_add(1, Ordering::Relaxed);
+                    self.counts.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(MessageError::NotAllowed(to.to_owned()));
+                }
+                match self.admit(target) {
+                    Ok(admission) => Some(admission),
+                    Err(e) => {
+                        self.counts.sent.fetch_add(1, Ordering::Relaxed);
+                        self.counts.rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
+        let target = self.deliver(from, to, payload, Some(reply))?;
+        let _waiting = from.map(|f| self.wait_on(&f.path, &target.path));
+        let result = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            // Every accepted letter is answered; a dropped one means the host is going.
+            Ok(Err(_)) => Err(MessageError::UnknownTarget(to.to_owned())),
+            Err(_) => Err(match from.and_then(|f| self.cycle(&f.path, &target.path)) {
+                Some(cycle) => MessageError::Deadlock(cycle),
+                None => MessageError::Timeout,
+            }),
+        };
+        if let Some(mut admission) = breaker {
+            admission.finish(match &result {
+                Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
+                Err(
+                    MessageError::CalleeCrashed(_)
+                    | MessageError::Timeout
+                    | MessageError::Deadlock(_),
+                ) => Outcome::Failure,
+                Err(_) => Outcome::Neutral,
+            });
+        }
+        result
+    }
+
+    fn admit(&self, target: Arc<Mailbox>) -> Result<Admission<'_>, MessageError> {
+        let breaker = target.breaker.as_ref().expect("checked by the caller");
+        let (admit, change) = breaker.admit(Instant::now())?;
+        self.circuit_changed(&target, change);
+        Ok(Admission { post: self, target, admit, done: false })
+    }
+
+    fn circuit_changed(&self, target: &Mailbox, change: Option<super::breaker::Change>) {
+        if let Some((state, failures)) = change {
+            self.events.emit(Event::CircuitChanged {
+                path: target.path.to_string(),
+                state,
+                failures,
+            });
+        }
+    }
+
+    /// Records that `caller` waits on `callee` until the guard is dropped.
+    fn wait_on(&self, caller: &Arc<str>, callee: &Arc<str>) -> Waiting<'_> {
+        self.waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Arc::clone(caller), Arc::clone(callee));
+        Waiting { post: self, caller: Arc::clone(caller) }
+    }
+
+    /// The cycle of waits from `caller` through `callee` back to `caller`, if there is
+    /// one: `[caller, callee, ..., caller]`.
+    fn cycle(&self, caller: &Arc<str>, callee: &Arc<str>) -> Option<Vec<String>> {
+        let waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chain = vec![caller.to_string(), callee.to_string()];
+        let mut at = callee;
+        while let Some(next) = waits.get(at) {
+            chain.push(next.to_string());
+            if next == caller {
+                return Some(chain);
+            }
+            if chain.len() > waits.len() + 2 {
+                return None; // a cycle not through the caller
+            }
+            at = next;
+        }
+        None
+    }
+
+    /// `send-after`: checked now, delivered when the timer fires unless the guard was
+    /// dropped first. A delivery that fails then is a dead letter.
+    pub(crate) fn send_after(
+        self: &Arc<Self>,
+        from: &Arc<Mailbox>,
+        to: &str,
+        payload: Vec<u8>,
+        delay: Duration,
+    ) -> Result<TimerGuard, MessageError> {
+        if let Err(e) = self.admissible(Some(from), to, payload.len()) {
+            self.counts.sent.fetch_add(1, Ordering::Relaxed);
+            self.counts.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        let (post, from, to) = (Arc::clone(self), Arc::clone(from), to.to_owned());
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            post.counts.sent.fetch_add(1, Ordering::Relaxed);
+            let size = payload.len() as u64;
+            if let Err(e) = post.admissible(Some(&from), &to, payload.len()).and_then(|target| {
+                let envelope =
+                    Envelope { sender: Some(from.path.to_string()), payload, expects_reply: false };
+                post.counts.pending.fetch_add(1, Ordering::Relaxed);
+                target.push(Letter { envelope, reply: None, crashes: 0 }).map_err(|(e, _)| {
+                    post.counts.pending.fetch_sub(1, Ordering::Relaxed);
+                    e
+                })
+            }) {
+                post.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
+                post.events.emit(Event::DeadLetter {
+                    path: to,
+                    reason: reason_word(&e).into(),
+                    sender: Some(from.path.to_string()),
+                    size,
+                    crashes: 0,
+                    exit: None,
+                });
+            }
+        });
+        Ok(Box::new(AbortOnDrop(timer)))
+    }
+
+    // --- how accepted letters end --------------------------------------------------
+
+    fn finish(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.counts.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// A letter was handled (the guest's `handle` returned).
+    pub(crate) fn handled(&self) {
+        self.finish(&self.counts.handled);
+    }
+
+    /// A letter was answered with an error instead of being handled.
+    pub(crate) fn failed(&self) {
+        self.finish(&self.counts.failed);
+    }
+
+    /// A letter is set aside, with an event.
+    pub(crate) fn dead_letter(
+        &self,
+        path: &str,
+        letter: Letter,
+        reason: &str,
+        exit: Option<crate::ExitReason>,
+    ) {
+        self.events.emit(Event::DeadLetter {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+            sender: letter.envelope.sender,
+            size: letter.envelope.payload.len() as u64,
+            crashes: letter.crashes,
+            exit,
+        });
+        self.finish(&self.counts.dead_letters);
+    }
+
+    pub(crate) fn stats(&self) -> MessageStats {
+        let c = &self.counts;
+        // `pending` last: a message finishing meanwhile is then counted twice at most
+        // (done and pending), never lost.
+        let (sent, rejected) = (c.sent.load(Ordering::Acquire), c.rejected.load(Ordering::Acquire));
+        let (handled, failed, dead_letters) = (
+            c.handled.load(Ordering::Acquire),
+            c.failed.load(Ordering::Acquire),
+            c.dead_letters.load(Ordering::Acquire),
+        );
+        let pending = c.pending.load(Ordering::Acquire);
+        MessageStats { sent, rejected, handled, failed, dead_letters, pending }
+    }
+
+    /// Waits until no message is pending.
+    pub(crate) async fn settled(&self) {
+        loop {
+            let notified = self.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.counts.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The event word for why a delivery failed.
+fn reason_word(e: &MessageError) -> &'static str {
+    match e {
+        MessageError::UnknownTarget(_) => "unknown_target",
+        MessageError::MailboxFull => "mailbox_full",
+        MessageError::TooLarge(_) => "too_large",
+        MessageError::NotAllowed(_) => "not_allowed",
+        _ => "undeliverable",
+    }
+}
+
+/// A call let through a circuit breaker; unless finished, it counts as neutral.
+struct Admission<'a> {
+    post: &'a Post,
+    target: Arc<Mailbox>,
+    admit: Admit,
+    done: bool,
+}
+
+impl Admission<'_> {
+    fn finish(&mut self, outcome: Outcome) {
+        self.done = true;
+        if let Some(breaker) = &self.target.breaker {
+            let change = breaker.record(self.admit, outcome, Instant::now());
+            self.post.circuit_changed(&self.target, change);
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Outcome::Neutral);
+        }
+    }
+}
+
+/// A blocked caller's entry in the wait graph, removed on drop.
+struct Waiting<'a> {
+    post: &'a Post,
+    caller: Arc<str>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.post.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.caller);
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Messaging as one child sees it: it sends as itself, within its allow-list.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub(crate) post: Arc<Post>,
+    pub(crate) me: Arc<Mailbox>,
+}
+
+impl Messenger for Outbox {
+    fn send(&self, to: &str, payload: Vec<u8>) -> Result<(), MessageError> {
+        self.post.send(Some(&self.me), to, payload)
+    }
+
+    fn send_after(
+        &self,
+        to: &str,
+        payload: Vec<u8>,
+        delay: Duration,
+    ) -> Result<TimerGuard, MessageError> {
+        self.post.send_after(&self.me, to, payload, delay)
+    }
+
+    fn call(
+        &self,
+        to: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
+        let (post, me, to) = (Arc::clone(&self.post), Arc::clone(&self.me), to.to_owned());
+        Box::pin(async move { post.call(Some(&me), &to, payload, timeout).await })
+    }
+}
