@@ -26,5 +26,6 @@ pub mod runtime;
 pub mod sandbox;
 pub mod state;
 pub mod supervisor;
+pub mod testing;
 
 pub use exit::{ExitReason, KillCause, TrapKind};

@@ -13,7 +13,11 @@
 //! restart = "permanent"           # transient, temporary
 //! shutdown = "5s"                 # or "brutal_kill", "infinity"
 //! config = { fail_init_from = 3 } # handed to init as JSON
-//! limits = { memory = "16MiB", deadline = "1s" }
+//! limits = { memory = "16MiB", deadline = "1s", message_size = "64KiB", mailbox = 256 }
+//! grants = { targets = ["root/pool/*"] }  # whom it may message (itself always)
+//! heartbeat = { timeout = "200ms" }       # or { detector = "phi", threshold = 8 }
+//! circuit = { failures = 3, reset = "1s" }
+//! poison_after = 3
 //!
 //! [[root.children]]
 //! name = "pool"
@@ -21,8 +25,8 @@
 //! ```
 
 use crate::TrapKind;
-use crate::messaging::MailboxConfig;
-use crate::sandbox::{ChildLimits, DirGrant, Grants, Shutdown};
+use crate::messaging::{CircuitConfig, MailboxConfig, Targets};
+use crate::sandbox::{ChildLimits, DirGrant, Grants, HeartbeatPolicy, PhiAccrual, Shutdown};
 use crate::supervisor::{
     AutoShutdown, Backoff, ChildSpec, PluginStart, Restart, SpecError, Strategy, SupervisorSpec,
     validate,
@@ -100,6 +104,53 @@ pub struct ChildEntry {
     /// Trap kinds after which the child is not restarted.
     #[serde(default)]
     pub no_restart_on: Vec<TrapKind>,
+    /// How its heartbeats are judged while it is busy; none by default.
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatEntry>,
+    /// A circuit breaker on calls to it; none by default.
+    #[serde(default)]
+    pub circuit: Option<CircuitEntry>,
+    /// Crashes a sent message may cause before it is dead-lettered; default 3.
+    #[serde(default)]
+    pub poison_after: Option<u32>,
+}
+
+/// A heartbeat policy: `{ timeout = "200ms" }`, or `{ detector = "phi" }` with any of
+/// the φ-accrual parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatEntry {
+    /// "fixed" (the default, needs `timeout`) or "phi".
+    #[serde(default)]
+    pub detector: Option<String>,
+    /// Fixed: killed after this long without a beat, e.g. "200ms".
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// φ: the suspicion threshold; default 8.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// φ: the least standard deviation assumed; default "100ms".
+    #[serde(default)]
+    pub min_std_dev: Option<String>,
+    /// φ: a pause accepted on top of the mean interval; default "3s".
+    #[serde(default)]
+    pub acceptable_pause: Option<String>,
+    /// φ: intervals kept; default 1000.
+    #[serde(default)]
+    pub max_samples: Option<usize>,
+    /// φ: the interval assumed before any is measured; default "1s".
+    #[serde(default)]
+    pub first_estimate: Option<String>,
+}
+
+/// A circuit breaker: `{ failures = 3, reset = "1s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitEntry {
+    /// Consecutive failed calls that open it (at least 1).
+    pub failures: u32,
+    /// How long it stays open before one probe call, e.g. "1s".
+    pub reset: String,
 }
 
 /// Limits in human units.
@@ -112,6 +163,10 @@ pub struct LimitsEntry {
     pub deadline: Option<String>,
     /// Fuel per call.
     pub fuel: Option<u64>,
+    /// The largest message it accepts, e.g. "64KiB"; default 1 MiB.
+    pub message_size: Option<String>,
+    /// Messages that may wait in its mailbox; default 1024.
+    pub mailbox: Option<usize>,
 }
 
 /// Capabilities.
@@ -127,6 +182,10 @@ pub struct GrantsEntry {
     /// Sockets and name lookups.
     #[serde(default)]
     pub network: bool,
+    /// Whom it may send to and call: paths, subtrees (`root/pool/*`) or `*`; itself
+    /// always.
+    #[serde(default)]
+    pub targets: Vec<String>,
 }
 
 /// One granted directory.
@@ -290,6 +349,50 @@ fn child_spec(
                 }
                 limits.fuel_per_call = l.fuel;
             }
+            let mut mailbox = MailboxConfig::default();
+            if let Some(l) = &entry.limits {
+                if let Some(size) = &l.message_size {
+                    match bytes(size) {
+                        Ok(n) => mailbox.max_message_bytes = n,
+                        Err(e) => problem(format!("limits.message_size: {e}")),
+                    }
+                }
+                match l.mailbox {
+                    Some(0) => problem("limits.mailbox must be at least 1".into()),
+                    Some(n) => mailbox.capacity = n,
+                    None => {}
+                }
+            }
+            if let Some(n) = entry.poison_after {
+                if n == 0 {
+                    problem("poison_after must be at least 1".into());
+                }
+                mailbox.poison_after = n.max(1);
+            }
+            if let Some(targets) = entry.grants.as_ref().map(|g| &g.targets) {
+                match Targets::new(targets.iter().cloned()) {
+                    Ok(t) => mailbox.targets = t,
+                    Err(e) => problem(format!("grants.targets: {e}")),
+                }
+            }
+            if let Some(c) = &entry.circuit {
+                if c.failures == 0 {
+                    problem("circuit.failures must be at least 1".into());
+                }
+                match duration(&c.reset) {
+                    Ok(reset) => {
+                        mailbox.circuit =
+                            Some(CircuitConfig { failures: c.failures.max(1), reset });
+                    }
+                    Err(e) => problem(format!("circuit.reset: {e}")),
+                }
+            }
+            if let Some(h) = &entry.heartbeat {
+                match heartbeat(h) {
+                    Ok(policy) => limits.heartbeat = Some(policy),
+                    Err(e) => problem(format!("heartbeat: {e}")),
+                }
+            }
             let mut grants = Grants::default();
             if let Some(g) = &entry.grants {
                 grants.network = g.network;
@@ -306,13 +409,7 @@ fn child_spec(
             }
             ChildSpec::plugin(
                 &entry.name,
-                PluginStart {
-                    plugin: plugin_path,
-                    config,
-                    limits,
-                    grants,
-                    mailbox: MailboxConfig::default(),
-                },
+                PluginStart { plugin: plugin_path, config, limits, grants, mailbox },
             )
         }
         (None, Some(sub)) => {
@@ -380,6 +477,63 @@ fn child_spec(
     Some(spec)
 }
 
+fn heartbeat(entry: &HeartbeatEntry) -> Result<HeartbeatPolicy, String> {
+    let d = |name: &str, value: &Option<String>| {
+        value.as_deref().map(duration).transpose().map_err(|e| format!("{name}: {e}"))
+    };
+    match entry.detector.as_deref().unwrap_or("fixed") {
+        "fixed" => {
+            let phi_keys = [
+                entry.threshold.is_some(),
+                entry.min_std_dev.is_some(),
+                entry.acceptable_pause.is_some(),
+                entry.max_samples.is_some(),
+                entry.first_estimate.is_some(),
+            ];
+            if phi_keys.iter().any(|&set| set) {
+                return Err("threshold, min_std_dev, acceptable_pause, max_samples and \
+                     first_estimate are for detector = \"phi\""
+                    .into());
+            }
+            let timeout = d("timeout", &entry.timeout)?
+                .ok_or("a fixed heartbeat needs `timeout`, e.g. timeout = \"200ms\"")?;
+            if timeout.is_zero() {
+                return Err("timeout must be more than 0".into());
+            }
+            Ok(HeartbeatPolicy::Timeout(timeout))
+        }
+        "phi" => {
+            if entry.timeout.is_some() {
+                return Err("`timeout` is for the fixed detector; phi adapts to the beats".into());
+            }
+            let mut phi = PhiAccrual::default();
+            if let Some(t) = entry.threshold {
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(format!("threshold must be a positive number, not {t}"));
+                }
+                phi.threshold = t;
+            }
+            if let Some(v) = d("min_std_dev", &entry.min_std_dev)? {
+                phi.min_std_dev = v;
+            }
+            if let Some(v) = d("acceptable_pause", &entry.acceptable_pause)? {
+                phi.acceptable_pause = v;
+            }
+            if let Some(v) = d("first_estimate", &entry.first_estimate)? {
+                phi.first_estimate = v;
+            }
+            if let Some(n) = entry.max_samples {
+                if n == 0 {
+                    return Err("max_samples must be at least 1".into());
+                }
+                phi.max_samples = n;
+            }
+            Ok(HeartbeatPolicy::PhiAccrual(phi))
+        }
+        other => Err(format!("detector {other:?} is not \"fixed\" or \"phi\"")),
+    }
+}
+
 /// "500ms", "5s", "1m 30s".
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
@@ -406,6 +560,7 @@ fn bytes(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::PluginStart;
 
     #[test]
     fn every_problem_is_reported_with_its_place() {
@@ -447,6 +602,66 @@ supervisor = { strategy = "one_for_all", period = "soon" }
         assert!(err.to_string().starts_with("t.toml: line 3: unknown field `colour`"), "{err}");
         let err = parse("t.toml", "[root]\nstrategy = 7\n", Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    fn only_child(spec: &SupervisorSpec) -> &PluginStart {
+        match &spec.children[0].start {
+            crate::supervisor::ChildStart::Plugin(p) => p,
+            other => panic!("not a plugin: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn messaging_and_heartbeat_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let text = r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "a"
+plugin = "p.wasm"
+limits = { message_size = "64KiB", mailbox = 8 }
+grants = { targets = ["root/b", "root/pool/*"] }
+heartbeat = { detector = "phi", threshold = 6.5, acceptable_pause = "0s" }
+circuit = { failures = 2, reset = "250ms" }
+poison_after = 5
+"#;
+        let spec = parse("t.toml", text, dir.path()).unwrap();
+        let a = only_child(&spec);
+        assert_eq!(a.mailbox.max_message_bytes, 64 << 10);
+        assert_eq!(a.mailbox.capacity, 8);
+        assert_eq!(a.mailbox.poison_after, 5);
+        assert!(a.mailbox.targets.allows("root/a", "root/pool/w1"));
+        assert!(!a.mailbox.targets.allows("root/a", "root/c"));
+        assert_eq!(
+            a.mailbox.circuit,
+            Some(CircuitConfig { failures: 2, reset: Duration::from_millis(250) })
+        );
+        assert_eq!(
+            a.limits.heartbeat,
+            Some(HeartbeatPolicy::PhiAccrual(PhiAccrual {
+                threshold: 6.5,
+                acceptable_pause: Duration::ZERO,
+                ..PhiAccrual::default()
+            }))
+        );
+
+        let bad = text
+            .replace(r#"detector = "phi", threshold = 6.5, acceptable_pause = "0s""#, "")
+            .replace(r#""root/pool/*""#, r#""root/*/x""#)
+            .replace("failures = 2", "failures = 0")
+            .replace("mailbox = 8", "mailbox = 0");
+        let all = parse("t.toml", &bad, dir.path()).unwrap_err().to_string();
+        for expected in [
+            "supervisor root, child \"a\": heartbeat: a fixed heartbeat needs `timeout`",
+            "supervisor root, child \"a\": grants.targets: \"root/*/x\" is not a target",
+            "supervisor root, child \"a\": circuit.failures must be at least 1",
+            "supervisor root, child \"a\": limits.mailbox must be at least 1",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
     }
 
     #[test]

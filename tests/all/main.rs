@@ -5,5 +5,6 @@ mod escape;
 mod faults;
 mod fixtures;
 mod load;
+mod messaging;
 mod runtime;
 mod supervision;

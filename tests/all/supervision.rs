@@ -67,7 +67,7 @@ fn gave_up(path: &'static str) -> impl Fn(&Event) -> bool {
 }
 
 async fn host_with(spec: SupervisorSpec) -> (Host, broadcast::Receiver<EventRecord>) {
-    let host = Host::builder().build().unwrap();
+    let host = Host::builder().shared_engine(warden_tests::engine().clone()).build().unwrap();
     let events = host.subscribe();
     host.start(spec).await.expect("the tree starts");
     (host, events)
@@ -248,7 +248,7 @@ async fn failed_restarts_are_retried_and_count_until_the_supervisor_gives_up() {
 
 #[tokio::test]
 async fn a_start_up_failure_stops_the_started_children_and_names_the_child() {
-    let host = Host::builder().build().unwrap();
+    let host = Host::builder().shared_engine(warden_tests::engine().clone()).build().unwrap();
     let mut events = host.subscribe();
     let spec = tree(
         Strategy::OneForOne,

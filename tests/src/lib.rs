@@ -6,10 +6,11 @@ include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 use std::sync::OnceLock;
 use warden::sandbox::Engine;
 
-/// One engine for a whole test binary: compiled plugins are shared, as in a host.
+/// One engine for a whole test binary (the test kit's): compiled plugins are shared,
+/// as in a host, and parallel tests do not each reserve an instance pool.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::new().expect("the default engine starts"))
+    ENGINE.get_or_init(warden::testing::engine)
 }
 
 /// The resident set size of this process, in bytes (Linux).

@@ -113,6 +113,24 @@ impl Breaker {
         }
     }
 
+    /// Half-opens an open circuit whose reset timeout has passed (a timer calls this,
+    /// so the change is published when it happens, not at the next call).
+    pub(crate) fn expire(&self, now: Instant) -> Option<Change> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match *state {
+            State::Open { until, failures } if now >= until => {
+                *state = State::HalfOpen { probing: false, failures };
+                Some((CircuitState::HalfOpen, failures))
+            }
+            _ => None,
+        }
+    }
+
+    /// How long the circuit stays open.
+    pub(crate) fn reset(&self) -> std::time::Duration {
+        self.config.reset
+    }
+
     pub(crate) fn state(&self) -> CircuitState {
         match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Closed { .. } => CircuitState::Closed,
@@ -164,5 +182,22 @@ mod tests {
         );
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert_eq!(call(t2), Ok(Admit::Normal));
+    }
+
+    #[test]
+    fn the_reset_timer_half_opens_only_a_circuit_still_due() {
+        let breaker = Breaker::new(CircuitConfig { failures: 1, reset: Duration::from_secs(1) });
+        let t0 = Instant::now();
+        assert_eq!(breaker.expire(t0), None, "closed: nothing to do");
+        breaker.record(Admit::Normal, Outcome::Failure, t0);
+        assert_eq!(breaker.expire(t0 + Duration::from_millis(10)), None, "not yet");
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(breaker.expire(t1), Some((CircuitState::HalfOpen, 1)));
+        assert_eq!(breaker.admit(t1), Ok((Admit::Probe, None)), "the first call is the probe");
+        assert_eq!(breaker.admit(t1), Err(MessageError::CircuitOpen));
+        // The probe fails: the circuit reopens, and an older timer does not touch it.
+        breaker.record(Admit::Probe, Outcome::Failure, t1);
+        assert_eq!(breaker.expire(t1 + Duration::from_millis(500)), None);
+        assert_eq!(breaker.state(), CircuitState::Open);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::breaker::{Admit, Outcome};
 use super::mailbox::{Letter, Mailbox};
-use super::{MailboxConfig, MessageStats};
+use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{Event, EventBus};
 use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger, TimerGuard};
 use std::collections::HashMap;
@@ -211,12 +211,21 @@ impl Post {
         Ok(Admission { post: self, target, admit, done: false })
     }
 
-    fn circuit_changed(&self, target: &Mailbox, change: Option<super::breaker::Change>) {
-        if let Some((state, failures)) = change {
-            self.events.emit(Event::CircuitChanged {
-                path: target.path.to_string(),
-                state,
-                failures,
+    /// Publishes a change of `target`'s circuit; when it opened, sets the timer that
+    /// half-opens it.
+    fn circuit_changed(&self, target: &Arc<Mailbox>, change: Option<super::breaker::Change>) {
+        let Some((state, failures)) = change else { return };
+        self.events.emit(Event::CircuitChanged { path: target.path.to_string(), state, failures });
+        if let (CircuitState::Open, Some(breaker)) = (state, &target.breaker) {
+            let (events, target) = (Arc::clone(&self.events), Arc::clone(target));
+            let reset = breaker.reset();
+            tokio::spawn(async move {
+                tokio::time::sleep(reset).await;
+                let Some(breaker) = &target.breaker else { return };
+                if let Some((state, failures)) = breaker.expire(Instant::now()) {
+                    let path = target.path.to_string();
+                    events.emit(Event::CircuitChanged { path, state, failures });
+                }
             });
         }
     }

@@ -171,6 +171,7 @@ impl std::fmt::Debug for Host {
 #[derive(Debug, Default)]
 pub struct HostBuilder {
     engine: Option<EngineConfig>,
+    shared_engine: Option<Engine>,
     state: Option<Arc<dyn StateStore>>,
 }
 
@@ -178,6 +179,14 @@ impl HostBuilder {
     /// The engine configuration. Default [`EngineConfig::default`].
     pub fn engine(mut self, config: EngineConfig) -> Self {
         self.engine = Some(config);
+        self
+    }
+
+    /// Runs the tree in an existing engine, shared with other hosts (e.g. the tests of
+    /// one process: every engine reserves its own instance pool of address space).
+    /// Overrides [`HostBuilder::engine`].
+    pub fn shared_engine(mut self, engine: Engine) -> Self {
+        self.shared_engine = Some(engine);
         self
     }
 
@@ -192,7 +201,10 @@ impl HostBuilder {
     /// # Errors
     /// The engine could not be created.
     pub fn build(self) -> Result<Host, HostError> {
-        let engine = Engine::with_config(self.engine.unwrap_or_default())?;
+        let engine = match self.shared_engine {
+            Some(engine) => engine,
+            None => Engine::with_config(self.engine.unwrap_or_default())?,
+        };
         let events = Arc::new(EventBus::new(EVENT_BACKLOG));
         let (root_exit, _) = watch::channel(None);
         Ok(Host {

@@ -127,7 +127,7 @@ impl History {
 
 /// The verdict on a busy child at one moment.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Verdict {
+pub(crate) enum Verdict {
     /// Alive; judge again at this time (unless a beat comes first, which the next
     /// judgement sees).
     Alive(Instant),
@@ -228,7 +228,9 @@ impl Heartbeat {
         HostWait(Arc::clone(self))
     }
 
-    fn judge(&self, policy: &HeartbeatPolicy, now: Instant) -> Verdict {
+    /// The verdict at `now`; a hung child's silence is remembered for
+    /// [`Heartbeat::missed`].
+    pub(crate) fn judge(&self, policy: &HeartbeatPolicy, now: Instant) -> Verdict {
         let b = self.lock();
         let since = now.saturating_duration_since(b.last);
         let patience = match policy {
@@ -238,17 +240,24 @@ impl Heartbeat {
         if !b.busy || b.waiting > 0 {
             return Verdict::Alive(now + patience);
         }
-        if since >= patience { Verdict::Missed(since) } else { Verdict::Alive(b.last + patience) }
+        if since >= patience {
+            drop(b);
+            self.lock().missed = Some(since);
+            Verdict::Missed(since)
+        } else {
+            Verdict::Alive(b.last + patience)
+        }
     }
 
     /// Waits until the child is judged hung; returns how long it went without a beat.
+    ///
+    /// While the guest runs, the epoch callback judges it every tick (a spinning guest
+    /// keeps its runtime thread too busy for timers to be punctual); this timer
+    /// covers a guest blocked in the host outside a `call`, e.g. in a WASI sleep.
     pub(crate) async fn watch(&self, policy: &HeartbeatPolicy) -> Duration {
         loop {
             match self.judge(policy, Instant::now()) {
-                Verdict::Missed(since) => {
-                    self.lock().missed = Some(since);
-                    return since;
-                }
+                Verdict::Missed(since) => return since,
                 Verdict::Alive(at) => tokio::time::sleep_until(at.into()).await,
             }
         }

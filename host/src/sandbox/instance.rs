@@ -4,7 +4,7 @@
 
 use super::bindings;
 use super::engine::{Engine, SandboxError, Slot};
-use super::heartbeat::{Heartbeat, HeartbeatPolicy};
+use super::heartbeat::{Heartbeat, HeartbeatPolicy, Verdict};
 use super::limits::{ChildLimits, Grants, LimitExceeded, Limiter};
 use super::plugin::Plugin;
 use super::services::{Messenger, NoMessaging, TimerGuard};
@@ -135,6 +135,9 @@ pub(crate) struct ChildState {
     pub(crate) messenger: Arc<dyn Messenger>,
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) heartbeat: Arc<Heartbeat>,
+    /// The heartbeat policy, judged at epoch ticks, and when to judge next.
+    watch: Option<HeartbeatPolicy>,
+    next_judgement: Option<Instant>,
     pub(crate) exit_request: Option<ExitReason>,
     pub(crate) abort_reason: Option<String>,
     pub(crate) timers: Vec<TimerGuard>,
@@ -167,6 +170,8 @@ impl ChildState {
             messenger,
             state,
             heartbeat,
+            watch: limits.heartbeat,
+            next_judgement: None,
             exit_request: None,
             abort_reason: None,
             timers: Vec::new(),
@@ -340,15 +345,26 @@ impl Sandbox {
         // of the deadline however often the guest thread was descheduled.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
-            match data.deadline {
-                Some(deadline)
-                    if data.call_started.elapsed().saturating_sub(data.host_time) >= deadline =>
-                {
-                    Err(wasmtime::Error::new(Killed(KillCause::Deadline)))
-                }
-                // Yield every tick: a spinning guest never starves the runtime thread.
-                _ => Ok(UpdateDeadline::Yield(1)),
+            let now = Instant::now();
+            if let Some(deadline) = data.deadline
+                && now.duration_since(data.call_started).saturating_sub(data.host_time) >= deadline
+            {
+                return Err(wasmtime::Error::new(Killed(KillCause::Deadline)));
             }
+            // The heartbeat watchdog, judged here too while the guest runs (timers
+            // are late on a runtime thread kept busy by a spinning guest).
+            if let Some(policy) = &data.watch
+                && data.next_judgement.is_none_or(|at| now >= at)
+            {
+                match data.heartbeat.judge(policy, now) {
+                    Verdict::Missed(_) => {
+                        return Err(wasmtime::Error::new(Killed(KillCause::Heartbeat)));
+                    }
+                    Verdict::Alive(at) => data.next_judgement = Some(at),
+                }
+            }
+            // Yield every tick: a spinning guest never starves the runtime thread.
+            Ok(UpdateDeadline::Yield(1))
         });
         let kill = KillSwitch::default();
         prepare_call(&mut store, &engine, &limits, limits.call_deadline)?;
@@ -522,6 +538,7 @@ fn prepare_call(
     data.call_started = Instant::now();
     data.host_time = Duration::ZERO;
     data.host_since = None;
+    data.next_judgement = None;
     store.set_epoch_deadline(1);
     if engine.config().fuel {
         store

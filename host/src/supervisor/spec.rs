@@ -195,6 +195,12 @@ impl ChildSpec {
     pub fn is_supervisor(&self) -> bool {
         matches!(self.start, ChildStart::Supervisor(_))
     }
+
+    /// The same spec with restart type `restart`.
+    pub fn with_restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
 }
 
 /// A supervisor: its flags and its children in start order (for simple_one_for_one,

@@ -18,11 +18,12 @@
 //! | `state:set:K:V`  | stores V under K; replies `ok`                                |
 //! | `state:get:K`    | replies the value under K (an error if there is none)         |
 //! | `send:PATH:TEXT` | sends TEXT to PATH; replies `ok`                              |
-//! | `call:PATH:TEXT` | calls PATH with TEXT (5 s timeout); replies with its reply    |
+//! | `call:PATH:TEXT` | calls PATH with TEXT; replies with its reply (or the error)   |
 //!
 //! Config (JSON object, every key optional, unknown keys refused): `fail_init` (every
 //! start fails), `fail_init_from` (incarnations from N on fail), `init_delay_ms`,
-//! `ignore_terminate` (spins in `terminate` until killed), `terminate_delay_ms`.
+//! `ignore_terminate` (spins in `terminate` until killed), `terminate_delay_ms`,
+//! `call_timeout_ms` (the timeout of `call:`; default 5000).
 use serde::Deserialize;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,8 @@ struct Config {
     ignore_terminate: bool,
     #[serde(default)]
     terminate_delay_ms: u64,
+    #[serde(default)]
+    call_timeout_ms: Option<u64>,
 }
 
 struct Chaos {
@@ -125,7 +128,9 @@ impl Plugin for Chaos {
                 } else if let Some(rest) = text.strip_prefix("call:") {
                     let (to, body) =
                         rest.split_once(':').ok_or("chaos: call:PATH:TEXT needs a text")?;
-                    warden_guest::call(to, body, Duration::from_secs(5)).map_err(|e| e.to_string())
+                    let timeout =
+                        Duration::from_millis(self.config.call_timeout_ms.unwrap_or(5000));
+                    warden_guest::call(to, body, timeout).map_err(|e| e.to_string())
                 } else {
                     Err(format!("chaos: unknown command {text:?}"))
                 }

@@ -1,0 +1,436 @@
+//! Messaging between real plugins: mailboxes that survive restarts, calls answered
+//! at once when the callee crashes, limits and allow-lists, poison messages, the
+//! account of every message, heartbeats, the circuit breaker, call cycles. Every wait
+//! is for an event or an answer, with a deadline; nothing sleeps.
+
+use std::time::{Duration, Instant};
+use warden::events::Event;
+use warden::messaging::{CircuitConfig, CircuitState, Targets};
+use warden::runtime::Host;
+use warden::sandbox::{HeartbeatPolicy, MessageError, PhiAccrual};
+use warden::supervisor::{ChildSpec, ChildState, PluginStart, Restart, Strategy, SupervisorSpec};
+use warden::testing::{
+    Fault, TestTree, circuit, dead_letter, exited, heartbeat_missed, killed, started,
+};
+use warden::{ExitReason, KillCause, TrapKind};
+use warden_tests::{CHAOS, RELAY};
+
+fn chaos(id: &str, config: &str, setup: impl FnOnce(&mut PluginStart)) -> ChildSpec {
+    let mut start = PluginStart::new(CHAOS).with_config(config);
+    setup(&mut start);
+    ChildSpec::plugin(id, start)
+}
+
+fn relay(id: &str) -> ChildSpec {
+    let mut start = PluginStart::new(RELAY);
+    start.mailbox.targets = Targets::any();
+    ChildSpec::plugin(id, start)
+}
+
+fn allow(targets: &[&str]) -> impl FnOnce(&mut PluginStart) {
+    let targets = Targets::new(targets.iter().copied()).expect("valid targets");
+    move |start| start.mailbox.targets = targets
+}
+
+/// A one_for_one tree that tolerates many restarts.
+fn tree(children: Vec<ChildSpec>) -> SupervisorSpec {
+    let mut spec = SupervisorSpec::new(Strategy::OneForOne, children);
+    spec.intensity = 1000;
+    spec
+}
+
+async fn start(children: Vec<ChildSpec>) -> TestTree {
+    TestTree::start(tree(children)).await.expect("the tree starts")
+}
+
+fn text(reply: Result<Vec<u8>, MessageError>) -> String {
+    String::from_utf8(reply.expect("a reply")).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn queued_messages_survive_a_crash_and_the_next_incarnation_handles_them_in_order() {
+    let mut tree = start(vec![
+        chaos("c", "", |s| {
+            s.mailbox.poison_after = 1;
+            s.mailbox.targets = Targets::new(["root/rec"]).unwrap();
+        }),
+        relay("rec"),
+    ])
+    .await;
+    // c is busy while the rest is queued behind: the crash, then three forwards.
+    for msg in ["busy:50", "trap", "send:root/rec:1", "send:root/rec:2", "send:root/rec:3"] {
+        tree.send("root/c", msg).unwrap();
+    }
+    tree.expect(exited("root/c")).await;
+    tree.expect(started("root/c", 2)).await;
+    tree.within(tree.host().messages_settled()).await;
+    assert_eq!(text(tree.call("root/rec", "!log").await), "1,2,3");
+    let stats = tree.host().message_stats();
+    assert_eq!((stats.dead_letters, stats.pending), (1, 0), "{stats:?}");
+    tree.shutdown().await;
+}
+
+/// How long after the callee's `child_exited` event the caller had its answer (zero
+/// if the answer came first, as it usually does: the worker answers before it reports).
+fn answered_after_crash(
+    host: &Host,
+    answered_us: u64,
+    crash: &warden::runtime::EventRecord,
+) -> u64 {
+    assert!(host.clock_us() >= crash.ts_us);
+    answered_us.saturating_sub(crash.ts_us)
+}
+
+#[tokio::test]
+async fn an_embedder_calling_a_child_that_crashes_mid_call_hears_at_once() {
+    let mut tree = start(vec![chaos("c", "", |s| {
+        s.limits.call_deadline = Some(Duration::from_millis(100));
+    })])
+    .await;
+    let asked = Instant::now();
+    let reply = tree.host().call("root/c", b"loop".to_vec(), Duration::from_secs(30)).await;
+    let answered = tree.host().clock_us();
+    assert_eq!(
+        reply,
+        Err(MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::Deadline }))
+    );
+    assert!(asked.elapsed() < Duration::from_secs(2), "not at its timeout: {:?}", asked.elapsed());
+    let crash = tree.expect(killed("root/c", KillCause::Deadline)).await;
+    let late = answered_after_crash(tree.host(), answered, &crash);
+    assert!(late <= 10_000, "answered {late} µs after the crash");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_guest_calling_a_child_that_crashes_mid_call_hears_at_once() {
+    let mut tree = start(vec![
+        chaos("a", r#"{"call_timeout_ms": 30000}"#, allow(&["root/c"])),
+        chaos("c", "", |s| s.limits.call_deadline = Some(Duration::from_millis(100))),
+    ])
+    .await;
+    let asked = Instant::now();
+    let reply = tree.call("root/a", "call:root/c:loop").await;
+    let answered = tree.host().clock_us();
+    // The guest saw callee-crashed(killed(deadline)) and answered with it as its error.
+    match reply {
+        Err(MessageError::Application(e)) => {
+            assert!(e.contains("CalleeCrashed") && e.contains("Deadline"), "{e}")
+        }
+        other => panic!("expected the guest's error, got {other:?}"),
+    }
+    assert!(asked.elapsed() < Duration::from_secs(2), "not at its timeout: {:?}", asked.elapsed());
+    let crash = tree.expect(killed("root/c", KillCause::Deadline)).await;
+    let late = answered_after_crash(tree.host(), answered, &crash);
+    assert!(late <= 10_000, "answered {late} µs after the crash");
+    // The caller itself is fine.
+    assert_eq!(text(tree.call("root/a", "echo:still here").await), "still here");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_oversized_forbidden_and_unknown_sends_are_rejected_each_with_its_error() {
+    let tree = start(vec![
+        chaos("c", "", |s| {
+            s.mailbox.capacity = 2;
+            s.mailbox.max_message_bytes = 16;
+        }),
+        chaos("denied", "", |_| {}),
+        ChildSpec::plugin("allowed", {
+            let mut start = PluginStart::new(RELAY);
+            start.mailbox.targets = Targets::new(["root/c"]).unwrap();
+            start
+        }),
+    ])
+    .await;
+    // Busy for a while; then at most the one being handled plus two can be accepted.
+    tree.send("root/c", "busy:300").unwrap();
+    let mut accepted = 0;
+    let full = loop {
+        match tree.send("root/c", "echo:x") {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 3, "a mailbox of 2 took {accepted}");
+    };
+    assert_eq!(full, MessageError::MailboxFull);
+    // A guest gets the same typed error. (At most one slot can have freed since: the
+    // busy message's, if it was still queued; after that c is busy for 300 ms.)
+    let guest = text(tree.call("root/allowed", "!flood:3:root/c:x").await);
+    assert!(
+        ["sent 0 rejected 3", "sent 1 rejected 2"].iter().any(|s| guest.starts_with(s))
+            && guest.ends_with(": MessageError::MailboxFull"),
+        "{guest}"
+    );
+
+    assert_eq!(tree.send("root/c", [0u8; 17]), Err(MessageError::TooLarge(16)));
+    assert_eq!(
+        tree.send("root/nobody", "x"),
+        Err(MessageError::UnknownTarget("root/nobody".into()))
+    );
+    for msg in ["send:root/c:x", "call:root/c:x"] {
+        let e = tree.call("root/denied", msg).await.unwrap_err();
+        assert!(matches!(&e, MessageError::Application(e) if e.contains("NotAllowed")), "{e:?}");
+    }
+    // Itself it may always message.
+    assert_eq!(text(tree.call("root/denied", "send:root/denied:echo:me").await), "ok");
+
+    tree.within(tree.host().messages_settled()).await;
+    let stats = tree.host().message_stats();
+    assert_eq!(stats.sent, stats.rejected + stats.handled + stats.failed + stats.dead_letters);
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_after_three_crashes_and_the_next_is_served() {
+    let mut tree = start(vec![chaos("c", "", |_| {})]).await;
+    tree.send("root/c", "trap").unwrap();
+    let host = tree.host().clone();
+    let next = host.call("root/c", b"echo:next".to_vec(), Duration::from_secs(10));
+    let (reply, ()) = tokio::join!(next, async {
+        for n in 1..=3 {
+            tree.expect(exited("root/c")).await;
+            tree.expect(started("root/c", n + 1)).await;
+        }
+    });
+    assert_eq!(text(reply), "next", "the message behind the poison one is served");
+    let dead = tree
+        .seen()
+        .iter()
+        .find(|r| dead_letter("root/c", "poison").matches(&r.event))
+        .expect("a dead letter")
+        .event
+        .clone();
+    match dead {
+        Event::DeadLetter {
+            crashes: 3,
+            size: 4,
+            exit: Some(ExitReason::Trap { trap, .. }),
+            ..
+        } => {
+            assert_eq!(trap, TrapKind::Unreachable)
+        }
+        other => panic!("{other:?}"),
+    }
+    tree.assert_children("root", &[("c", ChildState::Running, 4)]).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_removed_child_dead_letters_what_it_left_and_is_no_longer_a_target() {
+    let mut tree = start(vec![chaos("t", "", |_| {}).with_restart(Restart::Temporary)]).await;
+    for msg in ["busy:30", "exit:normal", "echo:lost"] {
+        tree.send("root/t", msg).unwrap();
+    }
+    tree.expect(exited("root/t")).await;
+    let dead = tree.expect(dead_letter("root/t", "target_removed")).await;
+    assert!(matches!(dead.event, Event::DeadLetter { size: 9, .. }), "{dead:?}");
+    assert_eq!(tree.send("root/t", "x"), Err(MessageError::UnknownTarget("root/t".into())));
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_message_is_accounted_for_under_load_with_random_crashes() {
+    const MESSAGES: u64 = 100_000;
+    let children: Vec<ChildSpec> =
+        (0..4).map(|i| chaos(&format!("c{i}"), "", |s| s.mailbox.capacity = 256)).collect();
+    let tree = start(children).await.deadline(Duration::from_secs(120));
+    let host = tree.host().clone();
+    let mut events = host.subscribe();
+    let dead_letters = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Ok(record) = events.recv().await {
+            match record.event {
+                Event::DeadLetter { .. } => n += 1,
+                Event::SupervisorStopped { ref path, .. } if path == "root" => break,
+                _ => {}
+            }
+        }
+        n
+    });
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut rejected, mut calls) = (0u64, Vec::new());
+    for i in 0..MESSAGES {
+        let target = format!("root/c{}", random() % 4);
+        // About one message in a thousand crashes its handler.
+        let crash = random() % 1000 == 0;
+        let payload = if crash { "trap".to_string() } else { format!("echo:{i}") };
+        if i % 10 == 0 {
+            let host = host.clone();
+            calls.push(tokio::spawn(async move {
+                host.call(&target, payload.into_bytes(), Duration::from_secs(60)).await
+            }));
+        } else if host.send(&target, payload.into_bytes()).is_err() {
+            rejected += 1;
+            tokio::task::yield_now().await; // let the children catch up
+        }
+    }
+    let (mut answered, mut failed, mut call_rejected) = (0u64, 0u64, 0u64);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) | Err(MessageError::Application(_)) => answered += 1,
+            Err(MessageError::CalleeCrashed(_)) => failed += 1,
+            Err(MessageError::MailboxFull) => call_rejected += 1,
+            Err(other) => panic!("unexpected call error {other:?}"),
+        }
+    }
+    tree.within(host.messages_settled()).await;
+    let stats = host.message_stats();
+    assert_eq!(stats.sent, MESSAGES);
+    assert_eq!(stats.pending, 0);
+    assert_eq!(
+        stats.handled + stats.failed + stats.dead_letters + stats.rejected,
+        stats.sent,
+        "{stats:?}"
+    );
+    assert_eq!(stats.rejected, rejected + call_rejected, "{stats:?}");
+    assert_eq!(stats.failed, failed, "only calls that crashed their callee fail: {stats:?}");
+    assert!(stats.handled >= answered);
+    assert!(failed + stats.dead_letters > 0, "crashes were injected: {stats:?}");
+    tree.shutdown().await;
+    assert_eq!(dead_letters.await.unwrap(), stats.dead_letters, "one event per dead letter");
+}
+
+#[tokio::test]
+async fn a_child_hung_without_heartbeats_is_killed_within_its_timeout_and_restarted() {
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let mut tree = start(vec![chaos("c", "", |s| {
+        s.limits.heartbeat = Some(HeartbeatPolicy::Timeout(TIMEOUT));
+    })])
+    .await;
+    // Busy for five timeouts, beating: left alone.
+    assert_eq!(text(tree.call("root/c", "busy:500").await), "ok");
+    // Idle for longer than the timeout: not expected to beat.
+    let idle = tree.host().call("root/c", b"busy:150".to_vec(), Duration::from_secs(5));
+    assert_eq!(text(idle.await), "ok");
+
+    let asked_us = tree.host().clock_us();
+    let reply = tree.call("root/c", Fault::Hang(Duration::from_secs(5)).message()).await;
+    assert_eq!(
+        reply,
+        Err(MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::Heartbeat }))
+    );
+    let missed = tree.expect(heartbeat_missed("root/c")).await;
+    let crash = tree.expect(killed("root/c", KillCause::Heartbeat)).await;
+    let took = Duration::from_micros(crash.ts_us - asked_us);
+    assert!(
+        took >= TIMEOUT && took <= TIMEOUT + Duration::from_millis(20),
+        "killed after {took:?}"
+    );
+    assert!(
+        matches!(missed.event, Event::HeartbeatMissed { since_ms: 100..=120, .. }),
+        "{missed:?}"
+    );
+    tree.expect(started("root/c", 2)).await;
+    tree.assert_children("root", &[("c", ChildState::Running, 2)]).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_phi_accrual_detector_learns_the_beat_and_catches_a_hang() {
+    let phi = PhiAccrual {
+        acceptable_pause: Duration::ZERO,
+        min_std_dev: Duration::from_millis(10),
+        first_estimate: Duration::from_millis(20),
+        ..PhiAccrual::default()
+    };
+    let mut tree = start(vec![chaos("c", "", |s| {
+        s.limits.heartbeat = Some(HeartbeatPolicy::PhiAccrual(phi));
+    })])
+    .await;
+    // Beating every millisecond for a while is fine, however long.
+    assert_eq!(text(tree.call("root/c", "busy:300").await), "ok");
+    let asked = Instant::now();
+    let reply = tree.call("root/c", "hang:5000").await;
+    assert_eq!(
+        reply,
+        Err(MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::Heartbeat }))
+    );
+    // Learned ~1 ms beats with a 10 ms floor on the deviation: suspected within ~60 ms.
+    assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
+    tree.expect(heartbeat_missed("root/c")).await;
+    tree.expect(started("root/c", 2)).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_guest_waiting_on_a_call_is_not_judged_by_its_watchdog() {
+    let mut tree = start(vec![
+        chaos("a", "", |s| {
+            s.limits.heartbeat = Some(HeartbeatPolicy::Timeout(Duration::from_millis(50)));
+            s.mailbox.targets = Targets::new(["root/b"]).unwrap();
+        }),
+        chaos("b", "", |_| {}),
+    ])
+    .await;
+    assert_eq!(text(tree.call("root/a", "call:root/b:busy:300").await), "ok");
+    tree.assert_children("root", &[("a", ChildState::Running, 1), ("b", ChildState::Running, 1)])
+        .await;
+    // The same wait outside a call is a hang.
+    tree.inject("root/a", Fault::Hang(Duration::from_millis(300))).await;
+    tree.expect(killed("root/a", KillCause::Heartbeat)).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_circuit_opens_after_consecutive_failures_fails_fast_and_half_opens() {
+    let mut tree = start(vec![chaos("c", "", |s| {
+        s.mailbox.circuit = Some(CircuitConfig { failures: 2, reset: Duration::from_millis(200) });
+    })])
+    .await;
+    tree.inject("root/c", Fault::Trap).await;
+    tree.inject("root/c", Fault::Panic).await;
+    let opened = tree.expect(circuit("root/c", CircuitState::Open)).await;
+    assert!(matches!(opened.event, Event::CircuitChanged { failures: 2, .. }));
+
+    let asked = Instant::now();
+    assert_eq!(tree.call("root/c", "echo:x").await, Err(MessageError::CircuitOpen));
+    assert!(asked.elapsed() < Duration::from_millis(10), "fails fast: {:?}", asked.elapsed());
+    assert_eq!(tree.host().mailbox("root/c").unwrap().circuit, Some(CircuitState::Open));
+
+    // After the reset timeout: half-open; a failing probe opens it again.
+    let open_us = opened.ts_us;
+    let half = tree.expect(circuit("root/c", CircuitState::HalfOpen)).await;
+    assert!(half.ts_us - open_us >= 200_000, "half-opened after {} µs", half.ts_us - open_us);
+    tree.inject("root/c", Fault::Trap).await;
+    tree.expect(circuit("root/c", CircuitState::Open)).await;
+    tree.expect(circuit("root/c", CircuitState::HalfOpen)).await;
+    // A successful probe closes it; calls go through again.
+    assert_eq!(text(tree.call("root/c", "echo:probe").await), "probe");
+    tree.expect(circuit("root/c", CircuitState::Closed)).await;
+    assert_eq!(text(tree.call("root/c", "echo:again").await), "again");
+    // An application error is an answer, not a failure.
+    for _ in 0..3 {
+        assert!(matches!(tree.call("root/c", "nonsense").await, Err(MessageError::Application(_))));
+    }
+    assert_eq!(tree.host().mailbox("root/c").unwrap().circuit, Some(CircuitState::Closed));
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_in_a_cycle_end_by_deadline_and_the_error_names_the_cycle() {
+    let tree = start(vec![
+        chaos("a", r#"{"call_timeout_ms": 200}"#, allow(&["root/b"])),
+        chaos("b", r#"{"call_timeout_ms": 5000}"#, allow(&["root/a"])),
+    ])
+    .await;
+    let asked = Instant::now();
+    // a calls b, which calls a: a is busy waiting on b, so b's call waits on a.
+    let reply = tree.call("root/a", "call:root/b:call:root/a:echo:x").await;
+    let e = match reply {
+        Err(MessageError::Application(e)) => e,
+        other => panic!("expected a's error, got {other:?}"),
+    };
+    assert!(e.contains("Deadlock") && e.contains(r#"["root/a", "root/b", "root/a"]"#), "{e}");
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
+    // Both are still there, and b's call got its answer once a was free.
+    tree.within(tree.host().messages_settled()).await;
+    assert_eq!(text(tree.call("root/b", "echo:b").await), "b");
+    tree.shutdown().await;
+}
