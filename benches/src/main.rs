@@ -29,17 +29,30 @@ struct Machine {
     os: String,
 }
 
-#[derive(Serialize)]
+/// One scenario's figures: latency scenarios have percentiles and a baseline,
+/// throughput scenarios a single `warden_value`.
+#[derive(Serialize, Default)]
 struct Scenario {
     name: &'static str,
     unit: &'static str,
     samples: usize,
-    warden_p50: f64,
-    warden_p99: f64,
-    baseline: &'static str,
-    baseline_p50: f64,
-    baseline_p99: f64,
-    ratio_p50: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warden_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warden_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warden_value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_p50: Option<f64>,
+    /// What the figure counts, for a throughput scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 fn main() -> Result<()> {
@@ -53,28 +66,43 @@ fn main() -> Result<()> {
     };
     let samples = if quick { 2_000 } else { 20_000 };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Throughput across children uses both cores, as a host would.
+    let parallel = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let scenarios = vec![
         runtime.block_on(instantiate(samples))?,
         runtime.block_on(restart(samples / 4))?,
         runtime.block_on(restart_all(if quick { 10 } else { 40 }))?,
+        runtime.block_on(call("call_64B", 64, samples))?,
+        runtime.block_on(call("call_64KiB", 64 << 10, samples / 4))?,
+        parallel.block_on(send_throughput(100, if quick { 1_000 } else { 10_000 }))?,
     ];
 
     println!(
-        "{:<14} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
+        "{:<16} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
         "scenario", "unit", "warden p50", "warden p99", "baseline", "p50", "p99", "ratio"
     );
     for s in &scenarios {
-        println!(
-            "{:<14} {:>5} {:>12.2} {:>12.2}  {:<44} {:>12.2} {:>12.2} {:>6.2}x",
-            s.name,
-            s.unit,
-            s.warden_p50,
-            s.warden_p99,
-            s.baseline,
-            s.baseline_p50,
-            s.baseline_p99,
-            s.ratio_p50
-        );
+        match s.warden_value {
+            Some(value) => println!(
+                "{:<16} {:>5} {:>12.0} {:>12}  {}",
+                s.name,
+                s.unit,
+                value,
+                "",
+                s.note.as_deref().unwrap_or("")
+            ),
+            None => println!(
+                "{:<16} {:>5} {:>12.2} {:>12.2}  {:<44} {:>12.2} {:>12.2} {:>6.2}x",
+                s.name,
+                s.unit,
+                s.warden_p50.unwrap_or_default(),
+                s.warden_p99.unwrap_or_default(),
+                s.baseline.unwrap_or_default(),
+                s.baseline_p50.unwrap_or_default(),
+                s.baseline_p99.unwrap_or_default(),
+                s.ratio_p50.unwrap_or_default()
+            ),
+        }
     }
     let report = Report { machine: machine(), scenarios };
     if let Some(path) = json {
@@ -179,6 +207,78 @@ async fn restart_all(samples: usize) -> Result<Scenario> {
     ))
 }
 
+/// Embedder → child → reply through the host (mailbox, worker, `handle`, reply), with
+/// a `size`-byte payload, beside raw wasmtime calling the same `handle` export of the
+/// same component on a live instance.
+async fn call(name: &'static str, size: usize, samples: usize) -> Result<Scenario> {
+    let echo = ChildSpec::plugin("echo", PluginStart::new(warden_tests::ECHO));
+    let (host, _events) = never_giving_up(Strategy::OneForOne, vec![echo]).await?;
+    let raw = RawEcho::new(warden_tests::ECHO)?;
+    let mut instance = raw.instance().await?;
+    let payload = vec![7u8; size];
+    let mut warden_us = Vec::with_capacity(samples);
+    let mut raw_us = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let t = Instant::now();
+        let reply = host.call("root/echo", payload.clone(), Duration::from_secs(5)).await?;
+        let w = t.elapsed();
+        anyhow::ensure!(reply.len() == size, "echo answered {} bytes", reply.len());
+        let t = Instant::now();
+        let reply = instance.handle(payload.clone()).await?;
+        let r = t.elapsed();
+        anyhow::ensure!(reply.len() == size, "raw echo answered {} bytes", reply.len());
+        if i >= samples / 10 {
+            warden_us.push(micros(w));
+            raw_us.push(micros(r));
+        }
+    }
+    host.shutdown().await;
+    Ok(scenario(name, "us", warden_us, "raw wasmtime call_async of handle, live instance", raw_us))
+}
+
+/// `children` relay plugins in a ring, each sending `per_child` messages to the next
+/// from inside its `handle` (guest `send`), all at once: messages handled per second,
+/// from the first flood order to the last message handled.
+async fn send_throughput(children: usize, per_child: usize) -> Result<Scenario> {
+    let specs = (0..children)
+        .map(|i| {
+            let mut start = PluginStart::new(warden_tests::RELAY);
+            start.mailbox.targets = warden::messaging::Targets::any();
+            start.mailbox.capacity = per_child + 16;
+            ChildSpec::plugin(format!("r{i}"), start)
+        })
+        .collect();
+    let (host, _events) = never_giving_up(Strategy::OneForOne, specs).await?;
+    let before = host.message_stats();
+    let t = Instant::now();
+    for i in 0..children {
+        let order = format!("!flood:{per_child}:root/r{}:x", (i + 1) % children);
+        host.send(&format!("root/r{i}"), order.into_bytes())?;
+    }
+    tokio::time::timeout(Duration::from_secs(120), host.messages_settled())
+        .await
+        .context("the messages did not settle within 120 s")?;
+    let elapsed = t.elapsed();
+    let stats = host.message_stats();
+    let handled = stats.handled - before.handled - children as u64; // less the orders
+    anyhow::ensure!(
+        stats.rejected == before.rejected && handled == (children * per_child) as u64,
+        "lost or refused messages: {stats:?}"
+    );
+    host.shutdown().await;
+    Ok(Scenario {
+        name: "send_throughput",
+        unit: "msg/s",
+        samples: handled as usize,
+        warden_value: Some(handled as f64 / elapsed.as_secs_f64()),
+        note: Some(format!(
+            "{handled} guest sends across {children} children, handled in {:.0} ms",
+            elapsed.as_secs_f64() * 1e3
+        )),
+        ..Scenario::default()
+    })
+}
+
 /// A started tree whose root restarts without limit, and its event stream.
 async fn never_giving_up(
     strategy: Strategy,
@@ -219,6 +319,33 @@ struct RawEcho {
     engine: wasmtime::Engine,
     pre: wasmtime::component::InstancePre<RawState>,
     init: wasmtime::component::ComponentExportIndex,
+    handle: wasmtime::component::ComponentExportIndex,
+}
+
+/// The `envelope` record of the WIT world.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct RawEnvelope {
+    sender: Option<String>,
+    payload: Vec<u8>,
+    #[component(name = "expects-reply")]
+    expects_reply: bool,
+}
+
+type HandleFunc = wasmtime::component::TypedFunc<(RawEnvelope,), (Result<Vec<u8>, String>,)>;
+
+/// A live raw instance with its `handle` looked up.
+struct RawInstance {
+    store: wasmtime::Store<RawState>,
+    handle: HandleFunc,
+}
+
+impl RawInstance {
+    async fn handle(&mut self, payload: Vec<u8>) -> Result<Vec<u8>> {
+        let envelope = RawEnvelope { sender: None, payload, expects_reply: true };
+        let (reply,) = self.handle.call_async(&mut self.store, (envelope,)).await?;
+        reply.map_err(anyhow::Error::msg)
+    }
 }
 
 /// The `context` record of the WIT world, lowered the way `bindgen!` would.
@@ -271,10 +398,20 @@ impl RawEcho {
             .get_export_index(None, "warden:plugin/guest@0.1.0")
             .context("no guest export")?;
         let init = component.get_export_index(Some(&guest), "init").context("no init")?;
-        Ok(Self { engine, pre, init })
+        let handle = component.get_export_index(Some(&guest), "handle").context("no handle")?;
+        Ok(Self { engine, pre, init, handle })
     }
 
-    async fn instantiate_and_init(&self) -> Result<wasmtime::Store<RawState>> {
+    /// A live instance, initialised, with `handle` ready to call.
+    async fn instance(&self) -> Result<RawInstance> {
+        let (mut store, instance) = self.instantiate_and_init().await?;
+        let handle = instance.get_typed_func(&mut store, self.handle)?;
+        Ok(RawInstance { store, handle })
+    }
+
+    async fn instantiate_and_init(
+        &self,
+    ) -> Result<(wasmtime::Store<RawState>, wasmtime::component::Instance)> {
         let state = RawState { wasi: WasiCtxBuilder::new().build(), table: ResourceTable::new() };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.set_epoch_deadline(u64::MAX / 2);
@@ -289,7 +426,7 @@ impl RawEcho {
         };
         let (result,) = init.call_async(&mut store, (&ctx,)).await?;
         result.map_err(anyhow::Error::msg)?;
-        Ok(store)
+        Ok((store, instance))
     }
 }
 
@@ -316,12 +453,13 @@ fn scenario(
         name,
         unit,
         samples: warden.len(),
-        warden_p50,
-        warden_p99: percentile(&warden, 0.99),
-        baseline,
-        baseline_p50,
-        baseline_p99: percentile(&base, 0.99),
-        ratio_p50: warden_p50 / baseline_p50,
+        warden_p50: Some(warden_p50),
+        warden_p99: Some(percentile(&warden, 0.99)),
+        baseline: Some(baseline),
+        baseline_p50: Some(baseline_p50),
+        baseline_p99: Some(percentile(&base, 0.99)),
+        ratio_p50: Some(warden_p50 / baseline_p50),
+        ..Scenario::default()
     }
 }
 

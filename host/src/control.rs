@@ -142,6 +142,9 @@ fn message_error(e: MessageError) -> String {
         MessageError::CalleeCrashed(reason) => format!("callee_crashed: {reason}"),
         MessageError::Timeout => "timeout".into(),
         MessageError::MailboxFull => "mailbox_full".into(),
+        MessageError::TooLarge(limit) => format!("too_large: the limit is {limit} bytes"),
+        MessageError::CircuitOpen => "circuit_open".into(),
+        MessageError::Deadlock(cycle) => format!("deadlock: {}", cycle.join(" -> ")),
         MessageError::Application(message) => message,
         other => other.to_string(),
     }

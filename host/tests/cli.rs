@@ -244,6 +244,58 @@ fn run_exits_non_zero_when_the_root_gives_up() {
 }
 
 #[test]
+fn messaging_limits_heartbeats_and_circuits_from_the_manifest() {
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+intensity = 10
+
+[[root.children]]
+name = "small"
+plugin = "CHAOS"
+limits = { message_size = "8B" }
+heartbeat = { timeout = "100ms" }
+circuit = { failures = 1, reset = "1h" }
+
+[[root.children]]
+name = "caller"
+plugin = "CHAOS"
+grants = { targets = ["root/small"] }
+"#,
+    );
+    let mut warden = Running::start(&path);
+    warden.expect("caller", |e| e["event"] == "child_started" && e["path"] == "root/caller");
+    warden.command(r#"{"cmd":"send","id":1,"to":"root/small","payload":"too long by far"}"#);
+    assert_eq!(warden.reply(1)["error"], "too_large: the limit is 8 bytes");
+
+    warden.command(r#"{"cmd":"call","id":2,"to":"root/small","payload":"hang:900"}"#);
+    let (missed, _) = warden.expect("heartbeat_missed", |e| e["event"] == "heartbeat_missed");
+    assert_eq!(
+        (&missed["path"], &missed["incarnation"]),
+        (&Value::from("root/small"), &Value::from(1))
+    );
+    let since = missed["since_ms"].as_u64().unwrap();
+    assert!((100..=120).contains(&since), "{since}");
+    // The breaker records the failure before the control loop publishes the reply.
+    let (reply, skipped) = warden.expect("reply 2", |e| e["event"] == "reply" && e["id"] == 2);
+    assert!(reply["error"].as_str().unwrap().starts_with("callee_crashed: killed"), "{reply}");
+    let open = skipped.iter().find(|e| e["event"] == "circuit_changed").expect("circuit event");
+    assert_eq!((&open["state"], &open["failures"]), (&Value::from("open"), &Value::from(1)));
+
+    warden.command(r#"{"cmd":"call","id":3,"to":"root/small","payload":"echo:x"}"#);
+    assert_eq!(warden.reply(3)["error"], "circuit_open");
+    // A guest that may call it gets the same answer; one that may not, not_allowed.
+    warden.command(r#"{"cmd":"call","id":4,"to":"root/caller","payload":"call:root/small:x"}"#);
+    assert!(warden.reply(4)["error"].as_str().unwrap().contains("CircuitOpen"));
+    warden.command(r#"{"cmd":"call","id":5,"to":"root/caller","payload":"send:root/elsewhere:x"}"#);
+    assert!(warden.reply(5)["error"].as_str().unwrap().contains("NotAllowed"));
+    warden.command(r#"{"cmd":"shutdown","id":6}"#);
+    assert_eq!(warden.reply(6)["ok"], true);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
 fn bad_manifests_are_refused_with_every_problem_and_its_place() {
     let (dir, path) = manifest(
         r#"

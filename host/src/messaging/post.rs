@@ -105,33 +105,31 @@ impl Post {
         Ok(target)
     }
 
-    /// Offers a message: accepted (pending until handled, failed or dead-lettered), or
-    /// rejected with the reason, and counted either way.
-    fn deliver(
+    /// Puts a letter in `target`'s mailbox: accepted (pending until handled, failed
+    /// or dead-lettered), or refused because the mailbox is full or closed.
+    fn enqueue(
         &self,
         from: Option<&Mailbox>,
-        to: &str,
+        target: &Mailbox,
         payload: Vec<u8>,
         reply: Option<super::mailbox::Reply>,
-    ) -> Result<Arc<Mailbox>, MessageError> {
+    ) -> Result<(), MessageError> {
+        let envelope = Envelope {
+            sender: from.map(|f| f.path.to_string()),
+            payload,
+            expects_reply: reply.is_some(),
+        };
+        // Counted pending before the worker can see it (it may finish it at once).
+        self.counts.pending.fetch_add(1, Ordering::Relaxed);
+        target.push(Letter { envelope, reply, crashes: 0 }).map_err(|(e, _)| {
+            self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+            e
+        })
+    }
+
+    /// Counts an offered message, and a refusal if `offered` is one.
+    fn count<T>(&self, offered: Result<T, MessageError>) -> Result<T, MessageError> {
         self.counts.sent.fetch_add(1, Ordering::Relaxed);
-        let offered = self.admissible(from, to, payload.len()).and_then(|target| {
-            let envelope = Envelope {
-                sender: from.map(|f| f.path.to_string()),
-                payload,
-                expects_reply: reply.is_some(),
-            };
-            // Counted pending before it is visible to the worker, which may finish it
-            // at once.
-            self.counts.pending.fetch_add(1, Ordering::Relaxed);
-            match target.push(Letter { envelope, reply, crashes: 0 }) {
-                Ok(()) => Ok(target),
-                Err((e, _)) => {
-                    self.counts.pending.fetch_sub(1, Ordering::Relaxed);
-                    Err(e)
-                }
-            }
-        });
         if offered.is_err() {
             self.counts.rejected.fetch_add(1, Ordering::Relaxed);
         }
@@ -145,7 +143,10 @@ impl Post {
         to: &str,
         payload: Vec<u8>,
     ) -> Result<(), MessageError> {
-        self.deliver(from, to, payload, None).map(|_| ())
+        let offered = self
+            .admissible(from, to, payload.len())
+            .and_then(|target| self.enqueue(from, &target, payload, None));
+        self.count(offered)
     }
 
     /// `call`: delivers and waits at most `timeout` for the answer. The callee's crash
@@ -159,27 +160,17 @@ impl Post {
     ) -> Result<Vec<u8>, MessageError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
-        let breaker = match self.lookup(to) {
-            Some(target) if target.breaker.is_some() => {
-                // Checked after the sender's own checks, so a forbidden call never
-                // counts against (or probes) the callee.
-                if from.is_some_and(|f| !f.config.targets.allows(&f.path, to)) {
-                    self.counts.sent.fetch_add(1, Ordering::Relaxed);
-                    self.counts.rejected.fetch_add(1, Ordering::Relaxed);
-                    return Err(MessageError::NotAllowed(to.to_owned()));
-                }
-                match self.admit(target) {
-                    Ok(admission) => Some(admission),
-                    Err(e) => {
-                        self.counts.sent.fetch_add(1, Ordering::Relaxed);
-                        self.counts.rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                }
-            }
-            _ => None,
-        };
-        let target = self.deliver(from, to, payload, Some(reply))?;
+        // The sender's checks, then the callee's breaker, then its mailbox: a refused
+        // call never counts against (or probes) the callee.
+        let offered = self.admissible(from, to, payload.len()).and_then(|target| {
+            let admission = match target.breaker {
+                Some(_) => Some(self.admit(Arc::clone(&target))?),
+                None => None,
+            };
+            self.enqueue(from, &target, payload, Some(reply))?;
+            Ok((target, admission))
+        });
+        let (target, breaker) = self.count(offered)?;
         let _waiting = from.map(|f| self.wait_on(&f.path, &target.path));
         let result = match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
@@ -267,25 +258,20 @@ impl Post {
         payload: Vec<u8>,
         delay: Duration,
     ) -> Result<TimerGuard, MessageError> {
+        // Refused now is refused at send; accepted, it is counted as sent when it fires,
+        // and if it cannot be delivered then, it is a dead letter, not a silent drop.
         if let Err(e) = self.admissible(Some(from), to, payload.len()) {
-            self.counts.sent.fetch_add(1, Ordering::Relaxed);
-            self.counts.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
+            return self.count(Err(e));
         }
         let (post, from, to) = (Arc::clone(self), Arc::clone(from), to.to_owned());
         let timer = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            post.counts.sent.fetch_add(1, Ordering::Relaxed);
             let size = payload.len() as u64;
-            if let Err(e) = post.admissible(Some(&from), &to, payload.len()).and_then(|target| {
-                let envelope =
-                    Envelope { sender: Some(from.path.to_string()), payload, expects_reply: false };
-                post.counts.pending.fetch_add(1, Ordering::Relaxed);
-                target.push(Letter { envelope, reply: None, crashes: 0 }).map_err(|(e, _)| {
-                    post.counts.pending.fetch_sub(1, Ordering::Relaxed);
-                    e
-                })
-            }) {
+            let delivered = post
+                .admissible(Some(&from), &to, payload.len())
+                .and_then(|target| post.enqueue(Some(&from), &target, payload, None));
+            post.counts.sent.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = delivered {
                 post.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
                 post.events.emit(Event::DeadLetter {
                     path: to,

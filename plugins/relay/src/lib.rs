@@ -19,7 +19,7 @@ struct Relay {
 }
 
 /// Records beyond this are counted but not kept (a benchmark sends millions).
-const MAX_LOG: usize = 10_000;
+const MAX_LOG: usize = 1_000;
 
 impl Plugin for Relay {
     fn init(_ctx: Context) -> Result<Self, String> {
