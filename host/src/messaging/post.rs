@@ -440,3 +440,100 @@ impl Messenger for Outbox {
         Box::pin(async move { post.call(Some(&me), &to, payload, timeout).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messaging::Targets;
+
+    fn post() -> (Arc<Post>, tokio::sync::broadcast::Receiver<crate::events::EventRecord>) {
+        let events = Arc::new(EventBus::new(64));
+        let rx = events.subscribe();
+        (Arc::new(Post::new(events)), rx)
+    }
+
+    fn config(capacity: usize) -> MailboxConfig {
+        MailboxConfig { capacity, targets: Targets::any(), ..MailboxConfig::default() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn send_after_is_counted_when_it_fires_and_a_failed_delivery_is_a_dead_letter() {
+        let (post, mut events) = post();
+        let a = post.open("root/a", &config(1));
+        let b = post.open("root/b", &config(1));
+        let _delivered = post.send_after(&b, "root/a", b"tick".to_vec(), ms(100)).unwrap();
+        let _undeliverable = post.send_after(&b, "root/a", b"tock".to_vec(), ms(200)).unwrap();
+        let cancelled = post.send_after(&b, "root/a", b"never".to_vec(), ms(50)).unwrap();
+        drop(cancelled);
+        assert_eq!(post.stats().sent, 0, "nothing is sent before its timer fires");
+
+        tokio::time::sleep(ms(150)).await;
+        assert_eq!((post.stats().sent, post.stats().pending, a.len()), (1, 1, 1));
+        // The mailbox (capacity 1) is still full when the second fires.
+        tokio::time::sleep(ms(100)).await;
+        let stats = post.stats();
+        assert_eq!((stats.sent, stats.dead_letters, stats.pending), (2, 1, 1), "{stats:?}");
+        match events.recv().await.unwrap().event {
+            Event::DeadLetter { path, reason, sender, size: 4, .. } => {
+                assert_eq!((path.as_str(), reason.as_str()), ("root/a", "mailbox_full"));
+                assert_eq!(sender.as_deref(), Some("root/b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Refused when set: counted as a rejected send at once.
+        assert_eq!(
+            post.send_after(&b, "root/zz", Vec::new(), ms(1)).err(),
+            Some(MessageError::UnknownTarget("root/zz".into()))
+        );
+        assert_eq!(post.stats().rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_mailbox_dead_letters_sends_and_answers_calls() {
+        let (post, mut events) = post();
+        post.open("root/a", &config(8));
+        post.send(None, "root/a", b"left".to_vec()).unwrap();
+        let call = post.call(None, "root/a", b"asked".to_vec(), Duration::from_secs(5));
+        let forget = async {
+            tokio::task::yield_now().await; // the call is queued first
+            post.forget("root/a");
+        };
+        let (answer, ()) = tokio::join!(call, forget);
+        assert_eq!(answer, Err(MessageError::UnknownTarget("root/a".into())));
+        assert!(matches!(
+            events.recv().await.unwrap().event,
+            Event::DeadLetter { ref reason, size: 4, .. } if reason == "target_removed"
+        ));
+        let stats = post.stats();
+        assert_eq!(
+            (stats.sent, stats.failed, stats.dead_letters, stats.pending),
+            (2, 1, 1, 0),
+            "{stats:?}"
+        );
+        assert_eq!(
+            post.send(None, "root/a", Vec::new()),
+            Err(MessageError::UnknownTarget("root/a".into()))
+        );
+        post.settled().await;
+    }
+
+    #[test]
+    fn a_guest_may_message_itself_and_its_granted_targets_only() {
+        let t = Targets::new(["root/db", "root/pool/*"]).unwrap();
+        assert!(t.allows("root/me", "root/me"));
+        assert!(t.allows("root/me", "root/db"));
+        assert!(t.allows("root/me", "root/pool/w-1"));
+        assert!(t.allows("root/me", "root/pool/sub/w"));
+        assert!(!t.allows("root/me", "root/pool"));
+        assert!(!t.allows("root/me", "root/dbx"));
+        assert!(!Targets::default().allows("root/me", "root/db"));
+        assert!(Targets::any().allows("root/me", "anything"));
+        for bad in ["", "root/*/x", "root/", "/root", "ro*t", "root//a"] {
+            assert!(Targets::new([bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+}
