@@ -91,7 +91,7 @@ impl std::error::Error for ExitReason {}
 
 /// The kind of a trap, classified from wasmtime's trap codes and the host's own
 /// knowledge (a limiter refusal is `memory_limit`, not the abort it causes in Rust).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TrapKind {
@@ -139,7 +139,7 @@ impl fmt::Display for TrapKind {
 }
 
 /// Why the host killed a child.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum KillCause {

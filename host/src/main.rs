@@ -1,10 +1,12 @@
 //! The `warden` command line: `run` a tree from a manifest, `check` manifests and
-//! plugins.
+//! plugins, show a manifest's `tree`, print the manifest's JSON `schema`.
 
 mod control;
+mod render;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use warden::runtime::Host;
@@ -27,10 +29,18 @@ enum Command {
     Run {
         /// The manifest (TOML).
         manifest: PathBuf,
-        /// How events are printed.
-        #[arg(long, value_enum, default_value_t = EventFormat::Jsonl)]
-        events: EventFormat,
+        /// How events are printed: `pretty` (the default on a terminal) or `jsonl`
+        /// (the default otherwise: one JSON object per line, the CLI contract).
+        #[arg(long, value_enum)]
+        events: Option<EventFormat>,
     },
+    /// Prints the tree a manifest defines, with every node's settings.
+    Tree {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+    },
+    /// Prints the JSON schema of the manifest format (for editors and validators).
+    Schema,
     /// Checks manifests (and every plugin they name) or plugin files, without running
     /// anything; lists every problem.
     Check {
@@ -40,10 +50,12 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EventFormat {
     /// One JSON object per line (the CLI contract).
     Jsonl,
+    /// A readable live log, coloured on a terminal.
+    Pretty,
 }
 
 fn main() -> Result<ExitCode> {
@@ -53,9 +65,26 @@ fn main() -> Result<ExitCode> {
         .init();
     match Cli::parse().command {
         Command::Check { files } => check(&files),
-        Command::Run { manifest, events: EventFormat::Jsonl } => {
+        Command::Tree { manifest } => match warden::manifest::load(&manifest) {
+            Ok(spec) => {
+                print!("{}", render::tree(&spec));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&warden::manifest::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { manifest, events } => {
+            let terminal = std::io::stdout().is_terminal();
+            let format =
+                events.unwrap_or(if terminal { EventFormat::Pretty } else { EventFormat::Jsonl });
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let code = runtime.block_on(run(&manifest));
+            let code = runtime.block_on(run(&manifest, format, render::Style::new(terminal)));
             // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
             // runtime would wait for it until stdin closes.
             runtime.shutdown_background();
@@ -64,7 +93,7 @@ fn main() -> Result<ExitCode> {
     }
 }
 
-async fn run(manifest: &Path) -> Result<ExitCode> {
+async fn run(manifest: &Path, format: EventFormat, style: render::Style) -> Result<ExitCode> {
     let spec = match warden::manifest::load(manifest) {
         Ok(spec) => spec,
         Err(e) => {
@@ -73,12 +102,19 @@ async fn run(manifest: &Path) -> Result<ExitCode> {
         }
     };
     let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let host = Host::builder().build()?;
+    // Fuel costs every guest a little, so the engine counts it only when a child has
+    // a fuel limit.
+    let engine = warden::sandbox::EngineConfig { fuel: uses_fuel(&spec), ..Default::default() };
+    let host = Host::builder().engine(engine).build()?;
+    compile_with_progress(&host, &spec);
     let mut events = host.subscribe();
     let printer = tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match events.recv().await {
+                Ok(record) if format == EventFormat::Pretty => {
+                    println!("{}", render::pretty(&record, style));
+                }
                 Ok(record) => match serde_json::to_string(&record) {
                     Ok(line) => println!("{line}"),
                     Err(e) => eprintln!("warden: cannot print an event: {e}"),
@@ -100,7 +136,7 @@ async fn run(manifest: &Path) -> Result<ExitCode> {
                 _ = host.wait() => {
                     if host.root_gave_up() { ExitCode::from(1) } else { ExitCode::SUCCESS }
                 }
-                _ = shutdown_rx.recv() => {
+                Some(()) = shutdown_rx.recv() => {
                     host.shutdown().await;
                     ExitCode::SUCCESS
                 }
@@ -117,6 +153,31 @@ async fn run(manifest: &Path) -> Result<ExitCode> {
     // Let the printer write the last events (the stream closes with the host).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
     Ok(code)
+}
+
+/// Compiles every plugin the tree names before it starts, with a progress bar when
+/// stderr is a terminal (a first start compiles; later ones hit the cache). Errors are
+/// left for the start to report, with the child that names the plugin.
+fn compile_with_progress(host: &Host, spec: &warden::supervisor::SupervisorSpec) {
+    let mut plugins = Vec::new();
+    collect_plugins(spec, &mut plugins);
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(plugins.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} compiling {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for plugin in &plugins {
+        bar.set_message(plugin.display().to_string());
+        let _ = host.engine().load_file(plugin);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
 }
 
 /// SIGINT or SIGTERM.
@@ -173,6 +234,14 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn uses_fuel(spec: &warden::supervisor::SupervisorSpec) -> bool {
+    use warden::supervisor::ChildStart;
+    spec.children.iter().any(|child| match &child.start {
+        ChildStart::Plugin(p) => p.limits.fuel_per_call.is_some(),
+        ChildStart::Supervisor(sub) => uses_fuel(sub),
+    })
 }
 
 fn collect_plugins(spec: &warden::supervisor::SupervisorSpec, out: &mut Vec<PathBuf>) {

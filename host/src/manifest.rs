@@ -36,7 +36,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// A manifest file's top level.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The root supervisor.
@@ -44,7 +44,7 @@ pub struct Manifest {
 }
 
 /// A supervisor in the manifest.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorEntry {
     /// The restart strategy.
@@ -68,7 +68,7 @@ fn default_intensity() -> i64 {
 }
 
 /// A child in the manifest: a plugin or a nested supervisor.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChildEntry {
     /// Unique among its siblings.
@@ -91,6 +91,7 @@ pub struct ChildEntry {
     pub significant: bool,
     /// Handed to `init` as JSON.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub config: Option<toml::Value>,
     /// Resource limits.
     #[serde(default)]
@@ -117,7 +118,7 @@ pub struct ChildEntry {
 
 /// A heartbeat policy: `{ timeout = "200ms" }`, or `{ detector = "phi" }` with any of
 /// the φ-accrual parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatEntry {
     /// "fixed" (the default, needs `timeout`) or "phi".
@@ -144,7 +145,7 @@ pub struct HeartbeatEntry {
 }
 
 /// A circuit breaker: `{ failures = 3, reset = "1s" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitEntry {
     /// Consecutive failed calls that open it (at least 1).
@@ -154,7 +155,7 @@ pub struct CircuitEntry {
 }
 
 /// Limits in human units.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsEntry {
     /// Linear memory, e.g. "16MiB".
@@ -170,7 +171,7 @@ pub struct LimitsEntry {
 }
 
 /// Capabilities.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsEntry {
     /// Directories, relative to the manifest.
@@ -189,7 +190,7 @@ pub struct GrantsEntry {
 }
 
 /// One granted directory.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirEntry {
     /// On the host, relative to the manifest.
@@ -202,7 +203,7 @@ pub struct DirEntry {
 }
 
 /// Backoff in human units.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffEntry {
     /// "fixed", "linear" or "exponential".
@@ -231,6 +232,12 @@ pub struct ManifestError {
     pub file: String,
     /// Every problem found.
     pub problems: Vec<String>,
+}
+
+/// The JSON schema of the manifest format (JSON Schema 2020-12), generated from the
+/// types above; shipped as `docs/manifest.schema.json` and printed by `warden schema`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Manifest)).unwrap_or_default()
 }
 
 /// Reads and checks the manifest at `path`.

@@ -354,3 +354,127 @@ significant = true
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains("is a core WebAssembly module, not a component"), "{out}");
 }
+
+/// The repository's `examples/` directory.
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn the_demo_shows_a_crash_a_dead_letter_an_escalation_and_ends_cleanly_with_stdin_closed() {
+    let out = Command::new(warden())
+        .args(["run", examples().join("demo.toml").to_str().unwrap(), "--events", "jsonl"])
+        .stdin(Stdio::null()) // closed at once: the tree runs on regardless
+        .output()
+        .unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let position = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+        events.iter().position(pred).unwrap_or_else(|| panic!("no {what} in {events:#?}"))
+    };
+    let crash = position("a crash", &|e| {
+        e["event"] == "child_exited"
+            && e["path"] == "root/services/flaky"
+            && e["reason"]["kind"] == "trap"
+    });
+    let poison =
+        position("a dead letter", &|e| e["event"] == "dead_letter" && e["reason"] == "poison");
+    let gave_up = position("an escalation", &|e| {
+        e["event"] == "supervisor_gave_up" && e["path"] == "root/services"
+    });
+    let restarted = position("services restarted", &|e| {
+        e["event"] == "child_started" && e["path"] == "root/services" && e["incarnation"] == 2
+    });
+    let clock_done = position("the clock's normal exit", &|e| {
+        e["event"] == "child_exited" && e["path"] == "root/clock" && e["reason"]["kind"] == "normal"
+    });
+    assert!(crash < poison && poison < gave_up && gave_up < restarted && restarted < clock_done);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["path"]),
+        (&Value::from("supervisor_stopped"), &Value::from("root"))
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn every_example_manifest_checks_and_shows_its_tree() {
+    let mut manifests = vec![examples().join("demo.toml"), examples().join("tree.toml")];
+    let mut features: Vec<PathBuf> = std::fs::read_dir(examples().join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    features.sort();
+    assert!(features.len() >= 8, "one manifest per feature: {features:?}");
+    manifests.extend(features);
+    let check = Command::new(warden()).arg("check").args(&manifests).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok")).count(), manifests.len(), "{out}");
+    for manifest in &manifests {
+        let tree = Command::new(warden()).arg("tree").arg(manifest).output().unwrap();
+        let shown = String::from_utf8_lossy(&tree.stdout);
+        assert!(tree.status.success() && shown.starts_with("root  supervisor "), "{shown}");
+    }
+}
+
+#[test]
+fn tree_and_schema_describe_a_manifest() {
+    let (_dir, path) = manifest(ABC);
+    let tree = Command::new(warden()).args(["tree", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(tree.status.code(), Some(0));
+    let shown = String::from_utf8_lossy(&tree.stdout);
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines[0], "root  supervisor one_for_one, intensity 5 in 5s");
+    assert!(lines[1].starts_with("├── a  worker chaos.wasm, shutdown 5s"), "{shown}");
+    assert!(lines[3].starts_with("└── c  worker echo.wasm"), "{shown}");
+
+    let (_dir, bad) = manifest("[root]\nstrategy = \"sideways\"\n");
+    let tree = Command::new(warden()).args(["tree", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(tree.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&tree.stderr).contains("line 2"));
+
+    let schema = Command::new(warden()).arg("schema").output().unwrap();
+    let schema: Value = serde_json::from_slice(&schema.stdout).unwrap();
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(examples().join("../docs/manifest.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        schema, shipped,
+        "docs/manifest.schema.json is stale: cargo run -p warden -- schema > docs/manifest.schema.json"
+    );
+    assert_eq!(schema["$defs"]["ChildEntry"]["additionalProperties"], false);
+    assert!(schema["$defs"]["ChildEntry"]["properties"]["heartbeat"].is_object());
+}
+
+#[test]
+fn pretty_events_are_a_readable_log() {
+    let (_dir, path) = manifest(ABC);
+    let out = Command::new(warden())
+        .args(["run", path.to_str().unwrap(), "--events", "pretty"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, r#"{{"cmd":"call","id":1,"to":"root/a","payload":"trap"}}"#)?;
+            writeln!(stdin, r#"{{"cmd":"shutdown","id":2}}"#)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(!log.contains('\x1b'), "no colour when stdout is not a terminal:\n{log}");
+    for expected in [
+        "root/a                   started #1",
+        "root/a                   exited #1: trap unreachable",
+        "reply                    1 error: callee_crashed: trap unreachable",
+        "root                     supervisor stopped: shutdown",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
+    }
+}

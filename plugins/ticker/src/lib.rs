@@ -1,11 +1,13 @@
 //! Heartbeats and sends itself (or a target) a tick every interval with `send-after`.
 //!
-//! Config (JSON): `{"interval_ms": 100, "target": "root/sink"}`; the target defaults to
-//! the ticker itself. Messages: `tick` (heartbeats, counts, schedules the next tick),
-//! `count` (replies with the ticks seen by this incarnation).
+//! Config (JSON): `{"interval_ms": 100, "target": "root/sink", "message": "tick {n}",
+//! "stop_after": 10}`; the target defaults to the ticker itself, the message to
+//! `tick {n}` (`{n}` is the tick's number), and a ticker with `stop_after` exits
+//! normally after that many ticks. Messages: `tick` (heartbeats, counts, sends, schedules
+//! the next tick), `count` (replies with the ticks seen by this incarnation).
 use serde::Deserialize;
 use std::time::Duration;
-use warden_guest::{Context, Envelope, Plugin, export_plugin};
+use warden_guest::{Context, Envelope, ExitRequest, Plugin, export_plugin};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,6 +16,10 @@ struct Config {
     interval_ms: u64,
     #[serde(default)]
     target: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    stop_after: Option<u64>,
 }
 
 fn default_interval() -> u64 {
@@ -23,6 +29,8 @@ fn default_interval() -> u64 {
 struct Ticker {
     interval: Duration,
     target: String,
+    message: String,
+    stop_after: Option<u64>,
     me: String,
     ticks: u64,
 }
@@ -36,7 +44,12 @@ impl Ticker {
 impl Plugin for Ticker {
     fn init(ctx: Context) -> Result<Self, String> {
         let config: Config = if ctx.config.is_empty() {
-            Config { interval_ms: default_interval(), target: None }
+            Config {
+                interval_ms: default_interval(),
+                target: None,
+                message: None,
+                stop_after: None,
+            }
         } else {
             serde_json::from_slice(&ctx.config).map_err(|e| format!("bad ticker config: {e}"))?
         };
@@ -44,6 +57,8 @@ impl Plugin for Ticker {
         let ticker = Ticker {
             interval: Duration::from_millis(config.interval_ms),
             target: config.target.unwrap_or_else(|| me.clone()),
+            message: config.message.unwrap_or_else(|| "tick {n}".into()),
+            stop_after: config.stop_after,
             me,
             ticks: 0,
         };
@@ -57,10 +72,14 @@ impl Plugin for Ticker {
                 warden_guest::heartbeat();
                 self.ticks += 1;
                 if self.target != self.me {
-                    warden_guest::send(&self.target, format!("tick {}", self.ticks))
-                        .map_err(|e| e.to_string())?;
+                    let message = self.message.replace("{n}", &self.ticks.to_string());
+                    warden_guest::send(&self.target, message).map_err(|e| e.to_string())?;
                 }
-                self.schedule()?;
+                if self.stop_after.is_some_and(|n| self.ticks >= n) {
+                    warden_guest::exit(ExitRequest::Normal);
+                } else {
+                    self.schedule()?;
+                }
                 Ok(Vec::new())
             }
             b"count" => Ok(self.ticks.to_string().into_bytes()),
