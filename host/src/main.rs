@@ -196,44 +196,54 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
     let engine = Engine::new()?;
     let mut failed = 0;
     for path in files {
-        if path.extension().is_some_and(|e| e == "toml") {
-            match warden::manifest::load(path) {
-                Ok(spec) => {
-                    let mut plugins = Vec::new();
-                    collect_plugins(&spec, &mut plugins);
-                    let mut ok = true;
-                    for plugin in plugins {
-                        if let Err(e) = engine.load_file(&plugin) {
-                            println!("error {}: {e}", path.display());
-                            ok = false;
-                        }
-                    }
-                    if ok {
-                        println!("ok    {}", path.display());
-                    } else {
-                        failed += 1;
-                    }
-                }
-                Err(e) => {
-                    failed += 1;
-                    for line in e.to_string().lines() {
-                        println!("error {line}");
-                    }
-                }
-            }
+        let problems = if path.extension().is_some_and(|e| e == "toml") {
+            check_manifest(&engine, path)
         } else {
             match engine.load_file(path) {
                 Ok(plugin) => {
-                    println!("ok    {} (sha256 {})", path.display(), &plugin.hash()[..16])
+                    println!("ok    {} (sha256 {})", path.display(), &plugin.hash()[..16]);
+                    continue;
                 }
-                Err(e) => {
-                    failed += 1;
-                    println!("error {e}");
-                }
+                Err(e) => vec![e.to_string()],
+            }
+        };
+        if problems.is_empty() {
+            println!("ok    {}", path.display());
+        } else {
+            failed += 1;
+            for problem in problems {
+                println!("error {problem}");
             }
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Every problem of a manifest: its own (with their places) and those of every plugin
+/// it names that exists (loaded: a component, the right exports, known imports).
+fn check_manifest(engine: &Engine, path: &Path) -> Vec<String> {
+    let file = path.display().to_string();
+    let mut problems = match warden::manifest::load(path) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(|p| format!("{file}: {p}")).collect(),
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut loaded: Vec<(PathBuf, Option<String>)> = Vec::new();
+    for (place, plugin) in warden::manifest::plugin_files(&text, base) {
+        let error = match loaded.iter().find(|(p, _)| *p == plugin) {
+            Some((_, error)) => error.clone(),
+            None => {
+                let error = engine.load_file(&plugin).err().map(|e| e.to_string());
+                loaded.push((plugin, error.clone()));
+                error
+            }
+        };
+        if let Some(error) = error {
+            problems.push(format!("{file}: {place}: {error}"));
+        }
+    }
+    problems
 }
 
 fn uses_fuel(spec: &warden::supervisor::SupervisorSpec) -> bool {

@@ -32,7 +32,7 @@ use crate::supervisor::{
     validate,
 };
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A manifest file's top level.
@@ -58,6 +58,10 @@ pub struct SupervisorEntry {
     /// Default never.
     #[serde(default)]
     pub auto_shutdown: AutoShutdown,
+    /// The backoff of every child that sets none of its own; default none (OTP's
+    /// immediate restarts).
+    #[serde(default)]
+    pub backoff: Option<BackoffEntry>,
     /// The children in start order.
     #[serde(default)]
     pub children: Vec<ChildEntry>,
@@ -240,6 +244,31 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Manifest)).unwrap_or_default()
 }
 
+/// Every plugin file the manifest `text` names that exists, with the place that names
+/// it (`supervisor root, child "a"`), also when the manifest has other problems, so
+/// `warden check` can load each and report all at once. Empty when the TOML does not
+/// parse.
+pub fn plugin_files(text: &str, base: &Path) -> Vec<(String, std::path::PathBuf)> {
+    fn walk(path: &str, sup: &SupervisorEntry, base: &Path, out: &mut Vec<(String, PathBuf)>) {
+        for child in &sup.children {
+            if let Some(plugin) = &child.plugin {
+                let file = base.join(plugin);
+                if file.is_file() {
+                    out.push((format!("supervisor {path}, child {:?}", child.name), file));
+                }
+            }
+            if let Some(sub) = &child.supervisor {
+                walk(&format!("{path}/{}", child.name), sub, base, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(manifest) = toml::from_str::<Manifest>(text) {
+        walk("root", &manifest.root, base, &mut out);
+    }
+    out
+}
+
 /// Reads and checks the manifest at `path`.
 ///
 /// # Errors
@@ -296,8 +325,18 @@ fn supervisor(
         }
     }
     spec.auto_shutdown = entry.auto_shutdown;
+    let inherited = entry.backoff.as_ref().map(|b| {
+        let mut problem = |p: String| problems.push(format!("{here}: {p}"));
+        backoff(b, &mut problem)
+    });
     for child in &entry.children {
-        if let Some(spec_child) = child_spec(path, child, base, problems) {
+        if let Some(mut spec_child) = child_spec(path, child, base, problems) {
+            if let (None, Some((backoff, reset))) = (&child.backoff, inherited) {
+                spec_child.backoff = backoff;
+                if let Some(reset) = reset {
+                    spec_child.backoff_reset = reset;
+                }
+            }
             spec.children.push(spec_child);
         }
     }
@@ -453,35 +492,42 @@ fn child_spec(
     spec.significant = entry.significant;
     spec.no_restart_on.clone_from(&entry.no_restart_on);
     if let Some(b) = &entry.backoff {
-        let d = |field: &str, value: &Option<String>, problem: &mut dyn FnMut(String)| {
-            value.as_deref().map(duration).transpose().unwrap_or_else(|e| {
-                problem(format!("backoff.{field}: {e}"));
-                None
-            })
-        };
-        let initial = duration(&b.initial).unwrap_or_else(|e| {
-            problem(format!("backoff.initial: {e}"));
-            Duration::ZERO
-        });
-        let max = d("max", &b.max, &mut problem).unwrap_or(Duration::from_secs(60));
-        spec.backoff = match b.kind.as_str() {
-            "fixed" => Backoff::Fixed(initial),
-            "linear" => Backoff::Linear {
-                initial,
-                step: d("step", &b.step, &mut problem).unwrap_or(initial),
-                max,
-            },
-            "exponential" => Backoff::Exponential { initial, max, jitter: b.jitter },
-            other => {
-                problem(format!("backoff.kind: {other:?} is not fixed, linear or exponential"));
-                Backoff::None
-            }
-        };
-        if let Some(reset) = d("reset_after", &b.reset_after, &mut problem) {
+        let (backoff, reset) = backoff(b, &mut problem);
+        spec.backoff = backoff;
+        if let Some(reset) = reset {
             spec.backoff_reset = reset;
         }
     }
     Some(spec)
+}
+
+/// A backoff entry as a [`Backoff`] and its reset period, if it sets one.
+fn backoff(b: &BackoffEntry, problem: &mut dyn FnMut(String)) -> (Backoff, Option<Duration>) {
+    let mut d = |field: &str, value: &Option<String>| {
+        value.as_deref().map(duration).transpose().unwrap_or_else(|e| {
+            problem(format!("backoff.{field}: {e}"));
+            None
+        })
+    };
+    let initial = d("initial", &Some(b.initial.clone())).unwrap_or_default();
+    let max = d("max", &b.max).unwrap_or(Duration::from_secs(60));
+    let step = d("step", &b.step).unwrap_or(initial);
+    let reset = d("reset_after", &b.reset_after);
+    let backoff = match b.kind.as_str() {
+        "fixed" => Backoff::Fixed(initial),
+        "linear" => Backoff::Linear { initial, step, max },
+        "exponential" => {
+            if !(0.0..=1.0).contains(&b.jitter) {
+                problem(format!("backoff.jitter must be from 0 to 1, not {}", b.jitter));
+            }
+            Backoff::Exponential { initial, max, jitter: b.jitter }
+        }
+        other => {
+            problem(format!("backoff.kind: {other:?} is not fixed, linear or exponential"));
+            Backoff::None
+        }
+    };
+    (backoff, reset)
 }
 
 fn heartbeat(entry: &HeartbeatEntry) -> Result<HeartbeatPolicy, String> {
@@ -669,6 +715,41 @@ poison_after = 5
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_supervisor_backoff_is_the_default_of_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let text = r#"
+[root]
+strategy = "one_for_one"
+backoff = { kind = "fixed", initial = "250ms", reset_after = "1m" }
+
+[[root.children]]
+name = "inherits"
+plugin = "p.wasm"
+
+[[root.children]]
+name = "own"
+plugin = "p.wasm"
+backoff = { kind = "linear", initial = "10ms" }
+"#;
+        let spec = parse("t.toml", text, dir.path()).unwrap();
+        let (inherits, own) = (&spec.children[0], &spec.children[1]);
+        assert_eq!(inherits.backoff, Backoff::Fixed(Duration::from_millis(250)));
+        assert_eq!(inherits.backoff_reset, Duration::from_secs(60));
+        assert_eq!(
+            own.backoff,
+            Backoff::Linear {
+                initial: Duration::from_millis(10),
+                step: Duration::from_millis(10),
+                max: Duration::from_secs(60)
+            }
+        );
+        let bad = text.replace("\"fixed\", initial = \"250ms\"", "\"fixed\", initial = \"soon\"");
+        let err = parse("t.toml", &bad, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("t.toml: supervisor root: backoff.initial: \"soon\""), "{err}");
     }
 
     #[test]

@@ -323,6 +323,8 @@ significant = true
         "supervisor root, child \"a\": plugin file",
         "duplicate child id",
         "significant is true but the child is permanent",
+        // The plugin is loaded too, so its problem is listed with the others.
+        "notes.wasm: not a WebAssembly file",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -477,4 +479,113 @@ fn pretty_events_are_a_readable_log() {
     ] {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
     }
+}
+
+/// `(name, state, incarnation)` of a `which_children` reply.
+fn summary(reply: &Value) -> Vec<(String, String, i64)> {
+    reply["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {reply}"))
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c[k].as_str().unwrap().to_owned();
+            (text("name"), text("state"), c["incarnation"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+fn running(children: &[(&str, i64)]) -> Vec<(String, String, i64)> {
+    children.iter().map(|(n, i)| (n.to_string(), "running".to_string(), *i)).collect()
+}
+
+#[test]
+fn one_for_all_and_rest_for_one_through_the_binary() {
+    let mut warden = Running::start(&examples().join("manifests/strategies.toml"));
+    warden.expect("store", |e| e["event"] == "child_started" && e["path"] == "root/pipeline/store");
+
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/group/b","payload":"trap"}"#);
+    assert!(warden.reply(1)["error"].as_str().unwrap().starts_with("callee_crashed: trap"));
+    warden.expect("c #2", |e| {
+        e["event"] == "child_started" && e["path"] == "root/group/c" && e["incarnation"] == 2
+    });
+    warden.command(r#"{"cmd":"which_children","id":2,"supervisor":"root/group"}"#);
+    assert_eq!(summary(&warden.reply(2)), running(&[("a", 2), ("b", 2), ("c", 2)]));
+
+    warden.command(r#"{"cmd":"call","id":3,"to":"root/pipeline/parse","payload":"oob"}"#);
+    assert!(warden.reply(3)["error"].as_str().unwrap().contains("memory_out_of_bounds"));
+    warden.expect("store #2", |e| {
+        e["event"] == "child_started" && e["path"] == "root/pipeline/store" && e["incarnation"] == 2
+    });
+    warden.command(r#"{"cmd":"which_children","id":4,"supervisor":"root/pipeline"}"#);
+    assert_eq!(summary(&warden.reply(4)), running(&[("read", 1), ("parse", 2), ("store", 2)]));
+
+    warden.command(r#"{"cmd":"shutdown","id":5}"#);
+    let mut order = Vec::new();
+    loop {
+        let (e, _) = warden.expect("a stop", |e| e["event"] == "supervisor_stopped");
+        order.push(e["path"].as_str().unwrap().to_owned());
+        if e["path"] == "root" {
+            break;
+        }
+    }
+    assert_eq!(order, ["root/pipeline", "root/group", "root"], "newest first");
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn simple_one_for_one_through_the_binary() {
+    let mut warden = Running::start(&examples().join("manifests/dynamic.toml"));
+    warden.expect("pool", |e| e["event"] == "child_started" && e["path"] == "root/pool");
+    warden.command(r#"{"cmd":"start_child","id":1,"supervisor":"root/pool","spec":{"name":"w1"}}"#);
+    assert_eq!(warden.reply(1)["result"], serde_json::json!({"name":"w1","path":"root/pool/w1"}));
+    warden.command(
+        r#"{"cmd":"start_child","id":2,"supervisor":"root/pool","spec":{"config":{"fail_init":true}}}"#,
+    );
+    let failed = warden.reply(2);
+    assert_eq!(failed["ok"], false);
+    assert!(failed["error"].as_str().unwrap().contains("fail_init"), "{failed}");
+    warden.command(r#"{"cmd":"start_child","id":3,"supervisor":"root/pool","spec":{}}"#);
+    let started = warden.reply(3);
+    let name = started["result"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("worker-"), "{started}");
+
+    warden.command(r#"{"cmd":"call","id":4,"to":"root/pool/w1","payload":"exit:normal"}"#);
+    let w1_exited = |e: &Value| e["event"] == "child_exited" && e["path"] == "root/pool/w1";
+    // The exit and the reply race: the reply goes out as the incarnation ends.
+    let (reply, skipped) = warden.expect("reply 4", |e| e["event"] == "reply" && e["id"] == 4);
+    assert_eq!(reply["ok"], true);
+    if !skipped.iter().any(w1_exited) {
+        warden.expect("w1 exits normally", w1_exited);
+    }
+    warden.command(r#"{"cmd":"which_children","id":5,"supervisor":"root/pool"}"#);
+    assert_eq!(summary(&warden.reply(5)), running(&[(&name, 1)]), "transient: not restarted");
+    for (id, cmd, error) in [
+        (
+            6,
+            r#"{"cmd":"delete_child","id":6,"supervisor":"root/pool","child":"x"}"#,
+            "simple_one_for_one",
+        ),
+        (
+            7,
+            r#"{"cmd":"restart_child","id":7,"supervisor":"root/pool","child":"x"}"#,
+            "simple_one_for_one",
+        ),
+        (8, r#"{"cmd":"start_child","id":8,"supervisor":"root/pool","spec":{"name":"w1x"}}"#, ""),
+    ] {
+        warden.command(cmd);
+        let reply = warden.reply(id);
+        if error.is_empty() {
+            assert_eq!(reply["ok"], true, "{reply}");
+        } else {
+            assert_eq!(reply["error"], error, "{cmd}");
+        }
+    }
+    // OTP counts one spec for a simple_one_for_one supervisor: the template.
+    warden.command(r#"{"cmd":"count_children","id":9,"supervisor":"root/pool"}"#);
+    assert_eq!(
+        warden.reply(9)["result"],
+        serde_json::json!({"specs":1,"active":2,"supervisors":0,"workers":2})
+    );
+    warden.command(r#"{"cmd":"shutdown","id":10}"#);
+    assert_eq!(warden.exit_code(), 0);
 }
