@@ -77,6 +77,12 @@ impl Running {
         self.expect(&format!("reply {id}"), |e| e["event"] == "reply" && e["id"] == id).0
     }
 
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").args(["-s", name, &pid]).status().unwrap();
+        assert!(status.success(), "kill -s {name} {pid}");
+    }
+
     fn exit_code(mut self) -> i32 {
         let mut child = self.child.take().unwrap();
         let pid = child.id();
@@ -588,4 +594,24 @@ fn simple_one_for_one_through_the_binary() {
     );
     warden.command(r#"{"cmd":"shutdown","id":10}"#);
     assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn sigterm_and_sigint_shut_the_tree_down_in_order_with_status_0() {
+    for signal in ["TERM", "INT"] {
+        let (_dir, path) = manifest(ABC);
+        let mut warden = Running::start(&path);
+        warden.expect("c started", |e| e["event"] == "child_started" && e["path"] == "root/c");
+        warden.signal(signal);
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let (e, _) = warden.expect("a child exit", |e| e["event"] == "child_exited");
+            assert_eq!(e["reason"]["kind"], "shutdown", "{e}");
+            order.push(e["path"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(order, ["root/c", "root/b", "root/a"], "SIG{signal}: newest first");
+        warden
+            .expect("root stopped", |e| e["event"] == "supervisor_stopped" && e["path"] == "root");
+        assert_eq!(warden.exit_code(), 0, "SIG{signal}");
+    }
 }
