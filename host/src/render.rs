@@ -208,7 +208,12 @@ pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
         }
         other => ("", DIM, format!("{other:?}")),
     };
-    format!("{time}  {:<24} {}", style.paint(colour, path), style.paint(colour, &what))
+    // Padded before painting: escape codes have no width on screen.
+    format!(
+        "{time}  {} {}",
+        style.paint(colour, &format!("{path:<24}")),
+        style.paint(colour, &what)
+    )
 }
 
 #[cfg(test)]
@@ -270,6 +275,6 @@ supervisor = { strategy = "simple_one_for_one", children = [{ name = "w", plugin
         let plain = pretty(&record, Style { colour: false });
         assert_eq!(plain, "     1.500s  root/a                   exited #2: killed: heartbeat");
         let coloured = pretty(&record, Style { colour: true });
-        assert!(coloured.contains("\x1b[31mroot/a\x1b[0m"), "{coloured:?}");
+        assert!(coloured.contains("\x1b[31mroot/a                  \x1b[0m"), "{coloured:?}");
     }
 }

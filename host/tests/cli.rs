@@ -615,3 +615,36 @@ fn sigterm_and_sigint_shut_the_tree_down_in_order_with_status_0() {
         assert_eq!(warden.exit_code(), 0, "SIG{signal}");
     }
 }
+
+#[test]
+fn on_a_terminal_run_shows_compile_progress_and_a_coloured_log() {
+    // `script` gives the process a pseudo-terminal, as a person's shell would.
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+auto_shutdown = "any_significant"
+
+[[root.children]]
+name = "job"
+plugin = "TICKER"
+restart = "transient"
+significant = true
+config = { interval_ms = 10, stop_after = 1 }
+"#
+        .replace("TICKER", warden_tests::TICKER)
+        .as_str(),
+    );
+    let command = format!("{} run {}", warden().display(), path.display());
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) runs a command on a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}");
+    assert!(screen.contains("compiling 0/1"), "a progress bar while compiling:\n{screen}");
+    assert!(screen.contains("\x1b[32mroot/job"), "pretty and coloured by default:\n{screen}");
+    assert!(screen.contains("started #1") && !screen.contains(r#""event""#), "{screen}");
+}
