@@ -171,27 +171,9 @@ fn run_answers_every_command_and_shuts_down_in_order_with_status_0() {
     assert!(malformed["error"].as_str().unwrap().contains("malformed"));
 
     warden.command(r#"{"cmd":"which_children","id":3,"supervisor":"root"}"#);
-    let children = warden.reply(3)["result"].clone();
-    let summary: Vec<(String, String, i64)> = children
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().into(),
-                c["state"].as_str().unwrap().into(),
-                c["incarnation"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            ("a".into(), "running".into(), 1),
-            ("b".into(), "running".into(), 4),
-            ("c".into(), "running".into(), 1)
-        ]
-    );
+    let reply = warden.reply(3);
+    assert_eq!(summary(&reply), running(&[("a", 1), ("b", 4), ("c", 1)]));
+    let children = &reply["result"];
     assert_eq!(children[0]["type"], "worker");
     assert_eq!(children[0]["path"], "root/a");
 

@@ -10,6 +10,7 @@ use warden::sandbox::{MessageError, Shutdown};
 use warden::supervisor::{
     AdminError, AutoShutdown, ChildSpec, ChildState, PluginStart, Restart, Strategy, SupervisorSpec,
 };
+use warden::testing::{Pattern, exited, gave_up, started};
 use warden::{ExitReason, KillCause};
 use warden_tests::CHAOS;
 
@@ -32,17 +33,13 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, f).await.expect("finished within the deadline")
 }
 
-/// Waits for the first event matching `pred`, failing with what was seen instead.
-async fn expect(
-    events: &mut broadcast::Receiver<EventRecord>,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> Event {
+/// Waits for the first event matching `pattern`, failing with what was seen instead.
+async fn expect(events: &mut broadcast::Receiver<EventRecord>, pattern: Pattern) -> Event {
     let mut seen = Vec::new();
     let wait = async {
         loop {
             let record = events.recv().await.expect("the event stream is open");
-            if pred(&record.event) {
+            if pattern.matches(&record.event) {
                 return record.event;
             }
             seen.push(record.event);
@@ -50,20 +47,8 @@ async fn expect(
     };
     match tokio::time::timeout(DEADLINE, wait).await {
         Ok(event) => event,
-        Err(_) => panic!("no {what} within {DEADLINE:?}; saw {seen:#?}"),
+        Err(_) => panic!("no {pattern:?} within {DEADLINE:?}; saw {seen:#?}"),
     }
-}
-
-fn started(path: &'static str, n: u64) -> impl Fn(&Event) -> bool {
-    move |e| matches!(e, Event::ChildStarted { path: p, incarnation } if p == path && *incarnation == n)
-}
-
-fn exited(path: &'static str) -> impl Fn(&Event) -> bool {
-    move |e| matches!(e, Event::ChildExited { path: p, .. } if p == path)
-}
-
-fn gave_up(path: &'static str) -> impl Fn(&Event) -> bool {
-    move |e| matches!(e, Event::SupervisorGaveUp { path: p, .. } if p == path)
 }
 
 async fn host_with(spec: SupervisorSpec) -> (Host, broadcast::Receiver<EventRecord>) {
@@ -109,11 +94,13 @@ async fn one_for_one_restarts_the_crashed_child_and_a_caller_learns_why_at_once(
     }
     expect(
         &mut events,
-        "b restarting",
-        |e| matches!(e, Event::ChildRestarting { path, attempt: 1, .. } if path == "root/b"),
+        Pattern::new(
+            "b restarting",
+            |e| matches!(e, Event::ChildRestarting { path, attempt: 1, .. } if path == "root/b"),
+        ),
     )
     .await;
-    expect(&mut events, "b #2", started("root/b", 2)).await;
+    expect(&mut events, started("root/b", 2)).await;
     assert_eq!(incarnations(&host, "root").await, running(&[("a", 1), ("b", 2), ("c", 1)]));
     let echo = host.call("root/b", b"echo:back".to_vec(), DEADLINE).await.unwrap();
     assert_eq!(echo, b"back");
@@ -126,7 +113,7 @@ async fn one_for_all_restarts_every_child() {
     // A call crashes its callee once (a sent message would be delivered again).
     let crashed = host.call("root/b", b"panic".to_vec(), DEADLINE).await;
     assert!(matches!(crashed, Err(MessageError::CalleeCrashed(_))), "{crashed:?}");
-    expect(&mut events, "c #2", started("root/c", 2)).await;
+    expect(&mut events, started("root/c", 2)).await;
     assert_eq!(incarnations(&host, "root").await, running(&[("a", 2), ("b", 2), ("c", 2)]));
     within(host.shutdown()).await;
 }
@@ -136,7 +123,7 @@ async fn rest_for_one_restarts_the_crashed_child_and_later_ones_only() {
     let (host, mut events) = host_with(abc(Strategy::RestForOne)).await;
     let crashed = host.call("root/b", b"oob".to_vec(), DEADLINE).await;
     assert!(matches!(crashed, Err(MessageError::CalleeCrashed(_))), "{crashed:?}");
-    expect(&mut events, "c #2", started("root/c", 2)).await;
+    expect(&mut events, started("root/c", 2)).await;
     assert_eq!(incarnations(&host, "root").await, running(&[("a", 1), ("b", 2), ("c", 2)]));
     within(host.shutdown()).await;
 }
@@ -154,11 +141,11 @@ async fn transient_and_temporary_children_follow_their_restart_type() {
     );
     let (host, mut events) = host_with(spec).await;
     host.send("root/t", b"exit:normal".to_vec()).unwrap();
-    expect(&mut events, "t exited", exited("root/t")).await;
+    expect(&mut events, exited("root/t")).await;
     host.send("root/tmp", b"trap".to_vec()).unwrap();
-    expect(&mut events, "tmp exited", exited("root/tmp")).await;
+    expect(&mut events, exited("root/tmp")).await;
     host.send("root/p", b"exit:normal".to_vec()).unwrap();
-    expect(&mut events, "p #2", started("root/p", 2)).await;
+    expect(&mut events, started("root/p", 2)).await;
     assert_eq!(
         incarnations(&host, "root").await,
         [("t".to_string(), ChildState::Stopped, 1), ("p".to_string(), ChildState::Running, 2)]
@@ -177,10 +164,10 @@ async fn giving_up_escalates_through_three_levels() {
     );
     let (host, mut events) = host_with(root).await;
     host.send("root/mid/leaf/w", b"trap".to_vec()).unwrap();
-    expect(&mut events, "leaf gives up", gave_up("root/mid/leaf")).await;
-    expect(&mut events, "mid gives up", gave_up("root/mid")).await;
-    expect(&mut events, "root gives up", gave_up("root")).await;
-    expect(&mut events, "the sibling stopped", exited("root/sibling")).await;
+    expect(&mut events, gave_up("root/mid/leaf")).await;
+    expect(&mut events, gave_up("root/mid")).await;
+    expect(&mut events, gave_up("root")).await;
+    expect(&mut events, exited("root/sibling")).await;
     assert_eq!(within(host.wait()).await, ExitReason::Shutdown);
     assert!(host.root_gave_up(), "the embedder can tell giving up from a clean stop");
 }
@@ -201,7 +188,11 @@ async fn shutdown_stops_children_newest_first_and_kills_one_that_ignores_termina
     });
     let mut order = Vec::new();
     for _ in 0..3 {
-        match expect(&mut events, "a child exit", |e| matches!(e, Event::ChildExited { .. })).await
+        match expect(
+            &mut events,
+            Pattern::new("a child exit", |e| matches!(e, Event::ChildExited { .. })),
+        )
+        .await
         {
             Event::ChildExited { path, reason, .. } => order.push((path, reason)),
             _ => unreachable!(),
@@ -231,10 +222,13 @@ async fn failed_restarts_are_retried_and_count_until_the_supervisor_gives_up() {
     let (host, mut events) = host_with(spec).await;
     host.send("root/f", b"trap".to_vec()).unwrap();
     let mut failures = 0;
-    let failure_or_give_up =
-        |e: &Event| matches!(e, Event::ChildStartFailed { .. } | Event::SupervisorGaveUp { .. });
+    let failure_or_give_up = || {
+        Pattern::new("a start failure or giving up", |e| {
+            matches!(e, Event::ChildStartFailed { .. } | Event::SupervisorGaveUp { .. })
+        })
+    };
     while let Event::ChildStartFailed { path, message } =
-        expect(&mut events, "a start failure or giving up", failure_or_give_up).await
+        expect(&mut events, failure_or_give_up()).await
     {
         assert_eq!(path, "root/f");
         assert!(message.contains("fail_init_from 2"), "{message}");
@@ -261,7 +255,7 @@ async fn a_start_up_failure_stops_the_started_children_and_names_the_child() {
     );
     let err = host.start(spec).await.expect_err("b fails to start");
     assert!(err.to_string().contains("failed_to_start_child b"), "{err}");
-    expect(&mut events, "a stopped", exited("root/a")).await;
+    expect(&mut events, exited("root/a")).await;
     assert!(matches!(
         host.call("root/c", b"echo:x".to_vec(), DEADLINE).await,
         Err(MessageError::UnknownTarget(_))
@@ -286,13 +280,15 @@ async fn dynamic_children_start_from_the_template_and_restart_with_their_config(
         .unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("worker-1", "picky"));
     host.send("root/pool/picky", b"trap".to_vec()).unwrap();
-    expect(&mut events, "picky #2", started("root/pool/picky", 2)).await;
+    expect(&mut events, started("root/pool/picky", 2)).await;
     // Same config after the restart: incarnation 3 would fail.
     host.send("root/pool/picky", b"trap".to_vec()).unwrap();
     expect(
         &mut events,
-        "picky fails at #3",
-        |e| matches!(e, Event::ChildStartFailed { path, .. } if path == "root/pool/picky"),
+        Pattern::new(
+            "picky fails at #3",
+            |e| matches!(e, Event::ChildStartFailed { path, .. } if path == "root/pool/picky"),
+        ),
     )
     .await;
     let counts = host.count_children("root/pool").await.unwrap();
@@ -312,7 +308,7 @@ async fn a_significant_child_shuts_its_supervisor_down() {
     spec.auto_shutdown = AutoShutdown::AnySignificant;
     let (host, mut events) = host_with(spec).await;
     host.send("root/job", b"exit:normal".to_vec()).unwrap();
-    expect(&mut events, "helper stopped", exited("root/helper")).await;
+    expect(&mut events, exited("root/helper")).await;
     assert_eq!(within(host.wait()).await, ExitReason::Shutdown);
 }
 
@@ -359,8 +355,10 @@ async fn a_child_waiting_to_be_restarted_shows_as_restarting_while_requests_are_
     host.send("root/picky", b"trap".to_vec()).unwrap();
     expect(
         &mut events,
-        "picky restarting",
-        |e| matches!(e, Event::ChildRestarting { path, .. } if path == "root/picky"),
+        Pattern::new(
+            "picky restarting",
+            |e| matches!(e, Event::ChildRestarting { path, .. } if path == "root/picky"),
+        ),
     )
     .await;
     // Within its 300 ms backoff the supervisor answers, and picky is not active.
