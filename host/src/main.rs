@@ -223,12 +223,15 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
 /// it names that exists (loaded: a component, the right exports, known imports).
 fn check_manifest(engine: &Engine, path: &Path) -> Vec<String> {
     let file = path.display().to_string();
-    let mut problems = match warden::manifest::load(path) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return vec![format!("{file}: cannot read: {e}")],
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut problems = match warden::manifest::parse(&file, &text, base) {
         Ok(_) => Vec::new(),
         Err(e) => e.problems.iter().map(|p| format!("{file}: {p}")).collect(),
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let base = path.parent().unwrap_or(Path::new("."));
     let mut loaded: Vec<(PathBuf, Option<String>)> = Vec::new();
     for (place, plugin) in warden::manifest::plugin_files(&text, base) {
         let error = match loaded.iter().find(|(p, _)| *p == plugin) {

@@ -5,6 +5,7 @@ use super::breaker::{Admit, Outcome};
 use super::mailbox::{Letter, Mailbox};
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{Event, EventBus};
+use crate::runtime::Owned;
 use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger, TimerGuard};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,18 +273,13 @@ impl Post {
                 .and_then(|target| post.enqueue(Some(&from), &target, payload, None));
             post.counts.sent.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = delivered {
+                // Never pending, so counted here rather than through `finish`.
                 post.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
-                post.events.emit(Event::DeadLetter {
-                    path: to,
-                    reason: reason_word(&e).into(),
-                    sender: Some(from.path.to_string()),
-                    size,
-                    crashes: 0,
-                    exit: None,
-                });
+                let sender = Some(from.path.to_string());
+                post.announce_dead_letter(to, reason_word(&e), sender, size, 0, None);
             }
         });
-        Ok(Box::new(AbortOnDrop(timer)))
+        Ok(Box::new(Owned(timer)))
     }
 
     // --- how accepted letters end --------------------------------------------------
@@ -313,15 +309,23 @@ impl Post {
         reason: &str,
         exit: Option<crate::ExitReason>,
     ) {
-        self.events.emit(Event::DeadLetter {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-            sender: letter.envelope.sender,
-            size: letter.envelope.payload.len() as u64,
-            crashes: letter.crashes,
-            exit,
-        });
+        let size = letter.envelope.payload.len() as u64;
+        let sender = letter.envelope.sender;
+        self.announce_dead_letter(path.to_owned(), reason, sender, size, letter.crashes, exit);
         self.finish(&self.counts.dead_letters);
+    }
+
+    fn announce_dead_letter(
+        &self,
+        path: String,
+        reason: &str,
+        sender: Option<String>,
+        size: u64,
+        crashes: u32,
+        exit: Option<crate::ExitReason>,
+    ) {
+        let reason = reason.to_owned();
+        self.events.emit(Event::DeadLetter { path, reason, sender, size, crashes, exit });
     }
 
     pub(crate) fn stats(&self) -> MessageStats {
@@ -398,14 +402,6 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.post.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.caller);
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -4,7 +4,7 @@
 use super::host::{AdminReply, AdminRequest, HostError, Shared};
 use super::worker;
 use crate::messaging::{Mailbox, Outbox};
-use crate::sandbox::{BoxFuture, Heartbeat, KillSwitch, Sandbox, SandboxConfig, Shutdown};
+use crate::sandbox::{BoxFuture, KillSwitch, Sandbox, SandboxConfig, Shutdown};
 use crate::supervisor::{ChildStart, Core, Directive, SupervisorSpec};
 use crate::{ExitReason, KillCause};
 use std::collections::HashMap;
@@ -307,7 +307,6 @@ impl Supervisor {
                 config.limits = start.limits;
                 config.grants = start.grants;
                 config.state = Arc::clone(&self.shared.state);
-                config.heartbeat = Heartbeat::new();
                 config.messenger = Arc::new(Outbox {
                     post: Arc::clone(&self.shared.post),
                     me: Arc::clone(&mailbox),

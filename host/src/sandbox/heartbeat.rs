@@ -231,7 +231,7 @@ impl Heartbeat {
     /// The verdict at `now`; a hung child's silence is remembered for
     /// [`Heartbeat::missed`].
     pub(crate) fn judge(&self, policy: &HeartbeatPolicy, now: Instant) -> Verdict {
-        let b = self.lock();
+        let mut b = self.lock();
         let since = now.saturating_duration_since(b.last);
         let patience = match policy {
             HeartbeatPolicy::Timeout(t) => *t,
@@ -241,8 +241,7 @@ impl Heartbeat {
             return Verdict::Alive(now + patience);
         }
         if since >= patience {
-            drop(b);
-            self.lock().missed = Some(since);
+            b.missed = Some(since);
             Verdict::Missed(since)
         } else {
             Verdict::Alive(b.last + patience)

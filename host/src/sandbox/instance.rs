@@ -555,24 +555,27 @@ async fn guarded<R>(
     watch: Option<(&Heartbeat, &HeartbeatPolicy)>,
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> Result<R, Ended> {
-    let Some((heartbeat, policy)) = watch else {
-        return tokio::select! {
-            biased;
-            cause = kill.killed() => Err(Ended::Killed(cause)),
-            result = call => result.map_err(Ended::Wasm),
-        };
+    if let Some((heartbeat, policy)) = watch {
+        heartbeat.busy(policy);
+    }
+    let hung = async {
+        match watch {
+            Some((heartbeat, policy)) => heartbeat.watch(policy).await,
+            None => std::future::pending().await,
+        }
     };
-    heartbeat.busy(policy);
     let result = tokio::select! {
         biased;
         cause = kill.killed() => Err(Ended::Killed(cause)),
-        _ = heartbeat.watch(policy) => {
+        _ = hung => {
             kill.kill(KillCause::Heartbeat);
             Err(Ended::Killed(KillCause::Heartbeat))
         }
         result = call => result.map_err(Ended::Wasm),
     };
-    heartbeat.idle();
+    if let Some((heartbeat, _)) = watch {
+        heartbeat.idle();
+    }
     result
 }
 
