@@ -14,7 +14,7 @@ pub fn get(key: &str) -> Result<Option<Vec<u8>>, StateError> {
     wit::get(key)
 }
 
-/// Stores `value` under `key`.
+/// Stores `value` under `key`; durable when it returns `Ok`.
 ///
 /// # Errors
 /// [`StateError`] for a bad key, a value over the limit, an exceeded quota or a storage
@@ -37,4 +37,39 @@ pub fn delete(key: &str) -> Result<bool, StateError> {
 /// [`StateError`] for a storage failure.
 pub fn keys(prefix: &str) -> Result<Vec<String>, StateError> {
     wit::keys(prefix)
+}
+
+/// One change of a [`batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Store the value under the key.
+    Set(String, Vec<u8>),
+    /// Remove the key.
+    Delete(String),
+}
+
+/// Applies `ops` in order, atomically: when it returns `Ok`, all of them are durable;
+/// when it returns an error, none was applied.
+///
+/// ```no_run
+/// use warden_guest::state::{self, Op};
+/// state::batch([
+///     Op::Set("from".into(), b"90".to_vec()),
+///     Op::Set("to".into(), b"10".to_vec()),
+/// ])?;
+/// # Ok::<(), warden_guest::StateError>(())
+/// ```
+///
+/// # Errors
+/// [`StateError`] for a bad key, a value over the limit, an exceeded quota or a storage
+/// failure.
+pub fn batch(ops: impl IntoIterator<Item = Op>) -> Result<(), StateError> {
+    let ops: Vec<wit::StateOp> = ops
+        .into_iter()
+        .map(|op| match op {
+            Op::Set(key, value) => wit::StateOp::Set((key, value)),
+            Op::Delete(key) => wit::StateOp::Delete(key),
+        })
+        .collect();
+    wit::batch(&ops)
 }

@@ -1,8 +1,10 @@
 //! The `warden` command line: `run` a tree from a manifest, `check` manifests and
-//! plugins, show a manifest's `tree`, print the manifest's JSON `schema`.
+//! plugins, show a manifest's `tree`, print the manifest's JSON `schema`, inspect and
+//! edit children's durable `state`.
 
 mod control;
 mod render;
+mod state_cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,7 +35,18 @@ enum Command {
         /// (the default otherwise: one JSON object per line, the CLI contract).
         #[arg(long, value_enum)]
         events: Option<EventFormat>,
+        /// Where children's durable state is kept. Default: the manifest's `data_dir`,
+        /// else a directory of this manifest's own under $XDG_STATE_HOME/warden (or
+        /// ~/.local/state/warden). One host at a time may use a data dir.
+        #[arg(long, conflicts_with = "in_memory")]
+        data_dir: Option<PathBuf>,
+        /// Keep children's state in memory only: it survives restarts of children, not
+        /// of this process.
+        #[arg(long)]
+        in_memory: bool,
     },
+    /// Inspects and edits children's durable state while no host uses it.
+    State(state_cli::Args),
     /// Prints the tree a manifest defines, with every node's settings.
     Tree {
         /// The manifest (TOML).
@@ -79,12 +92,19 @@ fn main() -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&warden::manifest::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { manifest, events } => {
+        Command::State(args) => state_cli::main(args),
+        Command::Run { manifest, events, data_dir, in_memory } => {
             let terminal = std::io::stdout().is_terminal();
             let format =
                 events.unwrap_or(if terminal { EventFormat::Pretty } else { EventFormat::Jsonl });
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let code = runtime.block_on(run(&manifest, format, render::Style::new(terminal)));
+            let store = match (in_memory, data_dir) {
+                (true, _) => Store::Memory,
+                (false, Some(dir)) => Store::Dir(dir),
+                (false, None) => Store::Default,
+            };
+            let style = render::Style::new(terminal);
+            let code = runtime.block_on(run(&manifest, format, style, store));
             // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
             // runtime would wait for it until stdin closes.
             runtime.shutdown_background();
@@ -93,9 +113,22 @@ fn main() -> Result<ExitCode> {
     }
 }
 
-async fn run(manifest: &Path, format: EventFormat, style: render::Style) -> Result<ExitCode> {
-    let spec = match warden::manifest::load(manifest) {
-        Ok(spec) => spec,
+/// Where `run` keeps children's state.
+enum Store {
+    Memory,
+    Dir(PathBuf),
+    /// The manifest's `data_dir`, else the default for the manifest.
+    Default,
+}
+
+async fn run(
+    manifest: &Path,
+    format: EventFormat,
+    style: render::Style,
+    store: Store,
+) -> Result<ExitCode> {
+    let (spec, settings) = match warden::manifest::load_with_settings(manifest) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
@@ -105,7 +138,21 @@ async fn run(manifest: &Path, format: EventFormat, style: render::Style) -> Resu
     // Fuel costs every guest a little, so the engine counts it only when a child has
     // a fuel limit.
     let engine = warden::sandbox::EngineConfig { fuel: uses_fuel(&spec), ..Default::default() };
-    let host = Host::builder().engine(engine).build()?;
+    let builder = Host::builder().engine(engine);
+    let builder = match store {
+        Store::Memory => builder,
+        Store::Dir(dir) => builder.data_dir(dir),
+        Store::Default => builder.data_dir(
+            settings.data_dir.unwrap_or_else(|| warden::state::default_data_dir(manifest)),
+        ),
+    };
+    let host = match builder.build() {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
     compile_with_progress(&host, &spec);
     let mut events = host.subscribe();
     let printer = tokio::spawn(async move {

@@ -2,6 +2,8 @@
 //! [`SupervisorSpec`] with every problem reported at its place.
 //!
 //! ```toml
+//! data_dir = "data"            # durable state; default: see `warden run --help`
+//!
 //! [root]
 //! strategy = "one_for_one"     # one_for_all, rest_for_one, simple_one_for_one
 //! intensity = 1                # restarts allowed within `period` (OTP's default 1 in 5 s)
@@ -18,6 +20,7 @@
 //! heartbeat = { timeout = "200ms" }       # or { detector = "phi", threshold = 8 }
 //! circuit = { failures = 3, reset = "1s" }
 //! poison_after = 3
+//! state = { max_bytes = "1MiB", max_keys = 1000, max_value = "64KiB", keep = false }
 //!
 //! [[root.children]]
 //! name = "pool"
@@ -39,8 +42,21 @@ use std::time::Duration;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Where children's durable state is kept, relative to the manifest. The
+    /// command line's `--data-dir` overrides it; without either, `warden run` uses a
+    /// directory of its own per manifest (see the README).
+    #[serde(default)]
+    pub data_dir: Option<String>,
     /// The root supervisor.
     pub root: SupervisorEntry,
+}
+
+/// The settings of a manifest beside its tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// `data_dir`, resolved against the manifest's directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// A supervisor in the manifest.
@@ -118,6 +134,29 @@ pub struct ChildEntry {
     /// Crashes a sent message may cause before it is dead-lettered; default 3.
     #[serde(default)]
     pub poison_after: Option<u32>,
+    /// Its durable state: quotas, and whether it is kept when the spec is dropped.
+    #[serde(default)]
+    pub state: Option<StateEntry>,
+}
+
+/// A plugin child's durable state: `{ max_bytes = "1MiB", max_keys = 1000, max_value =
+/// "64KiB", keep = false }`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateEntry {
+    /// Keys and values together, e.g. "1MiB"; default 64 MiB.
+    #[serde(default)]
+    pub max_bytes: Option<String>,
+    /// Number of keys; default 100,000.
+    #[serde(default)]
+    pub max_keys: Option<u64>,
+    /// Largest value, e.g. "64KiB"; default 1 MiB.
+    #[serde(default)]
+    pub max_value: Option<String>,
+    /// Keep the state when the child's spec is dropped (a temporary or dynamic child
+    /// that ended, `delete_child`); default false: it is removed.
+    #[serde(default)]
+    pub keep: bool,
 }
 
 /// A heartbeat policy: `{ timeout = "200ms" }`, or `{ detector = "phi" }` with any of
@@ -274,13 +313,21 @@ pub fn plugin_files(text: &str, base: &Path) -> Vec<(String, std::path::PathBuf)
 /// # Errors
 /// Every problem, with the file and the place.
 pub fn load(path: &Path) -> Result<SupervisorSpec, ManifestError> {
+    load_with_settings(path).map(|(spec, _)| spec)
+}
+
+/// Reads and checks the manifest at `path`: its tree and its other settings.
+///
+/// # Errors
+/// Every problem, with the file and the place.
+pub fn load_with_settings(path: &Path) -> Result<(SupervisorSpec, Settings), ManifestError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
         file: file.clone(),
         problems: vec![format!("cannot read: {e}")],
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&file, &text, base)
+    parse_with_settings(&file, &text, base)
 }
 
 /// Checks manifest `text` (named `file` in errors); plugin paths are relative to `base`.
@@ -288,6 +335,18 @@ pub fn load(path: &Path) -> Result<SupervisorSpec, ManifestError> {
 /// # Errors
 /// Every problem, with the file and the place (and the line, for TOML errors).
 pub fn parse(file: &str, text: &str, base: &Path) -> Result<SupervisorSpec, ManifestError> {
+    parse_with_settings(file, text, base).map(|(spec, _)| spec)
+}
+
+/// [`parse`], with the manifest's other settings.
+///
+/// # Errors
+/// Every problem, with the file and the place (and the line, for TOML errors).
+pub fn parse_with_settings(
+    file: &str,
+    text: &str,
+    base: &Path,
+) -> Result<(SupervisorSpec, Settings), ManifestError> {
     let refuse = |problems| ManifestError { file: file.to_owned(), problems };
     let manifest: Manifest = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
@@ -300,7 +359,8 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<SupervisorSpec, Mani
     let mut problems = Vec::new();
     let spec = supervisor("root", &manifest.root, base, &mut problems);
     problems.extend(validate("root", &spec).iter().map(SpecError::to_string));
-    if problems.is_empty() { Ok(spec) } else { Err(refuse(problems)) }
+    let settings = Settings { data_dir: manifest.data_dir.as_ref().map(|dir| base.join(dir)) };
+    if problems.is_empty() { Ok((spec, settings)) } else { Err(refuse(problems)) }
 }
 
 fn supervisor(
@@ -439,6 +499,26 @@ fn child_spec(
                     Err(e) => problem(format!("heartbeat: {e}")),
                 }
             }
+            let mut keep_state = false;
+            if let Some(st) = &entry.state {
+                keep_state = st.keep;
+                let quota = &mut limits.state;
+                if let Some(max) = &st.max_bytes {
+                    match bytes(max) {
+                        Ok(n) => quota.max_bytes = n as u64,
+                        Err(e) => problem(format!("state.max_bytes: {e}")),
+                    }
+                }
+                if let Some(n) = st.max_keys {
+                    quota.max_keys = n;
+                }
+                if let Some(max) = &st.max_value {
+                    match bytes(max) {
+                        Ok(n) => quota.max_value_bytes = n as u64,
+                        Err(e) => problem(format!("state.max_value: {e}")),
+                    }
+                }
+            }
             let mut grants = Grants::default();
             if let Some(g) = &entry.grants {
                 grants.network = g.network;
@@ -455,10 +535,13 @@ fn child_spec(
             }
             ChildSpec::plugin(
                 &entry.name,
-                PluginStart { plugin: plugin_path, config, limits, grants, mailbox },
+                PluginStart { plugin: plugin_path, config, limits, grants, mailbox, keep_state },
             )
         }
         (None, Some(sub)) => {
+            if entry.state.is_some() {
+                problem("`state` is a plugin's setting; a supervisor keeps no state".into());
+            }
             let sub_path = format!("{parent}/{}", entry.name);
             let sub = supervisor(&sub_path, sub, base, problems);
             ChildSpec::supervisor(&entry.name, sub)

@@ -275,6 +275,20 @@ impl TestTree {
         Self::start(spec).await
     }
 
+    /// Starts the tree a manifest describes in `host` (e.g. one with a durable state
+    /// store); plugin paths are relative to `base`.
+    ///
+    /// # Errors
+    /// The manifest was refused (every problem), or the tree did not start.
+    pub async fn from_manifest_in(
+        host: Host,
+        text: &str,
+        base: impl AsRef<Path>,
+    ) -> Result<Self, TestError> {
+        let spec = manifest::parse("(test manifest)", text, base.as_ref())?;
+        Self::start_in(host, spec).await
+    }
+
     /// Sets how long each wait may take (default 10 s).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;

@@ -17,6 +17,16 @@ fn warden() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden"))
 }
 
+/// A `warden` command whose default data dirs are in this test run's own directory
+/// (one per manifest, as for a user), not in the home directory.
+fn cmd() -> Command {
+    static STATE_HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let home = STATE_HOME.get_or_init(|| tempfile::tempdir().unwrap());
+    let mut cmd = Command::new(warden());
+    cmd.env("XDG_STATE_HOME", home.path());
+    cmd
+}
+
 fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tree.toml");
@@ -32,7 +42,7 @@ struct Running {
 
 impl Running {
     fn start(manifest: &std::path::Path) -> Running {
-        let mut child = Command::new(warden())
+        let mut child = cmd()
             .args(["run", manifest.to_str().unwrap(), "--events", "jsonl"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -303,7 +313,7 @@ significant = true
 "#,
     );
     std::fs::write(dir.path().join("notes.wasm"), "not wasm at all").unwrap();
-    let check = Command::new(warden()).args(["check", path.to_str().unwrap()]).output().unwrap();
+    let check = cmd().args(["check", path.to_str().unwrap()]).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(!check.status.success());
     for expected in [
@@ -318,7 +328,7 @@ significant = true
     }
     assert!(out.lines().all(|l| l.contains("tree.toml")), "every line names the file:\n{out}");
 
-    let run = Command::new(warden())
+    let run = cmd()
         .args(["run", path.to_str().unwrap()])
         .stdin(Stdio::null())
         .output()
@@ -327,7 +337,7 @@ significant = true
     assert!(String::from_utf8_lossy(&run.stderr).contains("duplicate child id"));
 
     let (_d, unknown) = manifest("[root]\nstrategy = \"one_for_one\"\nstratgy = 1\n");
-    let check = Command::new(warden()).args(["check", unknown.to_str().unwrap()]).output().unwrap();
+    let check = cmd().args(["check", unknown.to_str().unwrap()]).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains("line 3: unknown field `stratgy`"), "{out}");
 
@@ -340,7 +350,7 @@ significant = true
     )
     .unwrap();
     let check =
-        Command::new(warden()).args(["check", not_component.to_str().unwrap()]).output().unwrap();
+        cmd().args(["check", not_component.to_str().unwrap()]).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains("is a core WebAssembly module, not a component"), "{out}");
 }
@@ -352,7 +362,7 @@ fn examples() -> PathBuf {
 
 #[test]
 fn the_demo_shows_a_crash_a_dead_letter_an_escalation_and_ends_cleanly_with_stdin_closed() {
-    let out = Command::new(warden())
+    let out = cmd()
         .args(["run", examples().join("demo.toml").to_str().unwrap(), "--events", "jsonl"])
         .stdin(Stdio::null()) // closed at once: the tree runs on regardless
         .output()
@@ -400,12 +410,12 @@ fn every_example_manifest_checks_and_shows_its_tree() {
     features.sort();
     assert!(features.len() >= 8, "one manifest per feature: {features:?}");
     manifests.extend(features);
-    let check = Command::new(warden()).arg("check").args(&manifests).output().unwrap();
+    let check = cmd().arg("check").args(&manifests).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("ok")).count(), manifests.len(), "{out}");
     for manifest in &manifests {
-        let tree = Command::new(warden()).arg("tree").arg(manifest).output().unwrap();
+        let tree = cmd().arg("tree").arg(manifest).output().unwrap();
         let shown = String::from_utf8_lossy(&tree.stdout);
         assert!(tree.status.success() && shown.starts_with("root  supervisor "), "{shown}");
     }
@@ -414,7 +424,7 @@ fn every_example_manifest_checks_and_shows_its_tree() {
 #[test]
 fn tree_and_schema_describe_a_manifest() {
     let (_dir, path) = manifest(ABC);
-    let tree = Command::new(warden()).args(["tree", path.to_str().unwrap()]).output().unwrap();
+    let tree = cmd().args(["tree", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(tree.status.code(), Some(0));
     let shown = String::from_utf8_lossy(&tree.stdout);
     let lines: Vec<&str> = shown.lines().collect();
@@ -423,11 +433,11 @@ fn tree_and_schema_describe_a_manifest() {
     assert!(lines[3].starts_with("└── c  worker echo.wasm"), "{shown}");
 
     let (_dir, bad) = manifest("[root]\nstrategy = \"sideways\"\n");
-    let tree = Command::new(warden()).args(["tree", bad.to_str().unwrap()]).output().unwrap();
+    let tree = cmd().args(["tree", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(tree.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&tree.stderr).contains("line 2"));
 
-    let schema = Command::new(warden()).arg("schema").output().unwrap();
+    let schema = cmd().arg("schema").output().unwrap();
     let schema: Value = serde_json::from_slice(&schema.stdout).unwrap();
     let shipped: Value = serde_json::from_str(
         &std::fs::read_to_string(examples().join("../docs/manifest.schema.json")).unwrap(),
@@ -444,7 +454,7 @@ fn tree_and_schema_describe_a_manifest() {
 #[test]
 fn pretty_events_are_a_readable_log() {
     let (_dir, path) = manifest(ABC);
-    let out = Command::new(warden())
+    let out = cmd()
         .args(["run", path.to_str().unwrap(), "--events", "pretty"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -617,7 +627,7 @@ config = { interval_ms = 10, stop_after = 1 }
         .replace("TICKER", warden_tests::TICKER)
         .as_str(),
     );
-    let command = format!("{} run {}", warden().display(), path.display());
+    let command = format!("{} run --in-memory {}", warden().display(), path.display());
     let out = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env_remove("NO_COLOR")

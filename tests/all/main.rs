@@ -7,4 +7,5 @@ mod fixtures;
 mod load;
 mod messaging;
 mod runtime;
+mod state;
 mod supervision;

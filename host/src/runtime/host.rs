@@ -5,7 +5,7 @@ use crate::ExitReason;
 use crate::events::{Event, EventBus, EventRecord};
 use crate::messaging::{CircuitState, MessageStats, Post};
 use crate::sandbox::{Engine, EngineConfig, LoadError, MessageError, Plugin, SandboxError};
-use crate::state::{MemoryStore, StateStore};
+use crate::state::{DiskStore, MemoryStore, OpenError, StateStore};
 use crate::supervisor::{AdminError, ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,9 @@ pub enum HostError {
     /// The engine could not be created.
     #[error(transparent)]
     Engine(#[from] SandboxError),
+    /// The state's data directory could not be opened.
+    #[error(transparent)]
+    State(#[from] OpenError),
     /// The supervisor ended before answering.
     #[error("the supervisor is gone")]
     Gone,
@@ -173,6 +176,7 @@ pub struct HostBuilder {
     engine: Option<EngineConfig>,
     shared_engine: Option<Engine>,
     state: Option<Arc<dyn StateStore>>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl HostBuilder {
@@ -190,17 +194,30 @@ impl HostBuilder {
         self
     }
 
-    /// Where children keep their state. Default an in-memory store.
+    /// Where children keep their state. Default an in-memory store (see
+    /// [`HostBuilder::data_dir`] for a durable one).
     pub fn state(mut self, state: Arc<dyn StateStore>) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// Keeps children's state durably in `dir` (a [`DiskStore`], opened by
+    /// [`HostBuilder::build`]). Overrides [`HostBuilder::state`].
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
         self
     }
 
     /// Builds the host.
     ///
     /// # Errors
-    /// The engine could not be created.
+    /// The engine could not be created, or the data directory opened (it is in use by
+    /// another process, or its database is corrupted).
     pub fn build(self) -> Result<Host, HostError> {
+        let state = match self.data_dir {
+            Some(dir) => Arc::new(DiskStore::open(dir)?),
+            None => self.state.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+        };
         let engine = match self.shared_engine {
             Some(engine) => engine,
             None => Engine::with_config(self.engine.unwrap_or_default())?,
@@ -210,7 +227,7 @@ impl HostBuilder {
         Ok(Host {
             shared: Arc::new(Shared {
                 engine,
-                state: self.state.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                state,
                 post: Arc::new(Post::new(Arc::clone(&events))),
                 events,
                 supervisors: Mutex::new(HashMap::new()),
@@ -295,6 +312,11 @@ impl Host {
     /// Unknown target, too large, mailbox full (nothing is dropped silently).
     pub fn send(&self, path: &str, payload: Vec<u8>) -> Result<(), MessageError> {
         self.shared.post.send(None, path, payload)
+    }
+
+    /// The children's state store, to read or seed state from outside the tree.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.shared.state
     }
 
     /// The account of every message since the host started.

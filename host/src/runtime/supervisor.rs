@@ -77,6 +77,8 @@ struct Supervisor {
     mailboxes: HashMap<String, Arc<Mailbox>>,
     timers: JoinSet<()>,
     admin: Option<oneshot::Sender<Result<AdminReply, HostError>>>,
+    /// Admin requests answered `ok` when the agenda is done.
+    deferred: Vec<oneshot::Sender<Result<AdminReply, HostError>>>,
 }
 
 /// Starts the supervisor at `path`; returns once its children are started (or its
@@ -120,6 +122,7 @@ async fn start_inner(
         mailboxes: HashMap::new(),
         timers: JoinSet::new(),
         admin: None,
+        deferred: Vec::new(),
     };
     shared.register(&path, tx.clone());
     let task = Owned(tokio::spawn(supervisor.run(rx, ready_tx, parent)));
@@ -190,6 +193,7 @@ impl Supervisor {
             SupMsg::Timer { id, generation } => self.core.timer(&id, generation, now),
             SupMsg::Shutdown => self.core.shutdown(),
             SupMsg::Admin(request, reply) => {
+                let deferred = matches!(request, AdminRequest::DeleteChild(_));
                 let answer = match request {
                     AdminRequest::WhichChildren => {
                         Ok(AdminReply::Children(self.core.which_children()))
@@ -216,6 +220,9 @@ impl Supervisor {
                 match answer {
                     // Answered when the start it asked for is reported.
                     Ok(AdminReply::Pending) => self.admin = Some(reply),
+                    // Answered once the directives it caused (removing its state) are
+                    // carried out.
+                    Ok(AdminReply::Ok) if deferred => self.deferred.push(reply),
                     Ok(answer) => {
                         let _ = reply.send(Ok(answer));
                     }
@@ -270,14 +277,23 @@ impl Supervisor {
                         let _ = me.send(SupMsg::Timer { id: child, generation });
                     });
                 }
-                Directive::Forget { child } => {
+                Directive::Forget { child, keep_state } => {
+                    let path = self.core.child_path(&child);
                     if self.mailboxes.remove(&child).is_some() {
-                        self.shared.post.forget(&self.core.child_path(&child));
+                        self.shared.post.forget(&path);
+                    }
+                    // Awaited: a child started next under the same path must not find
+                    // its predecessor's state.
+                    if !keep_state && let Err(e) = self.shared.state.remove_tree(&path).await {
+                        tracing::warn!(child = path, "could not remove its state: {e}");
                     }
                 }
                 Directive::Emit(event) => self.shared.emit(event),
                 Directive::Exit(reason) => return Some(reason),
             }
+        }
+        for reply in self.deferred.drain(..) {
+            let _ = reply.send(Ok(AdminReply::Ok));
         }
         None
     }

@@ -5,7 +5,7 @@ use super::bindings::warden::plugin::{runtime, state, types};
 use super::instance::{ChildState, to_wit_exit};
 use super::services::MessageError;
 use crate::ExitReason;
-use crate::state::StateError;
+use crate::state::{Op, StateError};
 use std::time::Duration;
 
 /// Longest abort message kept from a guest; the rest is cut.
@@ -90,16 +90,38 @@ impl state::Host for ChildState {
         self.state.get(&self.path, &key).map_err(to_wit_state_error)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::StateError> {
-        self.state.set(&self.path, &key, &value).map_err(to_wit_state_error)
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), types::StateError> {
+        self.write_state(vec![Op::Set(key, value)]).await.map(drop)
     }
 
-    fn delete(&mut self, key: String) -> Result<bool, types::StateError> {
-        self.state.delete(&self.path, &key).map_err(to_wit_state_error)
+    async fn delete(&mut self, key: String) -> Result<bool, types::StateError> {
+        let present = self.write_state(vec![Op::Delete(key)]).await?;
+        Ok(present.first().copied().unwrap_or(false))
+    }
+
+    async fn batch(&mut self, ops: Vec<state::StateOp>) -> Result<(), types::StateError> {
+        let ops = ops
+            .into_iter()
+            .map(|op| match op {
+                state::StateOp::Set((key, value)) => Op::Set(key, value),
+                state::StateOp::Delete(key) => Op::Delete(key),
+            })
+            .collect();
+        self.write_state(ops).await.map(drop)
     }
 
     fn keys(&mut self, prefix: String) -> Result<Vec<String>, types::StateError> {
         self.state.keys(&self.path, &prefix).map_err(to_wit_state_error)
+    }
+}
+
+impl ChildState {
+    /// Queues a write within the child's quota and waits for its commit.
+    async fn write_state(&mut self, ops: Vec<Op>) -> Result<Vec<bool>, types::StateError> {
+        let committed = self.state.write(&self.path, ops, self.quota);
+        // Waiting for the disk is not the guest's silence.
+        let _wait = self.heartbeat.wait_in_host();
+        committed.await.map_err(to_wit_state_error)
     }
 }
 

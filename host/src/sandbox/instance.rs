@@ -9,7 +9,7 @@ use super::limits::{ChildLimits, Grants, LimitExceeded, Limiter};
 use super::plugin::Plugin;
 use super::services::{Messenger, NoMessaging, TimerGuard};
 use super::stdio::TracingStream;
-use crate::state::{MemoryStore, StateStore};
+use crate::state::{MemoryStore, Quota, StateStore};
 use crate::{ExitReason, KillCause, TrapKind};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -134,6 +134,7 @@ pub(crate) struct ChildState {
     pub(crate) path: Arc<str>,
     pub(crate) messenger: Arc<dyn Messenger>,
     pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) quota: Quota,
     pub(crate) heartbeat: Arc<Heartbeat>,
     /// The heartbeat policy, judged at epoch ticks, and when to judge next.
     watch: Option<HeartbeatPolicy>,
@@ -169,6 +170,7 @@ impl ChildState {
             path: Arc::from(path),
             messenger,
             state,
+            quota: limits.state,
             heartbeat,
             watch: limits.heartbeat,
             next_judgement: None,

@@ -1,6 +1,7 @@
 //! Per-child limits and capabilities: deny by default, and say so.
 
 use super::heartbeat::HeartbeatPolicy;
+use crate::state::Quota;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct ChildLimits {
     /// child judged hung ends with `killed(heartbeat)`. `None` = no watchdog (the
     /// default: only the call deadline bounds a call).
     pub heartbeat: Option<HeartbeatPolicy>,
+    /// How much durable state the child may keep (keys, bytes, largest value).
+    pub state: Quota,
 }
 
 impl Default for ChildLimits {
@@ -37,6 +40,7 @@ impl Default for ChildLimits {
             call_deadline: Some(Duration::from_secs(5)),
             fuel_per_call: None,
             heartbeat: None,
+            state: Quota::default(),
         }
     }
 }

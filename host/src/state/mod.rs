@@ -1,11 +1,23 @@
-//! Per-child key-value state, kept across restarts.
+//! Per-child key-value state, kept across restarts (and, on disk, across host
+//! restarts).
 //!
 //! Each child sees only its own namespace: the store is addressed by the child's path
-//! (its scope) and a key. [`MemoryStore`] keeps everything in memory, for tests and for
-//! hosts that need no durability; it still enforces the key and value limits so a
-//! plugin behaves the same against every store.
+//! (its scope) and a key. Two stores implement [`StateStore`]:
+//! - [`DiskStore`]: a redb database in a data directory; a write is durable (fsynced)
+//!   when its future resolves. Writes from every child are committed by one writer
+//!   thread, several at a time (group commit), so no runtime thread waits for a disk.
+//! - [`MemoryStore`]: the same rules in memory, for tests and hosts that need no
+//!   durability.
+//!
+//! Both enforce the same key and value limits and the child's [`Quota`] with the same
+//! code ([`plan`]), so a plugin behaves the same against either.
 
-use std::collections::BTreeMap;
+mod disk;
+
+pub use disk::{DiskStore, OpenError};
+
+use crate::sandbox::BoxFuture;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Mutex;
 
@@ -27,6 +39,52 @@ pub enum StateError {
     Storage(String),
 }
 
+/// One change in a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Store the value under the key.
+    Set(String, Vec<u8>),
+    /// Remove the key.
+    Delete(String),
+}
+
+impl Op {
+    /// The key it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Set(key, _) | Op::Delete(key) => key,
+        }
+    }
+}
+
+/// How much state one child may keep. A write that would take the child past a limit
+/// fails with [`StateError::QuotaExceeded`] (or [`StateError::ValueTooLarge`]) and
+/// changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Keys and values together, in bytes. Default 64 MiB.
+    pub max_bytes: u64,
+    /// Number of keys. Default 100,000.
+    pub max_keys: u64,
+    /// Largest value, in bytes. Default 1 MiB.
+    pub max_value_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Self { max_bytes: 64 << 20, max_keys: 100_000, max_value_bytes: 1 << 20 }
+    }
+}
+
+/// What one child keeps: its number of keys and their bytes (keys and values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Keys stored.
+    pub keys: u64,
+    /// Bytes of keys and values together.
+    pub bytes: u64,
+}
+
 /// A key-value store with one namespace per child path.
 pub trait StateStore: Send + Sync + fmt::Debug {
     /// The value under `key` in `scope`.
@@ -35,42 +93,154 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// A bad key or a storage failure.
     fn get(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>, StateError>;
 
-    /// Stores `value` under `key` in `scope`.
-    ///
-    /// # Errors
-    /// A bad key, a value too large, a quota exceeded, or a storage failure.
-    fn set(&self, scope: &str, key: &str, value: &[u8]) -> Result<(), StateError>;
-
-    /// Removes `key` from `scope`; returns whether it was there.
-    ///
-    /// # Errors
-    /// A bad key or a storage failure.
-    fn delete(&self, scope: &str, key: &str) -> Result<bool, StateError>;
-
     /// The keys of `scope` that start with `prefix`, ascending.
     ///
     /// # Errors
     /// A storage failure.
     fn keys(&self, scope: &str, prefix: &str) -> Result<Vec<String>, StateError>;
+
+    /// Applies `ops` to `scope` in order, all or none, within `quota`. When the future
+    /// resolves with `Ok`, the change is durable (as durable as the store is); it
+    /// holds, for each op, whether its key was present before it.
+    ///
+    /// The write is queued when this returns: a later write or read of the same scope
+    /// from the same caller sees it once the future resolved.
+    fn write(
+        &self,
+        scope: &str,
+        ops: Vec<Op>,
+        quota: Quota,
+    ) -> BoxFuture<'static, Result<Vec<bool>, StateError>>;
+
+    /// Removes the state of `path` and of every path below it (`path/...`); resolves
+    /// to the number of keys removed.
+    fn remove_tree(&self, path: &str) -> BoxFuture<'static, Result<u64, StateError>>;
+
+    /// Every scope that holds keys, ascending, with its usage.
+    ///
+    /// # Errors
+    /// A storage failure.
+    fn scopes(&self) -> Result<Vec<(String, Usage)>, StateError>;
+}
+
+/// Where `warden run` keeps the state of the tree in `manifest` when neither the
+/// command line nor the manifest says: `$XDG_STATE_HOME/warden/NAME-HASH` (or
+/// `~/.local/state/warden/NAME-HASH`), NAME the manifest's file stem and HASH from its
+/// absolute path, so that two manifests never share a directory and the same manifest
+/// always finds its own. Without a home directory, `.warden-state/NAME` beside the
+/// manifest.
+pub fn default_data_dir(manifest: &std::path::Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let absolute = std::path::absolute(manifest).unwrap_or_else(|_| manifest.to_path_buf());
+    let absolute = absolute.canonicalize().unwrap_or(absolute);
+    let name = manifest.file_stem().map_or("tree".into(), |s| s.to_string_lossy());
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|home| home.join(".local/state")));
+    match base {
+        Some(base) => {
+            let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+            let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+            base.join("warden").join(format!("{name}-{hash}"))
+        }
+        None => absolute.parent().unwrap_or(std::path::Path::new(".")).join(".warden-state").join(&*name),
+    }
 }
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
-/// Largest value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
-fn check_key(key: &str) -> Result<(), StateError> {
+/// Refuses an empty key or one longer than [`MAX_KEY_BYTES`].
+///
+/// # Errors
+/// [`StateError::BadKey`].
+pub fn check_key(key: &str) -> Result<(), StateError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(StateError::BadKey(MAX_KEY_BYTES as u64));
     }
     Ok(())
 }
 
+/// Checks `ops` against the key and value limits and `quota`, given the scope's
+/// `usage` and, through `stored`, the size of a key's value before the write. Returns
+/// the usage after the write and, per op, whether its key was present before it.
+///
+/// A write that only shrinks a child already over its quota (a quota lowered since)
+/// is allowed.
+///
+/// # Errors
+/// The first bad key or value, or the quota that would be exceeded; or what `stored`
+/// returned.
+pub fn plan(
+    ops: &[Op],
+    usage: Usage,
+    quota: Quota,
+    mut stored: impl FnMut(&str) -> Result<Option<u64>, StateError>,
+) -> Result<(Usage, Vec<bool>), StateError> {
+    let mut after = usage;
+    // What the write did so far to the keys it touched: their value size, if present.
+    let mut touched: HashMap<&str, Option<u64>> = HashMap::new();
+    let mut present = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = op.key();
+        check_key(key)?;
+        let before = match touched.get(key) {
+            Some(size) => *size,
+            None => stored(key)?,
+        };
+        let key_bytes = key.len() as u64;
+        if let Some(size) = before {
+            after.keys -= 1;
+            after.bytes -= key_bytes + size;
+        }
+        let now = match op {
+            Op::Set(_, value) => {
+                let size = value.len() as u64;
+                if size > quota.max_value_bytes {
+                    return Err(StateError::ValueTooLarge(quota.max_value_bytes));
+                }
+                after.keys += 1;
+                after.bytes += key_bytes + size;
+                Some(size)
+            }
+            Op::Delete(_) => None,
+        };
+        touched.insert(key, now);
+        present.push(before.is_some());
+    }
+    if after.keys > quota.max_keys && after.keys > usage.keys {
+        return Err(StateError::QuotaExceeded(format!(
+            "{} keys, the limit is {}",
+            after.keys, quota.max_keys
+        )));
+    }
+    if after.bytes > quota.max_bytes && after.bytes > usage.bytes {
+        return Err(StateError::QuotaExceeded(format!(
+            "{} bytes, the limit is {}",
+            after.bytes, quota.max_bytes
+        )));
+    }
+    Ok((after, present))
+}
+
+/// Whether `scope` is `path` or below it.
+fn in_tree(scope: &str, path: &str) -> bool {
+    scope.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// An in-memory [`StateStore`]: survives restarts of a child, not of the host.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    // (scope, key) -> value; a std Mutex: it is never held across an await.
-    entries: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    // a std Mutex: it is never held across an await.
+    inner: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    // (scope, key) -> value
+    entries: BTreeMap<(String, String), Vec<u8>>,
+    usage: BTreeMap<String, Usage>,
 }
 
 impl MemoryStore {
@@ -79,72 +249,75 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
-        // A panic while holding the lock cannot leave the map half-written: every
-        // operation is a single insert or remove.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn inner(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // Every change is planned before it is made, so a panic cannot leave the maps
+        // half-written.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl StateStore for MemoryStore {
     fn get(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         check_key(key)?;
-        Ok(self.entries().get(&(scope.to_owned(), key.to_owned())).cloned())
-    }
-
-    fn set(&self, scope: &str, key: &str, value: &[u8]) -> Result<(), StateError> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(StateError::ValueTooLarge(MAX_VALUE_BYTES as u64));
-        }
-        self.entries().insert((scope.to_owned(), key.to_owned()), value.to_vec());
-        Ok(())
-    }
-
-    fn delete(&self, scope: &str, key: &str) -> Result<bool, StateError> {
-        check_key(key)?;
-        Ok(self.entries().remove(&(scope.to_owned(), key.to_owned())).is_some())
+        Ok(self.inner().entries.get(&(scope.to_owned(), key.to_owned())).cloned())
     }
 
     fn keys(&self, scope: &str, prefix: &str) -> Result<Vec<String>, StateError> {
         let start = (scope.to_owned(), prefix.to_owned());
         Ok(self
-            .entries()
+            .inner()
+            .entries
             .range(start..)
             .take_while(|((s, k), _)| s == scope && k.starts_with(prefix))
             .map(|((_, k), _)| k.clone())
             .collect())
     }
+
+    fn write(
+        &self,
+        scope: &str,
+        ops: Vec<Op>,
+        quota: Quota,
+    ) -> BoxFuture<'static, Result<Vec<bool>, StateError>> {
+        let mut inner = self.inner();
+        let usage = inner.usage.get(scope).copied().unwrap_or_default();
+        let planned = plan(&ops, usage, quota, |key| {
+            Ok(inner.entries.get(&(scope.to_owned(), key.to_owned())).map(|v| v.len() as u64))
+        });
+        let result = planned.map(|(after, present)| {
+            for op in ops {
+                match op {
+                    Op::Set(key, value) => {
+                        inner.entries.insert((scope.to_owned(), key), value);
+                    }
+                    Op::Delete(key) => {
+                        inner.entries.remove(&(scope.to_owned(), key));
+                    }
+                }
+            }
+            if after.keys == 0 {
+                inner.usage.remove(scope);
+            } else {
+                inner.usage.insert(scope.to_owned(), after);
+            }
+            present
+        });
+        Box::pin(std::future::ready(result))
+    }
+
+    fn remove_tree(&self, path: &str) -> BoxFuture<'static, Result<u64, StateError>> {
+        let mut inner = self.inner();
+        let before = inner.entries.len();
+        inner.entries.retain(|(scope, _), _| !in_tree(scope, path));
+        inner.usage.retain(|scope, _| !in_tree(scope, path));
+        let removed = (before - inner.entries.len()) as u64;
+        Box::pin(std::future::ready(Ok(removed)))
+    }
+
+    fn scopes(&self) -> Result<Vec<(String, Usage)>, StateError> {
+        Ok(self.inner().usage.iter().map(|(s, u)| (s.clone(), *u)).collect())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_are_separate_and_keys_are_ordered() {
-        let store = MemoryStore::new();
-        store.set("root/a", "k2", b"2").unwrap();
-        store.set("root/a", "k1", b"1").unwrap();
-        store.set("root/b", "k1", b"other").unwrap();
-        assert_eq!(store.get("root/a", "k1").unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(store.keys("root/a", "k").unwrap(), ["k1", "k2"]);
-        assert_eq!(store.keys("root/a", "k2").unwrap(), ["k2"]);
-        assert!(store.delete("root/a", "k1").unwrap());
-        assert!(!store.delete("root/a", "k1").unwrap());
-        assert_eq!(store.get("root/b", "k1").unwrap().as_deref(), Some(&b"other"[..]));
-    }
-
-    #[test]
-    fn bad_keys_and_large_values_are_refused() {
-        let store = MemoryStore::new();
-        assert_eq!(store.set("s", "", b"x"), Err(StateError::BadKey(MAX_KEY_BYTES as u64)));
-        let long = "k".repeat(64 * 1024);
-        assert_eq!(store.get("s", &long), Err(StateError::BadKey(MAX_KEY_BYTES as u64)));
-        let big = vec![0u8; MAX_VALUE_BYTES + 1];
-        assert_eq!(
-            store.set("s", "k", &big),
-            Err(StateError::ValueTooLarge(MAX_VALUE_BYTES as u64))
-        );
-    }
-}
+mod tests;

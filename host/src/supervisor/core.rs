@@ -61,10 +61,13 @@ pub enum Directive {
     },
     /// The child's spec is gone (a temporary or dynamic child ended, `delete_child`,
     /// a failed `start_child`): release what the runtime keeps for its path (its
-    /// mailbox). The runtime does the same for every child when the supervisor exits.
+    /// mailbox; the runtime does that for every child when the supervisor exits) and
+    /// remove its durable state, unless the spec asked to keep it.
     Forget {
         /// The child's id.
         child: String,
+        /// The spec asked to keep its durable state.
+        keep_state: bool,
     },
     /// Publish an event.
     Emit(Event),
@@ -817,7 +820,11 @@ impl Core {
     /// Drops a child's spec; the runtime is told to forget its path.
     fn remove_child(&mut self, i: usize) {
         let child = self.children.remove(i);
-        self.agenda.push_back(Directive::Forget { child: child.spec.id });
+        let keep_state = match &child.spec.start {
+            ChildStart::Plugin(start) => start.keep_state,
+            ChildStart::Supervisor(_) => false,
+        };
+        self.agenda.push_back(Directive::Forget { child: child.spec.id, keep_state });
     }
 
     fn find(&self, id: &str) -> Option<usize> {

@@ -148,6 +148,9 @@ pub struct PluginStart {
     pub grants: Grants,
     /// Its mailbox, whom it may message, its circuit breaker.
     pub mailbox: MailboxConfig,
+    /// Keep its durable state when its spec is dropped (a temporary or dynamic child
+    /// that ended, `delete_child`). Default false: the state goes with the spec.
+    pub keep_state: bool,
 }
 
 impl PluginStart {
@@ -160,6 +163,7 @@ impl PluginStart {
             limits: ChildLimits::default(),
             grants: Grants::default(),
             mailbox: MailboxConfig::default(),
+            keep_state: false,
         }
     }
 

@@ -101,7 +101,7 @@ impl Sim {
                     self.log.push(format!("timer {child} {}ms", delay.as_millis()));
                     self.timers.push((child, self.now + delay, generation));
                 }
-                Directive::Forget { child } => self.forgotten.push(child),
+                Directive::Forget { child, .. } => self.forgotten.push(child),
                 Directive::Emit(event) => self.log.push(describe(&event)),
                 Directive::Exit(reason) => {
                     self.log.push(format!("exit {reason}"));

@@ -17,6 +17,12 @@
 //! | `echo:TEXT`      | replies TEXT                                                  |
 //! | `state:set:K:V`  | stores V under K; replies `ok`                                |
 //! | `state:get:K`    | replies the value under K (an error if there is none)         |
+//! | `state:del:K`    | removes K; replies `true` if it was there, else `false`       |
+//! | `state:keys:P`   | replies the keys starting with P, comma-separated             |
+//! | `state:batch:OPS`| applies `K=V` (set) and `-K` (delete) ops, comma-separated,   |
+//! |                  | atomically; replies `ok`                                      |
+//! | `state:fill:N:SIZE` | sets `fill0`… `fill{N-1}` to SIZE bytes each, stopping at  |
+//! |                  | the first error; replies `stored N` or `stored M: ERROR`      |
 //! | `send:PATH:TEXT` | sends TEXT to PATH; replies `ok`                              |
 //! | `call:PATH:TEXT` | calls PATH with TEXT; replies with its reply (or the error)   |
 //!
@@ -120,6 +126,32 @@ impl Plugin for Chaos {
                         Some(v) => Ok(v),
                         None => Err(format!("chaos: no state under {k:?}")),
                     }
+                } else if let Some(k) = text.strip_prefix("state:del:") {
+                    Ok(state::delete(k).map_err(|e| e.to_string())?.to_string().into_bytes())
+                } else if let Some(prefix) = text.strip_prefix("state:keys:") {
+                    Ok(state::keys(prefix).map_err(|e| e.to_string())?.join(",").into_bytes())
+                } else if let Some(ops) = text.strip_prefix("state:batch:") {
+                    let ops = ops.split(',').map(|op| match op.strip_prefix('-') {
+                        Some(key) => Ok(state::Op::Delete(key.to_owned())),
+                        None => match op.split_once('=') {
+                            Some((k, v)) => Ok(state::Op::Set(k.to_owned(), v.as_bytes().to_vec())),
+                            None => Err(format!("chaos: batch op {op:?} is neither K=V nor -K")),
+                        },
+                    });
+                    state::batch(ops.collect::<Result<Vec<_>, _>>()?).map_err(|e| e.to_string())?;
+                    ok()
+                } else if let Some(args) = text.strip_prefix("state:fill:") {
+                    let (n, size) = args.split_once(':').ok_or("chaos: state:fill:N:SIZE")?;
+                    let n: u64 = n.parse().map_err(|_| format!("chaos: {n:?} is not a count"))?;
+                    let size: usize =
+                        size.parse().map_err(|_| format!("chaos: {size:?} is not a size"))?;
+                    let value = vec![b'x'; size];
+                    for i in 0..n {
+                        if let Err(e) = state::set(&format!("fill{i}"), &value) {
+                            return Ok(format!("stored {i}: {e}").into_bytes());
+                        }
+                    }
+                    Ok(format!("stored {n}").into_bytes())
                 } else if let Some(rest) = text.strip_prefix("send:") {
                     let (to, body) =
                         rest.split_once(':').ok_or("chaos: send:PATH:TEXT needs a text")?;

@@ -7,6 +7,9 @@
 //! |                       | and, if any was rejected, `: ERROR` (the first error)   |
 //! | `!log`                | replies what it recorded, comma-separated               |
 //! | `!count`              | replies how many messages it received (`!` ones aside)  |
+//! | `!state:N:SIZE`       | N times: `state::set` a SIZE-byte value, then `get` it; |
+//! |                       | replies each one's duration as timed inside the guest:  |
+//! |                       | N set then N get nanoseconds, u64 little-endian         |
 //! | anything else         | counted, recorded (as text), and answered `ok`          |
 //!
 //! Records live in the incarnation's memory, so a restart starts them over: a test can
@@ -39,6 +42,7 @@ impl Plugin for Relay {
         match command {
             "log" => Ok(self.log.join(",").into_bytes()),
             "count" => Ok(self.count.to_string().into_bytes()),
+            _ if command.starts_with("state:") => time_state(&command["state:".len()..]),
             _ => {
                 let rest = command
                     .strip_prefix("flood:")
@@ -67,6 +71,30 @@ impl Plugin for Relay {
             }
         }
     }
+}
+
+/// `!state:N:SIZE`: the state benchmark's inside view of `set` and `get`.
+fn time_state(args: &str) -> Result<Vec<u8>, String> {
+    let (n, size) = args.split_once(':').ok_or("relay: !state:N:SIZE")?;
+    let n: usize = n.parse().map_err(|_| format!("relay: {n:?} is not a count"))?;
+    let size: usize = size.parse().map_err(|_| format!("relay: {size:?} is not a size"))?;
+    let value = vec![0x5a; size];
+    let keys: Vec<String> = (0..n).map(|i| format!("bench/{i}")).collect();
+    let mut nanos = Vec::with_capacity(2 * n);
+    for key in &keys {
+        let start = std::time::Instant::now();
+        warden_guest::state::set(key, &value).map_err(|e| format!("set {key}: {e:?}"))?;
+        nanos.push(start.elapsed().as_nanos() as u64);
+    }
+    for key in &keys {
+        let start = std::time::Instant::now();
+        let got = warden_guest::state::get(key).map_err(|e| format!("get {key}: {e:?}"))?;
+        nanos.push(start.elapsed().as_nanos() as u64);
+        if got.as_deref() != Some(&value[..]) {
+            return Err(format!("get {key}: not the value set"));
+        }
+    }
+    Ok(nanos.iter().flat_map(|n| n.to_le_bytes()).collect())
 }
 
 export_plugin!(Relay);
