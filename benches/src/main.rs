@@ -76,6 +76,10 @@ fn main() -> Result<()> {
         runtime.block_on(call("call_64KiB", 64 << 10, samples / 4))?,
         parallel.block_on(send_throughput(100, if quick { 1_000 } else { 10_000 }))?,
     ];
+    let mut scenarios = scenarios;
+    let (set, get) = runtime.block_on(state_latency(if quick { 200 } else { 2_000 }))?;
+    scenarios.extend([set, get]);
+    scenarios.push(parallel.block_on(state_commits(100, if quick { 20 } else { 100 }))?);
 
     println!(
         "{:<16} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
@@ -273,6 +277,97 @@ async fn send_throughput(children: usize, per_child: usize) -> Result<Scenario> 
         warden_value: Some(handled as f64 / elapsed.as_secs_f64()),
         note: Some(format!(
             "{handled} guest sends across {children} children, handled in {:.0} ms",
+            elapsed.as_secs_f64() * 1e3
+        )),
+        ..Scenario::default()
+    })
+}
+
+/// `set` and `get` of a 64-byte value as a plugin sees them (timed inside the guest
+/// by the relay plugin's `!state` command) on the durable store, beside redb used
+/// directly from Rust on the same disk: one insert per fsynced transaction, and one
+/// get per read transaction. Rounds of 100 of each, interleaved.
+async fn state_latency(samples: usize) -> Result<(Scenario, Scenario)> {
+    let dir = tempfile::tempdir()?;
+    let host = Host::builder().data_dir(dir.path().join("warden")).build()?;
+    let mut spec = SupervisorSpec::new(
+        Strategy::OneForOne,
+        vec![ChildSpec::plugin("relay", PluginStart::new(warden_tests::RELAY))],
+    );
+    spec.intensity = 0;
+    host.start(spec).await?;
+    let raw = redb::Database::create(dir.path().join("raw.redb"))?;
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("t");
+    let value = [0x5au8; 64];
+    let (mut set, mut get, mut raw_set, mut raw_get) = (vec![], vec![], vec![], vec![]);
+    let round = 100;
+    while set.len() < samples {
+        let nanos =
+            host.call("root/relay", b"!state:100:64".to_vec(), Duration::from_secs(60)).await?;
+        let nanos: Vec<f64> = nanos
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as f64 / 1e3)
+            .collect();
+        anyhow::ensure!(nanos.len() == 2 * round, "relay answered {} timings", nanos.len());
+        set.extend_from_slice(&nanos[..round]);
+        get.extend_from_slice(&nanos[round..]);
+        for i in 0..round {
+            let key = format!("bench/{i}");
+            let t = Instant::now();
+            let txn = raw.begin_write()?;
+            txn.open_table(table)?.insert(key.as_str(), &value[..])?;
+            txn.commit()?;
+            raw_set.push(micros(t.elapsed()));
+        }
+        for i in 0..round {
+            use redb::ReadableDatabase;
+            let key = format!("bench/{i}");
+            let t = Instant::now();
+            let txn = raw.begin_read()?;
+            let found = txn.open_table(table)?.get(key.as_str())?.map(|v| v.value().len());
+            raw_get.push(micros(t.elapsed()));
+            anyhow::ensure!(found == Some(64), "raw get found {found:?}");
+        }
+    }
+    host.shutdown().await;
+    Ok((
+        scenario("state_set", "us", set, "redb insert + fsynced commit, from Rust", raw_set),
+        scenario("state_get", "us", get, "redb get in a read transaction, from Rust", raw_get),
+    ))
+}
+
+/// Committed sets per second with `children` chaos plugins writing at once, each
+/// `per_child` sets of 64 bytes in a loop (`state:fill`), on the durable store: the
+/// writer thread commits what is queued together, one fsync for many sets.
+async fn state_commits(children: usize, per_child: usize) -> Result<Scenario> {
+    let dir = tempfile::tempdir()?;
+    let host = Host::builder().data_dir(dir.path()).build()?;
+    let specs = (0..children).map(|i| chaos_child(&format!("c{i}"))).collect();
+    let mut spec = SupervisorSpec::new(Strategy::OneForOne, specs);
+    spec.intensity = 0;
+    host.start(spec).await?;
+    let t = Instant::now();
+    let fills = (0..children).map(|i| {
+        let host = host.clone();
+        let order = format!("state:fill:{per_child}:64").into_bytes();
+        tokio::spawn(async move {
+            host.call(&format!("root/c{i}"), order, Duration::from_secs(120)).await
+        })
+    });
+    for fill in fills.collect::<Vec<_>>() {
+        let reply = fill.await??;
+        anyhow::ensure!(reply == format!("stored {per_child}").into_bytes(), "a fill failed");
+    }
+    let elapsed = t.elapsed();
+    host.shutdown().await;
+    let sets = children * per_child;
+    Ok(Scenario {
+        name: "state_commits",
+        unit: "set/s",
+        samples: sets,
+        warden_value: Some(sets as f64 / elapsed.as_secs_f64()),
+        note: Some(format!(
+            "{sets} durable sets by {children} children at once in {:.0} ms",
             elapsed.as_secs_f64() * 1e3
         )),
         ..Scenario::default()

@@ -139,14 +139,29 @@ async fn run(
     // a fuel limit.
     let engine = warden::sandbox::EngineConfig { fuel: uses_fuel(&spec), ..Default::default() };
     let builder = Host::builder().engine(engine);
-    let builder = match store {
-        Store::Memory => builder,
-        Store::Dir(dir) => builder.data_dir(dir),
-        Store::Default => builder.data_dir(
-            settings.data_dir.unwrap_or_else(|| warden::state::default_data_dir(manifest)),
-        ),
+    let host = match store {
+        Store::Memory => builder.build(),
+        Store::Dir(dir) => builder.data_dir(dir).build(),
+        Store::Default => match settings.data_dir {
+            Some(dir) => builder.data_dir(dir).build(),
+            None => match warden::state::DiskStore::open(warden::state::default_data_dir(manifest))
+            {
+                Ok(store) => builder.state(std::sync::Arc::new(store)).build(),
+                // Nobody chose this place: where it cannot be created (no writable
+                // home, say) the run goes on, and says its state will not last.
+                Err(warden::state::OpenError::Io { path, source }) => {
+                    eprintln!(
+                        "warden: cannot use the default data dir ({}: {source}); state is kept \
+                         in memory for this run (choose a place with --data-dir)",
+                        path.display()
+                    );
+                    builder.build()
+                }
+                Err(e) => Err(e.into()),
+            },
+        },
     };
-    let host = match builder.build() {
+    let host = match host {
         Ok(host) => host,
         Err(e) => {
             eprintln!("warden: {e}");

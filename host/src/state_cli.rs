@@ -99,9 +99,9 @@ pub(crate) fn main(args: Args) -> Result<ExitCode> {
         Action::Dump { path } => {
             let in_tree = |scope: &str| match &path {
                 None => true,
-                Some(p) => {
-                    scope.strip_prefix(p.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'))
-                }
+                Some(p) => scope
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.is_empty() || r.starts_with('/')),
             };
             for (scope, _) in store.scopes()? {
                 if !in_tree(&scope) {
@@ -113,8 +113,9 @@ pub(crate) fn main(args: Args) -> Result<ExitCode> {
                     match String::from_utf8(value) {
                         Ok(text) => line["value"] = text.into(),
                         Err(e) => {
-                            line["value_b64"] =
-                                base64::engine::general_purpose::STANDARD.encode(e.as_bytes()).into();
+                            line["value_b64"] = base64::engine::general_purpose::STANDARD
+                                .encode(e.as_bytes())
+                                .into();
                         }
                     }
                     writeln!(out, "{line}")?;
@@ -122,7 +123,8 @@ pub(crate) fn main(args: Args) -> Result<ExitCode> {
             }
         }
         Action::Set { path, key, value } => {
-            let write = store.write(&path, vec![Op::Set(key, value.into_bytes())], Quota::default());
+            let write =
+                store.write(&path, vec![Op::Set(key, value.into_bytes())], Quota::default());
             runtime.block_on(write).with_context(|| format!("set under {path}"))?;
         }
         Action::Rm { path, key: Some(key) } => {

@@ -2,121 +2,14 @@
 //! cargo builds the binary for it; the fixture plugins come from `warden-tests`): manifests, the JSON-lines events and control
 //! protocol, exit status, and bad input. Every read has a deadline.
 
+mod common;
+
+use common::{Running, cmd, manifest, warden};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-use warden_tests::{CHAOS, ECHO};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The `warden` binary, built by cargo for this package's integration tests.
-fn warden() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
-}
-
-/// A `warden` command whose default data dirs are in this test run's own directory
-/// (one per manifest, as for a user), not in the home directory.
-fn cmd() -> Command {
-    static STATE_HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    let home = STATE_HOME.get_or_init(|| tempfile::tempdir().unwrap());
-    let mut cmd = Command::new(warden());
-    cmd.env("XDG_STATE_HOME", home.path());
-    cmd
-}
-
-fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tree.toml");
-    std::fs::write(&path, text.replace("CHAOS", CHAOS).replace("ECHO", ECHO)).unwrap();
-    (dir, path)
-}
-
-struct Running {
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(manifest: &std::path::Path) -> Running {
-        let mut child = cmd()
-            .args(["run", manifest.to_str().unwrap(), "--events", "jsonl"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stdin = child.stdin.take();
-        Running { child: Some(child), stdin, lines }
-    }
-
-    fn command(&mut self, json: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{json}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// The next event matching `pred`; the events skipped on the way are returned too.
-    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
-        let mut skipped = Vec::new();
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(DEADLINE)
-                .unwrap_or_else(|_| panic!("no {what} within {DEADLINE:?}; saw {skipped:#?}"));
-            let event: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if pred(&event) {
-                return (event, skipped);
-            }
-            skipped.push(event);
-        }
-    }
-
-    fn reply(&mut self, id: i64) -> Value {
-        self.expect(&format!("reply {id}"), |e| e["event"] == "reply" && e["id"] == id).0
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill").args(["-s", name, &pid]).status().unwrap();
-        assert!(status.success(), "kill -s {name} {pid}");
-    }
-
-    fn exit_code(mut self) -> i32 {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(DEADLINE) {
-            Ok(status) => status.unwrap().code().unwrap_or(-1),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                panic!("warden did not exit within {DEADLINE:?}");
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-        }
-    }
-}
+use std::process::{Command, Stdio};
+use warden_tests::CHAOS;
 
 const ABC: &str = r#"
 [root]
@@ -328,11 +221,7 @@ significant = true
     }
     assert!(out.lines().all(|l| l.contains("tree.toml")), "every line names the file:\n{out}");
 
-    let run = cmd()
-        .args(["run", path.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let run = cmd().args(["run", path.to_str().unwrap()]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("duplicate child id"));
 
@@ -349,8 +238,7 @@ significant = true
         wat::parse_str("(module)").unwrap(),
     )
     .unwrap();
-    let check =
-        cmd().args(["check", not_component.to_str().unwrap()]).output().unwrap();
+    let check = cmd().args(["check", not_component.to_str().unwrap()]).output().unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains("is a core WebAssembly module, not a component"), "{out}");
 }

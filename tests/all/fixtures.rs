@@ -4,10 +4,13 @@
 fn every_fixture_plugin_is_used_by_a_test() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
-    for sub in ["all", "isolated", "../host/tests"] {
-        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+    let mut dirs: Vec<_> = ["all", "isolated", "../host/tests"].map(|d| dir.join(d)).into();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.file_name().is_some_and(|n| n != "fixtures.rs") {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n != "fixtures.rs") {
                 sources += &std::fs::read_to_string(path).unwrap();
             }
         }

@@ -57,7 +57,7 @@ async fn the_counter_continues_after_a_crash_and_after_a_host_restart() {
 async fn a_child_past_its_quota_gets_the_error_and_keeps_running_beside_others() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(DiskStore::open(dir.path()).unwrap());
-    let mut t = tree(
+    let t = tree(
         &store,
         r#"
         [root]

@@ -151,12 +151,15 @@ impl DiskStore {
     /// Queues `job` for the writer; resolves once it is committed.
     fn submit(&self, job: Job) -> BoxFuture<'static, Result<Answer, StateError>> {
         let (done, answer) = oneshot::channel();
-        let sent = self.writer.as_ref().is_some_and(|(tx, _)| tx.send(Request { job, done }).is_ok());
+        let sent =
+            self.writer.as_ref().is_some_and(|(tx, _)| tx.send(Request { job, done }).is_ok());
         Box::pin(async move {
             if !sent {
                 return Err(StateError::Storage("the state writer has stopped".into()));
             }
-            answer.await.unwrap_or_else(|_| Err(StateError::Storage("the state writer died".into())))
+            answer
+                .await
+                .unwrap_or_else(|_| Err(StateError::Storage("the state writer died".into())))
         })
     }
 }
@@ -356,7 +359,8 @@ fn commit(db: &Database, group: Vec<Request>) {
 /// plan (limits, quota) has changed nothing and is answered with the refusal.
 fn apply(db: &Database, jobs: &[&Job]) -> Result<Vec<Result<Answer, StateError>>, redb::Error> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(redb::Durability::Immediate).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     let mut answers = Vec::with_capacity(jobs.len());
     {
         let mut entries = txn.open_table(ENTRIES)?;
@@ -390,16 +394,15 @@ fn write(
 ) -> Result<Result<Vec<bool>, StateError>, redb::Error> {
     let before = usage.get(scope)?.map(|u| u.value()).map(|(keys, bytes)| Usage { keys, bytes });
     let mut failure = None;
-    let planned = plan(ops, before.unwrap_or_default(), quota, |key| {
-        match entries.get((scope, key)) {
+    let planned =
+        plan(ops, before.unwrap_or_default(), quota, |key| match entries.get((scope, key)) {
             Ok(value) => Ok(value.map(|v| v.value().len() as u64)),
             Err(e) => {
                 let message = e.to_string();
                 failure = Some(e);
                 Err(StateError::Storage(message))
             }
-        }
-    });
+        });
     if let Some(e) = failure {
         return Err(e.into());
     }

@@ -144,7 +144,11 @@ pub fn default_data_dir(manifest: &std::path::Path) -> std::path::PathBuf {
             let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
             base.join("warden").join(format!("{name}-{hash}"))
         }
-        None => absolute.parent().unwrap_or(std::path::Path::new(".")).join(".warden-state").join(&*name),
+        None => absolute
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".warden-state")
+            .join(&*name),
     }
 }
 

@@ -109,7 +109,13 @@ async fn a_disk_store_keeps_its_writes_across_reopening() {
         let store = DiskStore::open(dir.path()).unwrap();
         // Many writers at once: the writer thread commits them in groups.
         let writes: Vec<_> = (0..200)
-            .map(|i| store.write(&format!("root/c{}", i % 7), vec![set(&format!("k{i}"), b"v")], Quota::default()))
+            .map(|i| {
+                store.write(
+                    &format!("root/c{}", i % 7),
+                    vec![set(&format!("k{i}"), b"v")],
+                    Quota::default(),
+                )
+            })
             .collect();
         for write in writes {
             write.await.unwrap();
@@ -126,7 +132,8 @@ fn a_data_dir_in_use_names_the_pid_that_holds_it() {
     let dir = tempfile::tempdir().unwrap();
     let first = DiskStore::open(dir.path()).unwrap();
     let second = DiskStore::open(dir.path()).unwrap_err();
-    let expected = format!("data dir {} is in use by pid {}", dir.path().display(), std::process::id());
+    let expected =
+        format!("data dir {} is in use by pid {}", dir.path().display(), std::process::id());
     assert_eq!(second.to_string(), expected);
     drop(first);
     DiskStore::open(dir.path()).expect("free again once the first store is closed");
@@ -150,7 +157,10 @@ async fn a_corrupted_database_is_reported_and_left_as_it_is() {
     let error = DiskStore::open(dir.path()).unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, OpenError::Corrupted { .. }), "{message}");
-    assert!(message.contains("state.redb is corrupted") && message.contains("left as it is"), "{message}");
+    assert!(
+        message.contains("state.redb is corrupted") && message.contains("left as it is"),
+        "{message}"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), bytes, "the damaged file was changed");
 
     // Not a database at all.
