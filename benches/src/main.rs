@@ -2,8 +2,10 @@
 //! process, interleaved sample by sample, and reports p50, p99 and their ratio.
 //!
 //! ```text
-//! cargo run --release -p warden-bench [-- --quick] [--json FILE]
+//! cargo run --release -p warden-bench [-- --quick] [--json FILE] [--plot FILE.svg]
 //! ```
+
+mod plot;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -50,9 +52,19 @@ struct Scenario {
     baseline_p99: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_p99: Option<f64>,
     /// What the figure counts, for a throughput scenario.
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+    /// Figures particular to the scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<serde_json::Value>,
+    /// The samples, ascending, for the plot.
+    #[serde(skip)]
+    warden_samples: Vec<f64>,
+    #[serde(skip)]
+    baseline_samples: Vec<f64>,
 }
 
 fn main() -> Result<()> {
@@ -63,6 +75,11 @@ fn main() -> Result<()> {
         Some(Some(path)) => Some(path),
         Some(None) => anyhow::bail!("--json needs a file name"),
         None => None,
+    };
+    let plot = match args.iter().position(|a| a == "--plot").map(|i| args.get(i + 1)) {
+        Some(Some(path)) => path.clone(),
+        Some(None) => anyhow::bail!("--plot needs a file name"),
+        None => "target/warden-bench.svg".to_owned(),
     };
     let samples = if quick { 2_000 } else { 20_000 };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -80,6 +97,9 @@ fn main() -> Result<()> {
     let (set, get) = runtime.block_on(state_latency(if quick { 200 } else { 2_000 }))?;
     scenarios.extend([set, get]);
     scenarios.push(parallel.block_on(state_commits(100, if quick { 20 } else { 100 }))?);
+    scenarios.push(parallel.block_on(crash_storm(if quick { 4 } else { 20 }))?);
+    scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);
+    scenarios.push(parallel.block_on(scale(if quick { 2_000 } else { 10_000 }))?);
 
     println!(
         "{:<16} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
@@ -107,6 +127,15 @@ fn main() -> Result<()> {
                 s.ratio_p50.unwrap_or_default()
             ),
         }
+    }
+    for s in scenarios.iter().filter(|s| s.warden_value.is_none()) {
+        if let Some(note) = &s.note {
+            println!("  {}: {note}", s.name);
+        }
+    }
+    match plot::draw(std::path::Path::new(&plot), &scenarios) {
+        Ok(()) => println!("plotted {plot}"),
+        Err(e) => eprintln!("no plot: {e:#}"),
     }
     let report = Report { machine: machine(), scenarios };
     if let Some(path) = json {
@@ -374,6 +403,196 @@ async fn state_commits(children: usize, per_child: usize) -> Result<Scenario> {
     })
 }
 
+/// Healthy calls while other children crash 1,000 times a second: embedder → `echo`
+/// → reply, in alternating phases of 250 ms, calm (nothing else happening) and storm
+/// (20 `chaos` children under the same supervisor trapping on calls issued every
+/// millisecond, each restarted at once). The baseline is the calm phases of the same
+/// run.
+async fn crash_storm(phases: usize) -> Result<Scenario> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const CRASHERS: usize = 20;
+    let mut children: Vec<ChildSpec> =
+        (0..CRASHERS).map(|i| chaos_child(&format!("crash{i}"))).collect();
+    children.push(ChildSpec::plugin("echo", PluginStart::new(warden_tests::ECHO)));
+    let (host, _events) = never_giving_up(Strategy::OneForOne, children).await?;
+    let storming = Arc::new(AtomicBool::new(false));
+    let crashes = Arc::new(AtomicU64::new(0));
+    let storm = tokio::spawn({
+        let (host, storming, crashes) = (host.clone(), storming.clone(), crashes.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            for i in 0usize.. {
+                tick.tick().await;
+                if !storming.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let (host, crashes) = (host.clone(), crashes.clone());
+                tokio::spawn(async move {
+                    let to = format!("root/crash{}", i % CRASHERS);
+                    let crashed = host.call(&to, b"trap".to_vec(), Duration::from_secs(5)).await;
+                    if matches!(crashed, Err(warden::sandbox::MessageError::CalleeCrashed(_))) {
+                        crashes.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        }
+    });
+    let (mut calm, mut stormy) = (Vec::new(), Vec::new());
+    let mut storm_time = Duration::ZERO;
+    let payload = vec![7u8; 64];
+    for phase in 0..2 * phases {
+        let storm_phase = phase % 2 == 1;
+        storming.store(storm_phase, Ordering::Relaxed);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(250) {
+            let t = Instant::now();
+            host.call("root/echo", payload.clone(), Duration::from_secs(5)).await?;
+            let us = micros(t.elapsed());
+            // The first 10 ms of a phase let the previous one settle.
+            if start.elapsed() > Duration::from_millis(10) {
+                if storm_phase { stormy.push(us) } else { calm.push(us) }
+            }
+        }
+        if storm_phase {
+            storm_time += start.elapsed();
+        }
+    }
+    storming.store(false, Ordering::Relaxed);
+    storm.abort();
+    let rate = crashes.load(Ordering::Relaxed) as f64 / storm_time.as_secs_f64();
+    host.shutdown().await;
+    let mut s = scenario(
+        "crash_storm",
+        "us",
+        stormy,
+        "the same calls in the calm phases between storms",
+        calm,
+    );
+    s.note = Some(format!(
+        "{rate:.0} crashes/s during the storms; ratio is p99 (storm / calm) in ratio_p99"
+    ));
+    s.ratio_p99 = Some(s.warden_p99.unwrap_or_default() / s.baseline_p99.unwrap_or(1.0));
+    Ok(s)
+}
+
+/// A `chaos` child with a 50 ms heartbeat timeout told to `hang:1000` (work without
+/// heartbeats): from the call that starts the hang (its last sign of life: a child is
+/// judged from the start of each call) to its `child_exited` with `killed(heartbeat)`,
+/// from the event timestamps. The baseline is the timeout itself: the goal is every
+/// kill within timeout + 20 ms.
+async fn hang_detection(samples: usize) -> Result<Scenario> {
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    let mut start = PluginStart::new(warden_tests::CHAOS);
+    start.limits.heartbeat = Some(warden::sandbox::HeartbeatPolicy::Timeout(TIMEOUT));
+    let (host, mut events) =
+        never_giving_up(Strategy::OneForOne, vec![ChildSpec::plugin("c", start)]).await?;
+    let mut kills = Vec::with_capacity(samples);
+    for i in 0..samples + 2 {
+        let sent = host.clock_us();
+        let _ = host.call("root/c", b"hang:1000".to_vec(), Duration::from_secs(5)).await;
+        let killed = next_event(&mut events, |e| {
+            matches!(
+                e,
+                Event::ChildExited {
+                    reason: warden::ExitReason::Killed { cause: warden::KillCause::Heartbeat },
+                    ..
+                }
+            )
+        })
+        .await?;
+        next_event(&mut events, |e| matches!(e, Event::ChildStarted { .. })).await?;
+        if i >= 2 {
+            kills.push((killed - sent) as f64 / 1e3);
+        }
+    }
+    host.shutdown().await;
+    let timeout_ms = TIMEOUT.as_secs_f64() * 1e3;
+    let mut s = scenario(
+        "hang_detection",
+        "ms",
+        kills,
+        "the heartbeat timeout (goal: within it + 20 ms)",
+        vec![timeout_ms; 100],
+    );
+    s.note = Some(format!("kill after the last sign of life, timeout {timeout_ms:.0} ms"));
+    Ok(s)
+}
+
+/// Dynamic `echo` children of one simple_one_for_one supervisor, every one resident
+/// (a live instance), started one after another until `target` or until the host
+/// refuses an instance: the time to start them, resident memory per idle child, and
+/// embedder → child → reply latency to children picked across all of them. On a
+/// machine with default settings the kernel's `vm.max_map_count` (65,530) ends it
+/// before 10,000: the host refuses the next instance with an error naming the sysctl
+/// (counted here), where wasmtime would abort the process.
+async fn scale(target: usize) -> Result<Scenario> {
+    let engine = warden::sandbox::EngineConfig {
+        max_instances: target,
+        max_memory_bytes: 16 << 20,
+        ..Default::default()
+    };
+    let host = Host::builder().engine(engine).build()?;
+    let template = ChildSpec::plugin("echo", PluginStart::new(warden_tests::ECHO));
+    let mut pool = SupervisorSpec::new(Strategy::SimpleOneForOne, vec![template]);
+    pool.intensity = 0;
+    let root = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::supervisor("pool", pool)]);
+    host.start(root).await?;
+    let rss_before = warden_tests::resident_bytes();
+    let t = Instant::now();
+    let mut names = Vec::with_capacity(target);
+    let mut refused = None;
+    while names.len() < target {
+        match host.start_dynamic("root/pool", None, None).await {
+            Ok(name) => names.push(name),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let start_ms = t.elapsed().as_secs_f64() * 1e3;
+    let rss_per_child = (warden_tests::resident_bytes().saturating_sub(rss_before)) as f64
+        / names.len().max(1) as f64;
+    let mut us = Vec::new();
+    let mut pick = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..2_000 {
+        pick ^= pick << 13;
+        pick ^= pick >> 7;
+        pick ^= pick << 17;
+        let name = &names[(pick % names.len() as u64) as usize];
+        let t = Instant::now();
+        host.call(&format!("root/pool/{name}"), vec![7u8; 64], Duration::from_secs(5)).await?;
+        us.push(micros(t.elapsed()));
+    }
+    us.sort_by(f64::total_cmp);
+    host.shutdown().await;
+    let started = names.len();
+    Ok(Scenario {
+        name: "scale",
+        unit: "us",
+        samples: us.len(),
+        warden_p50: Some(percentile(&us, 0.5)),
+        warden_p99: Some(percentile(&us, 0.99)),
+        note: Some(format!(
+            "{started} of {target} resident children started in {start_ms:.0} ms, {:.0} KiB \
+             resident each; call p50/p99 across them{}",
+            rss_per_child / 1024.0,
+            refused.as_deref().map(|e| format!("; then refused: {e}")).unwrap_or_default()
+        )),
+        details: Some(serde_json::json!({
+            "target": target,
+            "started": started,
+            "start_ms": start_ms,
+            "rss_per_child_kib": rss_per_child / 1024.0,
+            "refused": refused,
+        })),
+        warden_samples: us,
+        ..Scenario::default()
+    })
+}
+
 /// A started tree whose root restarts without limit, and its event stream.
 async fn never_giving_up(
     strategy: Strategy,
@@ -554,6 +773,8 @@ fn scenario(
         baseline_p50: Some(baseline_p50),
         baseline_p99: Some(percentile(&base, 0.99)),
         ratio_p50: Some(warden_p50 / baseline_p50),
+        warden_samples: warden,
+        baseline_samples: base,
         ..Scenario::default()
     }
 }
