@@ -68,3 +68,20 @@ async fn ten_thousand_crash_cycles_do_not_grow_resident_memory() {
     );
     assert_eq!(engine().instances().0, 0, "every instance slot was returned");
 }
+
+/// An engine reserves address space for its instance pool (about 8 TiB at the default
+/// 1,000 slots, of 128 TiB there is). One that loaded a plugin must give it back when
+/// its last user drops it: 30 engines one after another, each loading and running a
+/// plugin, would run out otherwise.
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_engine_gives_back_its_pool() {
+    let _serial = serial().await;
+    for round in 0..30 {
+        let engine = warden::sandbox::Engine::new()
+            .unwrap_or_else(|e| panic!("engine {round}: {e} (earlier engines leaked?)"));
+        let plugin = engine.load_file(CHAOS).unwrap();
+        let mut child = Sandbox::start(&plugin, SandboxConfig::new("root/chaos"), 1).await.unwrap();
+        let handled = child.handle(None, b"echo:hi".to_vec(), true).await.unwrap();
+        assert_eq!(handled.reply.as_deref(), Ok(&b"hi"[..]));
+    }
+}

@@ -3,7 +3,7 @@
 
 use super::bindings;
 use super::instance::ChildState;
-use super::plugin::{LoadError, Plugin};
+use super::plugin::{LoadError, Plugin, PluginInner};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -97,7 +97,10 @@ pub(crate) struct EngineInner {
     pub(crate) config: EngineConfig,
     pub(crate) capacity: Capacity,
     cache: Option<wasmtime::Cache>,
-    plugins: Mutex<HashMap<[u8; 32], Plugin>>,
+    /// Loaded plugins by content hash. Weak: a plugin holds its engine, so a strong
+    /// entry would keep every engine that ever loaded a plugin alive (with its pool's
+    /// reservation of address space) after its last user dropped it.
+    plugins: Mutex<HashMap<[u8; 32], std::sync::Weak<PluginInner>>>,
     _ticker: Ticker,
 }
 
@@ -200,11 +203,13 @@ impl Engine {
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
         use sha2::Digest;
         let hash: [u8; 32] = sha2::Sha256::digest(bytes).into();
-        if let Some(plugin) = self.plugins().get(&hash) {
-            return Ok(plugin.clone());
+        if let Some(inner) = self.plugins().get(&hash).and_then(std::sync::Weak::upgrade) {
+            return Ok(Plugin { inner });
         }
         let plugin = Plugin::compile(self, name, bytes, hash)?;
-        self.plugins().insert(hash, plugin.clone());
+        let mut plugins = self.plugins();
+        plugins.retain(|_, p| p.strong_count() > 0);
+        plugins.insert(hash, Arc::downgrade(&plugin.inner));
         Ok(plugin)
     }
 
@@ -225,7 +230,9 @@ impl Engine {
         u64::try_from(d.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
     }
 
-    fn plugins(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Plugin>> {
+    fn plugins(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], std::sync::Weak<PluginInner>>> {
         self.inner.plugins.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
