@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p warden-bench [-- --quick] [--json FILE] [--plot FILE.svg]
+//!                                      [--only SCENARIO[,SCENARIO]]
 //! ```
 
 mod plot;
@@ -81,32 +82,64 @@ fn main() -> Result<()> {
         Some(None) => anyhow::bail!("--plot needs a file name"),
         None => "target/warden-bench.svg".to_owned(),
     };
+    // `--only NAME[,NAME]`: just those scenarios (e.g. to profile one).
+    let only: Option<Vec<String>> = match args.iter().position(|a| a == "--only") {
+        Some(i) => match args.get(i + 1) {
+            Some(names) => Some(names.split(',').map(str::to_owned).collect()),
+            None => anyhow::bail!("--only needs scenario names"),
+        },
+        None => None,
+    };
+    let want = |name: &str| only.as_ref().is_none_or(|names| names.iter().any(|n| n == name));
     let samples = if quick { 2_000 } else { 20_000 };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Throughput across children uses both cores, as a host would.
     let parallel = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    // Scale first: its engine's pool reserves most of the address space there is
-    // (~8 GiB per instance slot), which must not be shared with the other engines.
-    // Its own runtime, dropped after it with every task that could hold the engine.
-    let scale = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(scale(if quick { 2_000 } else { 10_000 }))?;
-    let scenarios = vec![
-        scale,
-        runtime.block_on(instantiate(samples))?,
-        runtime.block_on(restart(samples / 4))?,
-        runtime.block_on(restart_all(if quick { 10 } else { 40 }))?,
-        runtime.block_on(call("call_64B", 64, samples))?,
-        runtime.block_on(call("call_64KiB", 64 << 10, samples / 4))?,
-        parallel.block_on(send_throughput(100, if quick { 1_000 } else { 10_000 }))?,
-    ];
-    let mut scenarios = scenarios;
-    let (set, get) = runtime.block_on(state_latency(if quick { 200 } else { 2_000 }))?;
-    scenarios.extend([set, get]);
-    scenarios.push(parallel.block_on(state_commits(100, if quick { 20 } else { 100 }))?);
-    scenarios.push(parallel.block_on(crash_storm(if quick { 4 } else { 20 }))?);
-    scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);
+    let mut scenarios = Vec::new();
+    if want("scale") {
+        // Scale first: its engine's pool reserves most of the address space there is
+        // (~8 GiB per instance slot), which must not be shared with the other engines.
+        // Its own runtime, dropped after it with every task that could hold the engine.
+        scenarios.push(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(scale(if quick { 2_000 } else { 10_000 }))?,
+        );
+    }
+    if want("instantiate") {
+        scenarios.push(runtime.block_on(instantiate(samples))?);
+    }
+    if want("restart") {
+        scenarios.push(runtime.block_on(restart(samples / 4))?);
+    }
+    if want("restart_all_100") {
+        scenarios.push(runtime.block_on(restart_all(if quick { 10 } else { 40 }))?);
+    }
+    if want("call_64B") {
+        scenarios.push(runtime.block_on(call("call_64B", 64, samples))?);
+    }
+    if want("call_64KiB") {
+        scenarios.push(runtime.block_on(call("call_64KiB", 64 << 10, samples / 4))?);
+    }
+    if want("send_throughput") {
+        let per_child = if quick { 1_000 } else { 10_000 };
+        scenarios.push(parallel.block_on(send_throughput(100, per_child))?);
+    }
+    if want("state_set") || want("state_get") {
+        let (set, get) = runtime.block_on(state_latency(if quick { 200 } else { 2_000 }))?;
+        scenarios.extend([set, get]);
+    }
+    if want("state_commits") {
+        scenarios.push(parallel.block_on(state_commits(100, if quick { 20 } else { 100 }))?);
+    }
+    if want("crash_storm") {
+        scenarios.push(parallel.block_on(crash_storm(if quick { 4 } else { 20 }))?);
+    }
+    if want("hang_detection") {
+        scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);
+    }
+    anyhow::ensure!(!scenarios.is_empty(), "--only named no scenario");
 
     println!(
         "{:<16} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
