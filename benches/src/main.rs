@@ -107,6 +107,12 @@ fn main() -> Result<()> {
                 .block_on(scale(if quick { 2_000 } else { 10_000 }))?,
         );
     }
+    if want("scale_hibernating") {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        for target in if quick { vec![10_000] } else { vec![10_000, 100_000] } {
+            scenarios.push(runtime.block_on(scale_hibernating(target))?);
+        }
+    }
     if want("instantiate") {
         scenarios.push(runtime.block_on(instantiate(samples))?);
     }
@@ -568,13 +574,32 @@ async fn hang_detection(samples: usize) -> Result<Scenario> {
 /// before 10,000: the host refuses the next instance with an error naming the sysctl
 /// (counted here), where wasmtime would abort the process.
 async fn scale(target: usize) -> Result<Scenario> {
-    let engine = warden::sandbox::EngineConfig {
-        max_instances: target,
-        max_memory_bytes: 16 << 20,
-        ..Default::default()
+    scale_children("scale", target, None).await
+}
+
+/// The same with children that hibernate after every message (they hold an instance
+/// only while they handle one), toward `target` in the default engine.
+async fn scale_hibernating(target: usize) -> Result<Scenario> {
+    scale_children("scale_hibernating", target, Some(Duration::ZERO)).await
+}
+
+async fn scale_children(
+    name: &'static str,
+    target: usize,
+    hibernate_after: Option<Duration>,
+) -> Result<Scenario> {
+    let engine = match hibernate_after {
+        None => warden::sandbox::EngineConfig {
+            max_instances: target,
+            max_memory_bytes: 16 << 20,
+            ..Default::default()
+        },
+        Some(_) => warden::sandbox::EngineConfig::default(),
     };
     let host = Host::builder().engine(engine).build()?;
-    let template = ChildSpec::plugin("echo", PluginStart::new(warden_tests::ECHO));
+    let mut start = PluginStart::new(warden_tests::ECHO);
+    start.hibernate_after = hibernate_after;
+    let template = ChildSpec::plugin("echo", start);
     let mut pool = SupervisorSpec::new(Strategy::SimpleOneForOne, vec![template]);
     pool.intensity = 0;
     let root = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::supervisor("pool", pool)]);
@@ -610,14 +635,15 @@ async fn scale(target: usize) -> Result<Scenario> {
     host.shutdown().await;
     let started = names.len();
     Ok(Scenario {
-        name: "scale",
+        name,
         unit: "us",
         samples: us.len(),
         warden_p50: Some(percentile(&us, 0.5)),
         warden_p99: Some(percentile(&us, 0.99)),
         note: Some(format!(
-            "{started} of {target} resident children started in {start_ms:.0} ms, {:.0} KiB \
+            "{started} of {target} {} children started in {start_ms:.0} ms, {:.0} KiB \
              resident each; call p50/p99 across them{}",
+            if hibernate_after.is_some() { "hibernating" } else { "resident" },
             rss_per_child / 1024.0,
             refused.as_deref().map(|e| format!("; then refused: {e}")).unwrap_or_default()
         )),

@@ -21,6 +21,7 @@
 //! circuit = { failures = 3, reset = "1s" }
 //! poison_after = 3
 //! state = { max_bytes = "1MiB", max_keys = 1000, max_value = "64KiB", keep = false }
+//! hibernate_after = "1s"       # idle that long: no instance until the next message
 //!
 //! [[root.children]]
 //! name = "pool"
@@ -137,6 +138,10 @@ pub struct ChildEntry {
     /// Its durable state: quotas, and whether it is kept when the spec is dropped.
     #[serde(default)]
     pub state: Option<StateEntry>,
+    /// Drop its instance after it has been idle this long (e.g. "1s", or "0s": after
+    /// every message) and create it again, `init` included, for the next message.
+    #[serde(default)]
+    pub hibernate_after: Option<String>,
 }
 
 /// A plugin child's durable state: `{ max_bytes = "1MiB", max_keys = 1000, max_value =
@@ -519,6 +524,14 @@ fn child_spec(
                     }
                 }
             }
+            let hibernate_after = match entry.hibernate_after.as_deref().map(duration) {
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    problem(format!("hibernate_after: {e}"));
+                    None
+                }
+                None => None,
+            };
             let mut grants = Grants::default();
             if let Some(g) = &entry.grants {
                 grants.network = g.network;
@@ -535,12 +548,23 @@ fn child_spec(
             }
             ChildSpec::plugin(
                 &entry.name,
-                PluginStart { plugin: plugin_path, config, limits, grants, mailbox, keep_state },
+                PluginStart {
+                    plugin: plugin_path,
+                    config,
+                    limits,
+                    grants,
+                    mailbox,
+                    keep_state,
+                    hibernate_after,
+                },
             )
         }
         (None, Some(sub)) => {
             if entry.state.is_some() {
                 problem("`state` is a plugin's setting; a supervisor keeps no state".into());
+            }
+            if entry.hibernate_after.is_some() {
+                problem("`hibernate_after` is a plugin's setting, not a supervisor's".into());
             }
             let sub_path = format!("{parent}/{}", entry.name);
             let sub = supervisor(&sub_path, sub, base, problems);

@@ -167,3 +167,74 @@ async fn state_goes_with_a_dropped_spec_unless_kept_and_survives_escalation() {
     assert_eq!(store.get("root/services/kept", "k").unwrap(), None);
     assert!(store.scopes().unwrap().is_empty());
 }
+
+/// 20 counters in an engine with room for 4 live instances: hibernating after every
+/// message, they all run, keep counting through their state, and restart as usual.
+#[tokio::test]
+async fn hibernating_children_outnumber_the_instances_and_keep_their_state() {
+    use std::time::Duration;
+    use warden::sandbox::{Engine, EngineConfig};
+    use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+    let small = || {
+        Engine::with_config(EngineConfig { max_instances: 4, ..Default::default() })
+            .expect("a small engine")
+    };
+    let counters = |hibernate_after: Option<Duration>| {
+        let children = (0..20)
+            .map(|i| {
+                let mut start = PluginStart::new(COUNTER);
+                start.hibernate_after = hibernate_after;
+                ChildSpec::plugin(format!("c{i}"), start)
+            })
+            .collect();
+        SupervisorSpec::new(Strategy::OneForOne, children)
+    };
+    // Resident, the fifth does not fit.
+    let host = Host::builder().shared_engine(small()).build().unwrap();
+    let refused = TestTree::start_in(host, counters(None)).await.unwrap_err().to_string();
+    assert!(refused.contains("child c4") && refused.contains("limit is 4"), "{refused}");
+
+    let host = Host::builder().shared_engine(small()).build().unwrap();
+    let mut t = TestTree::start_in(host, counters(Some(Duration::ZERO))).await.unwrap();
+    for round in 1..=2 {
+        for i in 0..20 {
+            let reply = t.call(&format!("root/c{i}"), "incr").await.unwrap();
+            assert_eq!(text(reply), round.to_string(), "c{i}, round {round}");
+        }
+    }
+    let all: Vec<(String, _, u64)> = t.children("root").await;
+    assert!(all.iter().all(|(_, state, n)| *state == Running && *n == 1), "{all:?}");
+    // A crash in an activation ends the incarnation; the next one goes on counting.
+    assert!(t.call("root/c7", "crash").await.is_err());
+    t.expect(started("root/c7", 2)).await;
+    assert_eq!(text(t.call("root/c7", "incr").await.unwrap()), "3");
+}
+
+/// A child that hibernates after a second idle keeps its instance until then, and
+/// gives it up after (on tokio's paused clock: the second passes without waiting).
+#[tokio::test(start_paused = true)]
+async fn a_hibernating_child_gives_up_its_instance_once_idle() {
+    use std::time::Duration;
+    use warden::sandbox::{Engine, EngineConfig};
+    use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+    let one = Engine::with_config(EngineConfig { max_instances: 1, ..Default::default() })
+        .expect("an engine with one instance");
+    let counter = |id: &str, after: Duration| {
+        let mut start = PluginStart::new(COUNTER);
+        start.hibernate_after = Some(after);
+        ChildSpec::plugin(id, start)
+    };
+    let spec = SupervisorSpec::new(Strategy::OneForOne, vec![counter("a", Duration::from_secs(1))]);
+    let host = Host::builder().shared_engine(one).build().unwrap();
+    let t = TestTree::start_in(host, spec).await.unwrap();
+    assert_eq!(text(t.call("root/a", "incr").await.unwrap()), "1");
+    // `a` is still resident: there is no instance for `b`.
+    let refused = t.host().start_child("root", counter("b", Duration::ZERO)).await;
+    assert!(refused.unwrap_err().to_string().contains("limit is 1"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle for a second, `a` hibernated: `b` starts (and hibernates at once), and `a`
+    // wakes for its next message.
+    t.host().start_child("root", counter("b", Duration::ZERO)).await.unwrap();
+    assert_eq!(text(t.call("root/a", "incr").await.unwrap()), "2");
+    t.assert_children("root", &[("a", Running, 1), ("b", Running, 1)]).await;
+}

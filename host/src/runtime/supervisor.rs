@@ -327,16 +327,32 @@ impl Supervisor {
                     post: Arc::clone(&self.shared.post),
                     me: Arc::clone(&mailbox),
                 });
+                let hibernate = start.hibernate_after.map(|after| worker::Hibernate {
+                    plugin: plugin.clone(),
+                    config: config.clone(),
+                    after,
+                });
                 let sandbox = Sandbox::start(&plugin, config, incarnation).await?;
                 let kill = sandbox.kill_switch();
+                // Hibernating after every message: none is waiting yet, so the instance
+                // goes now (its slot with it).
+                let sandbox = match &hibernate {
+                    Some(h) if h.after.is_zero() => {
+                        drop(sandbox);
+                        None
+                    }
+                    _ => Some(sandbox),
+                };
                 let (stop, stopped) = oneshot::channel();
                 let task = Owned(tokio::spawn(worker::run(worker::Worker {
                     id: id.to_owned(),
+                    incarnation,
                     sandbox,
                     mailbox,
                     shared: Arc::clone(&self.shared),
                     stop: stopped,
                     supervisor: self.me.clone(),
+                    hibernate,
                 })));
                 Running::Worker { incarnation, stop, kill, task }
             }

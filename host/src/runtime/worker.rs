@@ -5,21 +5,29 @@
 //! is answered `callee-crashed` at once; a sent message goes back to the head of the
 //! mailbox for the next incarnation, until it has crashed `poison_after` of them and
 //! is dead-lettered instead.
+//!
+//! A hibernating child's worker drops the instance when it has been idle long enough
+//! and starts it again, `init` and all, for the next message: one incarnation, many
+//! activations. An activation that fails to start ends the incarnation like a crash,
+//! but its message is not at fault (a call is answered, a send goes back).
 
 use super::host::Shared;
 use super::supervisor::SupMsg;
 use crate::events::Event;
 use crate::messaging::{Letter, Mailbox};
-use crate::sandbox::{MessageError, Sandbox, Shutdown};
+use crate::sandbox::{MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a worker task runs with.
 pub(crate) struct Worker {
     /// The child's id in its supervisor.
     pub(crate) id: String,
-    pub(crate) sandbox: Sandbox,
+    pub(crate) incarnation: u64,
+    /// The started instance; `None` for a child that hibernates at once.
+    pub(crate) sandbox: Option<Sandbox>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) shared: Arc<Shared>,
     /// The supervisor's order to stop (the supervisor enforces the shutdown timeout
@@ -27,18 +35,46 @@ pub(crate) struct Worker {
     pub(crate) stop: oneshot::Receiver<Shutdown>,
     /// Where an exit the supervisor did not ask for is reported.
     pub(crate) supervisor: mpsc::UnboundedSender<SupMsg>,
+    /// For a hibernating child: how to start it again.
+    pub(crate) hibernate: Option<Hibernate>,
+}
+
+/// What a hibernating child's worker needs to start the instance again.
+pub(crate) struct Hibernate {
+    pub(crate) plugin: Plugin,
+    /// The incarnation's config; its clones share the kill switch and heartbeat cell.
+    pub(crate) config: SandboxConfig,
+    /// Idle this long, the instance is dropped.
+    pub(crate) after: Duration,
 }
 
 /// Runs the incarnation; returns how it ended. An exit the supervisor did not ask
 /// for is also reported to it as [`SupMsg::ChildExited`].
 pub(crate) async fn run(worker: Worker) -> ExitReason {
-    let Worker { id, mut sandbox, mailbox, shared, mut stop, supervisor } = worker;
+    let Worker { id, incarnation, mut sandbox, mailbox, shared, mut stop, supervisor, hibernate } =
+        worker;
     let post = &shared.post;
-    let incarnation = sandbox.incarnation();
     loop {
+        let idle_after = match (&hibernate, &sandbox) {
+            (Some(h), Some(_)) => Some(h.after),
+            _ => None,
+        };
+        let idle = async {
+            match idle_after {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
         let letter = tokio::select! {
             biased;
             shutdown = &mut stop => {
+                let Some(sandbox) = sandbox else {
+                    // Hibernating: no instance, nothing to terminate.
+                    return match shutdown {
+                        Ok(Shutdown::BrutalKill) => ExitReason::Killed { cause: KillCause::BrutalKill },
+                        _ => ExitReason::Shutdown,
+                    };
+                };
                 let shutdown = match shutdown {
                     Ok(Shutdown::BrutalKill) => Shutdown::BrutalKill,
                     // The supervisor kills at the timeout; here terminate is waited
@@ -48,6 +84,10 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
                 return sandbox.terminate(ExitReason::Shutdown, shutdown).await;
             }
             letter = mailbox.next() => letter,
+            () = idle => {
+                sandbox = None;
+                continue;
+            }
         };
         if letter.abandoned() {
             post.failed(); // its caller timed out or went away before it was delivered
@@ -55,7 +95,27 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
         }
         // Held so that if this task is aborted mid-message, the letter goes back.
         let mut held = Held { mailbox: &mailbox, shared: &shared, letter: Some(letter) };
-        let outcome = sandbox.handle_envelope(&held.letter().envelope).await;
+        let active = match (&mut sandbox, &hibernate) {
+            (Some(active), _) => active,
+            (None, Some(h)) => match Sandbox::start(&h.plugin, h.config.clone(), incarnation).await
+            {
+                Ok(started) => sandbox.insert(started),
+                Err(reason) => {
+                    let mut letter = held.take();
+                    match letter.reply.take() {
+                        Some(reply) => {
+                            let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
+                            post.failed();
+                        }
+                        None => requeue(&mailbox, &shared, letter),
+                    }
+                    report(&supervisor, &id, incarnation, &reason);
+                    return reason;
+                }
+            },
+            (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
+        };
+        let outcome = active.handle_envelope(&held.letter().envelope).await;
         let mut letter = held.take();
         match outcome {
             Ok(handled) => {
@@ -67,10 +127,13 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
                     report(&supervisor, &id, incarnation, &reason);
                     return reason;
                 }
+                if hibernate.as_ref().is_some_and(|h| h.after.is_zero()) {
+                    sandbox = None;
+                }
             }
             Err(reason) => {
                 if let ExitReason::Killed { cause: KillCause::Heartbeat } = reason {
-                    let since = sandbox.heartbeat().missed().unwrap_or_default();
+                    let since = active.heartbeat().missed().unwrap_or_default();
                     shared.emit(Event::HeartbeatMissed {
                         path: mailbox.path.to_string(),
                         incarnation,

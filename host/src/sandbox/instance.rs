@@ -43,6 +43,9 @@ pub struct SandboxConfig {
     /// Where heartbeats are recorded (judged by `limits.heartbeat`); a fresh cell by
     /// default.
     pub heartbeat: Arc<Heartbeat>,
+    /// The sandbox's kill switch; a fresh one by default. Sandboxes started from clones
+    /// of one config share it (a hibernating child's activations are one incarnation).
+    pub kill: KillSwitch,
 }
 
 impl SandboxConfig {
@@ -60,6 +63,7 @@ impl SandboxConfig {
             messenger: Arc::new(NoMessaging),
             state: Arc::new(MemoryStore::new()),
             heartbeat: Heartbeat::new(),
+            kill: KillSwitch::default(),
         }
     }
 }
@@ -322,6 +326,7 @@ impl Sandbox {
             messenger,
             state,
             heartbeat,
+            kill,
         } = config;
         let wasi = build_wasi(&path, &grants)?;
         let data = ChildState::new(wasi, &limits, &path, messenger, state, Arc::clone(&heartbeat));
@@ -368,7 +373,6 @@ impl Sandbox {
             // Yield every tick: a spinning guest never starves the runtime thread.
             Ok(UpdateDeadline::Yield(1))
         });
-        let kill = KillSwitch::default();
         prepare_call(&mut store, &engine, &limits, limits.call_deadline)?;
         let instantiated =
             guarded(&kill, None, plugin.inner.pre.instantiate_async(&mut store)).await;

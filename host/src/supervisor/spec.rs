@@ -151,6 +151,13 @@ pub struct PluginStart {
     /// Keep its durable state when its spec is dropped (a temporary or dynamic child
     /// that ended, `delete_child`). Default false: the state goes with the spec.
     pub keep_state: bool,
+    /// Hibernate: drop the instance after it has been idle this long, and create it
+    /// again (running `init` again, same incarnation) when the next message arrives.
+    /// An idle hibernating child holds no instance, so far more children than the
+    /// instance ceiling can be supervised; what must outlive an activation belongs in
+    /// its durable state. `Some(ZERO)` drops it after every message. Default `None`:
+    /// the instance lives as long as the incarnation.
+    pub hibernate_after: Option<std::time::Duration>,
 }
 
 impl PluginStart {
@@ -164,6 +171,7 @@ impl PluginStart {
             grants: Grants::default(),
             mailbox: MailboxConfig::default(),
             keep_state: false,
+            hibernate_after: None,
         }
     }
 

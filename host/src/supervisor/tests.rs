@@ -645,8 +645,9 @@ fn dynamic_children_start_from_the_template_restart_with_their_config_and_stop_t
         sim.take_log(),
         [
             "stop_all w-1,w-2",
-            "exited root/w-1 shutdown",
+            // Stopped together; reported newest first.
             "exited root/w-2 shutdown",
+            "exited root/w-1 shutdown",
             "sup_stopped root shutdown",
             "exit shutdown"
         ]
