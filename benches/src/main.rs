@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p warden-bench [-- --quick] [--json FILE] [--plot FILE.svg]
-//!                                      [--only SCENARIO[,SCENARIO]]
+//!                                      [--only SCENARIO[,SCENARIO]] [--samples N]
 //! ```
 
 mod plot;
@@ -91,7 +91,12 @@ fn main() -> Result<()> {
         None => None,
     };
     let want = |name: &str| only.as_ref().is_none_or(|names| names.iter().any(|n| n == name));
-    let samples = if quick { 2_000 } else { 20_000 };
+    let samples = match args.iter().position(|a| a == "--samples").map(|i| args.get(i + 1)) {
+        Some(Some(n)) => n.parse().context("--samples needs a number")?,
+        Some(None) => anyhow::bail!("--samples needs a number"),
+        None if quick => 2_000,
+        None => 20_000,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Throughput across children uses both cores, as a host would.
     let parallel = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
