@@ -81,22 +81,47 @@ pub enum OpenError {
     },
 }
 
-/// A job for the writer thread and where to send its answer.
-struct Request {
-    job: Job,
-    done: oneshot::Sender<Result<Answer, StateError>>,
+/// A job for the writer thread, where to send its answer, and (once applied) the
+/// answer, sent when its transaction has committed.
+enum Request {
+    Write {
+        scope: String,
+        ops: Vec<Op>,
+        quota: Quota,
+        done: oneshot::Sender<Result<Vec<bool>, StateError>>,
+        /// Per op, whether its key was present before it; or the job's refusal.
+        outcome: Option<Result<Vec<bool>, StateError>>,
+    },
+    RemoveTree {
+        path: String,
+        done: oneshot::Sender<Result<u64, StateError>>,
+        /// The keys removed.
+        removed: u64,
+    },
 }
 
-enum Job {
-    Write { scope: String, ops: Vec<Op>, quota: Quota },
-    RemoveTree { path: String },
-}
-
-enum Answer {
-    /// A write: per op, whether its key was present before it.
-    Written(Vec<bool>),
-    /// A tree removal: the keys removed.
-    Removed(u64),
+impl Request {
+    /// Sends the outcome, or `failure` when the transaction did not commit.
+    fn answer(self, failure: Option<&StateError>) {
+        match (self, failure) {
+            (Request::Write { done, .. }, Some(e)) => {
+                let _ = done.send(Err(e.clone()));
+            }
+            (Request::RemoveTree { done, .. }, Some(e)) => {
+                let _ = done.send(Err(e.clone()));
+            }
+            (Request::Write { done, outcome, .. }, None) => {
+                // Every write of a committed group was applied, so has its outcome.
+                let outcome = outcome.unwrap_or_else(|| {
+                    Err(StateError::Storage("the write was not applied".into()))
+                });
+                let _ = done.send(outcome);
+            }
+            (Request::RemoveTree { done, removed, .. }, None) => {
+                let _ = done.send(Ok(removed));
+            }
+        }
+    }
 }
 
 /// A durable [`StateStore`] in a data directory (see the module docs).
@@ -148,11 +173,13 @@ impl DiskStore {
         &self.dir
     }
 
-    /// Queues `job` for the writer; resolves once it is committed.
-    fn submit(&self, job: Job) -> BoxFuture<'static, Result<Answer, StateError>> {
-        let (done, answer) = oneshot::channel();
-        let sent =
-            self.writer.as_ref().is_some_and(|(tx, _)| tx.send(Request { job, done }).is_ok());
+    /// Queues `request` for the writer; resolves once it is committed.
+    fn submit<T: Send + 'static>(
+        &self,
+        request: Request,
+        answer: oneshot::Receiver<Result<T, StateError>>,
+    ) -> BoxFuture<'static, Result<T, StateError>> {
+        let sent = self.writer.as_ref().is_some_and(|(tx, _)| tx.send(request).is_ok());
         Box::pin(async move {
             if !sent {
                 return Err(StateError::Storage("the state writer has stopped".into()));
@@ -205,23 +232,14 @@ impl StateStore for DiskStore {
         ops: Vec<Op>,
         quota: Quota,
     ) -> BoxFuture<'static, Result<Vec<bool>, StateError>> {
-        let written = self.submit(Job::Write { scope: scope.to_owned(), ops, quota });
-        Box::pin(async move {
-            match written.await? {
-                Answer::Written(present) => Ok(present),
-                Answer::Removed(_) => unreachable!("a write is answered as written"),
-            }
-        })
+        let (done, answer) = oneshot::channel();
+        let scope = scope.to_owned();
+        self.submit(Request::Write { scope, ops, quota, done, outcome: None }, answer)
     }
 
     fn remove_tree(&self, path: &str) -> BoxFuture<'static, Result<u64, StateError>> {
-        let removed = self.submit(Job::RemoveTree { path: path.to_owned() });
-        Box::pin(async move {
-            match removed.await? {
-                Answer::Removed(n) => Ok(n),
-                Answer::Written(_) => unreachable!("a removal is answered as removed"),
-            }
-        })
+        let (done, answer) = oneshot::channel();
+        self.submit(Request::RemoveTree { path: path.to_owned(), done, removed: 0 }, answer)
     }
 
     fn scopes(&self) -> Result<Vec<(String, Usage)>, StateError> {
@@ -338,46 +356,36 @@ fn writer(db: &Database, rx: &mpsc::Receiver<Request>) {
 
 /// Commits a group in one transaction, then answers each request: with its own
 /// outcome, or, when the transaction failed, with the failure.
-fn commit(db: &Database, group: Vec<Request>) {
-    let jobs: Vec<&Job> = group.iter().map(|r| &r.job).collect();
-    match apply(db, &jobs) {
-        Ok(answers) => {
-            for (request, answer) in group.into_iter().zip(answers) {
-                let _ = request.done.send(answer);
-            }
-        }
-        Err(e) => {
-            let e = storage(e);
-            for request in group {
-                let _ = request.done.send(Err(e.clone()));
-            }
-        }
+fn commit(db: &Database, mut group: Vec<Request>) {
+    let failure = apply(db, &mut group).err().map(storage);
+    for request in group {
+        request.answer(failure.as_ref());
     }
 }
 
-/// Applies the jobs in one write transaction and commits it. A job refused by its
-/// plan (limits, quota) has changed nothing and is answered with the refusal.
-fn apply(db: &Database, jobs: &[&Job]) -> Result<Vec<Result<Answer, StateError>>, redb::Error> {
+/// Applies the requests in one write transaction and commits it, leaving each one's
+/// outcome in it. A write refused by its plan (limits, quota) has changed nothing and
+/// keeps the refusal as its outcome.
+fn apply(db: &Database, group: &mut [Request]) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-    let mut answers = Vec::with_capacity(jobs.len());
     {
         let mut entries = txn.open_table(ENTRIES)?;
         let mut usage = txn.open_table(USAGE)?;
-        for job in jobs {
-            answers.push(match job {
-                Job::Write { scope, ops, quota } => {
-                    write(&mut entries, &mut usage, scope, ops, *quota)?.map(Answer::Written)
+        for request in group.iter_mut() {
+            match request {
+                Request::Write { scope, ops, quota, outcome, .. } => {
+                    *outcome = Some(write(&mut entries, &mut usage, scope, ops, *quota)?);
                 }
-                Job::RemoveTree { path } => {
-                    Ok(Answer::Removed(remove_tree(&mut entries, &mut usage, path)?))
+                Request::RemoveTree { path, removed, .. } => {
+                    *removed = remove_tree(&mut entries, &mut usage, path)?;
                 }
-            });
+            }
         }
     }
     txn.commit()?;
-    Ok(answers)
+    Ok(())
 }
 
 type Entries<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
