@@ -6,7 +6,7 @@ use base64::Engine as _;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use warden::state::{DiskStore, Op, Quota, StateStore};
+use warden::state::{DB_FILE, DiskStore, Op, Quota, StateStore, in_tree};
 
 /// The data dir, by path or by the manifest that uses it.
 #[derive(Debug, clap::Args)]
@@ -71,8 +71,8 @@ pub(crate) fn main(args: Args) -> Result<ExitCode> {
         }
         (None, None) => bail!("say which data dir: --data-dir DIR or --manifest FILE"),
     };
-    if !dir.join("state.redb").is_file() {
-        bail!("{}: no state here (no state.redb)", dir.display());
+    if !dir.join(DB_FILE).is_file() {
+        bail!("{}: no state here (no {DB_FILE})", dir.display());
     }
     let store = DiskStore::open(&dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
@@ -97,14 +97,8 @@ pub(crate) fn main(args: Args) -> Result<ExitCode> {
             }
         },
         Action::Dump { path } => {
-            let in_tree = |scope: &str| match &path {
-                None => true,
-                Some(p) => scope
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|r| r.is_empty() || r.starts_with('/')),
-            };
             for (scope, _) in store.scopes()? {
-                if !in_tree(&scope) {
+                if path.as_deref().is_some_and(|path| !in_tree(&scope, path)) {
                     continue;
                 }
                 for key in store.keys(&scope, "")? {

@@ -27,7 +27,7 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
 
 /// The database file in a data directory.
-pub(super) const DB_FILE: &str = "state.redb";
+pub const DB_FILE: &str = "state.redb";
 /// The lock file in a data directory.
 pub(super) const LOCK_FILE: &str = "LOCK";
 

@@ -14,7 +14,7 @@
 
 mod disk;
 
-pub use disk::{DiskStore, OpenError};
+pub use disk::{DB_FILE, DiskStore, OpenError};
 
 use crate::sandbox::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
@@ -228,8 +228,9 @@ pub fn plan(
     Ok((after, present))
 }
 
-/// Whether `scope` is `path` or below it.
-fn in_tree(scope: &str, path: &str) -> bool {
+/// Whether `scope` is `path` or below it (`root/a/x` is in the tree of `root/a`,
+/// `root/ab` is not).
+pub fn in_tree(scope: &str, path: &str) -> bool {
     scope.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
