@@ -101,14 +101,8 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
             {
                 Ok(started) => sandbox.insert(started),
                 Err(reason) => {
-                    let mut letter = held.take();
-                    match letter.reply.take() {
-                        Some(reply) => {
-                            let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
-                            post.failed();
-                        }
-                        None => requeue(&mailbox, &shared, letter),
-                    }
+                    // The activation failed, not the message.
+                    settle(held.take(), &reason, false, &mailbox, &shared);
                     report(&supervisor, &id, incarnation, &reason);
                     return reason;
                 }
@@ -116,7 +110,7 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
         let outcome = active.handle_envelope(&held.letter().envelope).await;
-        let mut letter = held.take();
+        let letter = held.take();
         match outcome {
             Ok(handled) => {
                 post.handled();
@@ -140,27 +134,39 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
                         since_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
                     });
                 }
-                match letter.reply.take() {
-                    Some(reply) => {
-                        let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
-                        post.failed();
-                    }
-                    // Stopped by its supervisor mid-message: not the message's fault.
-                    None if stopped_by_supervisor(&reason) => requeue(&mailbox, &shared, letter),
-                    None => {
-                        letter.crashes += 1;
-                        if letter.crashes >= mailbox.config.poison_after {
-                            post.dead_letter(&mailbox.path, letter, "poison", Some(reason.clone()));
-                        } else {
-                            requeue(&mailbox, &shared, letter);
-                        }
-                    }
-                }
+                // Stopped by its supervisor mid-message: not the message's fault.
+                let blamed = !stopped_by_supervisor(&reason);
+                settle(letter, &reason, blamed, &mailbox, &shared);
                 report(&supervisor, &id, incarnation, &reason);
                 return reason;
             }
         }
     }
+}
+
+/// The letter whose handling ended the incarnation with `reason`: a call is answered
+/// `callee-crashed`; a sent message goes back to the head of the mailbox, and if it is
+/// `blamed`, counts a crash and becomes a dead letter at `poison_after` of them.
+fn settle(
+    mut letter: Letter,
+    reason: &ExitReason,
+    blamed: bool,
+    mailbox: &Mailbox,
+    shared: &Shared,
+) {
+    if let Some(reply) = letter.reply.take() {
+        let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
+        shared.post.failed();
+        return;
+    }
+    if blamed {
+        letter.crashes += 1;
+        if letter.crashes >= mailbox.config.poison_after {
+            shared.post.dead_letter(&mailbox.path, letter, "poison", Some(reason.clone()));
+            return;
+        }
+    }
+    requeue(mailbox, shared, letter);
 }
 
 fn stopped_by_supervisor(reason: &ExitReason) -> bool {
