@@ -8,6 +8,7 @@ use common::{Running, cmd, manifest};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Stdio;
 
 const WRITER: &str = r#"
 [root]
@@ -34,6 +35,18 @@ fn stored_keys(dir: &Path) -> BTreeSet<String> {
     let (code, out, err) = state(dir, &["ls", "root/w"]);
     assert_eq!(code, 0, "{err}");
     out.lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect()
+}
+
+/// `warden run MANIFEST --data-dir DATA` with stdin closed, to its end.
+fn run_once(manifest: &Path, data: &Path) -> std::process::Output {
+    cmd()
+        .arg("run")
+        .arg(manifest)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -79,11 +92,7 @@ fn a_data_dir_serves_one_host_and_a_corrupted_database_is_not_touched() {
     let data_arg = data.to_str().unwrap();
     let mut first = Running::start_with(&path, &["--data-dir", data_arg]);
     first.expect("the writer's start", started);
-    let second = cmd()
-        .args(["run", path.to_str().unwrap(), "--data-dir", data_arg])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let second = run_once(&path, &data);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
     let expected = format!("data dir {} is in use by pid {}", data.display(), first.pid());
@@ -97,11 +106,7 @@ fn a_data_dir_serves_one_host_and_a_corrupted_database_is_not_touched() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[..512].fill(0x42);
     std::fs::write(&file, &bytes).unwrap();
-    let run = cmd()
-        .args(["run", path.to_str().unwrap(), "--data-dir", data_arg])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let run = run_once(&path, &data);
     let err = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{err}");
     assert!(err.contains("state.redb is corrupted") && err.contains("left as it is"), "{err}");

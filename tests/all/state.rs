@@ -9,6 +9,13 @@ use warden::supervisor::ChildState::Running;
 use warden::testing::{TestTree, exited, started};
 use warden_tests::{CHAOS, COUNTER, engine};
 
+/// A disk store in a temporary directory (kept as long as the directory).
+fn disk_store() -> (tempfile::TempDir, Arc<DiskStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DiskStore::open(dir.path()).unwrap());
+    (dir, store)
+}
+
 /// A host on `store` in the tests' shared engine.
 fn host(store: &Arc<DiskStore>) -> Host {
     let store: Arc<dyn StateStore> = Arc::clone(store) as _;
@@ -26,8 +33,7 @@ fn text(reply: Vec<u8>) -> String {
 
 #[tokio::test]
 async fn the_counter_continues_after_a_crash_and_after_a_host_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(DiskStore::open(dir.path()).unwrap());
+    let (_dir, store) = disk_store();
     let manifest = r#"
         [root]
         strategy = "one_for_one"
@@ -55,8 +61,7 @@ async fn the_counter_continues_after_a_crash_and_after_a_host_restart() {
 
 #[tokio::test]
 async fn a_child_past_its_quota_gets_the_error_and_keeps_running_beside_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(DiskStore::open(dir.path()).unwrap());
+    let (_dir, store) = disk_store();
     let t = tree(
         &store,
         r#"
@@ -90,8 +95,7 @@ async fn a_child_past_its_quota_gets_the_error_and_keeps_running_beside_others()
 
 #[tokio::test]
 async fn bad_keys_are_refused_and_batches_are_all_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(DiskStore::open(dir.path()).unwrap());
+    let (_dir, store) = disk_store();
     let t = tree(
         &store,
         r#"
@@ -123,8 +127,7 @@ async fn bad_keys_are_refused_and_batches_are_all_or_nothing() {
 
 #[tokio::test]
 async fn state_goes_with_a_dropped_spec_unless_kept_and_survives_escalation() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(DiskStore::open(dir.path()).unwrap());
+    let (_dir, store) = disk_store();
     let mut t = tree(
         &store,
         r#"
