@@ -128,6 +128,29 @@ async fn a_guest_calling_a_child_that_crashes_mid_call_hears_at_once() {
 }
 
 #[tokio::test]
+async fn waiting_for_a_reply_does_not_count_against_the_callers_deadline() {
+    let mut tree = start(vec![
+        chaos("a", "", |s| {
+            s.mailbox.targets = Targets::new(["root/b"]).unwrap();
+            s.limits.call_deadline = Some(Duration::from_millis(50));
+        }),
+        chaos("b", "", |_| {}),
+    ])
+    .await;
+    // a waits 300 ms for b inside one call with a 50 ms deadline: host time.
+    let reply = tree.call("root/a", "call:root/b:busy:300").await;
+    assert_eq!(text(reply), "ok");
+    // Its own spinning still counts.
+    let reply = tree.call("root/a", "hang:300").await;
+    assert_eq!(
+        reply,
+        Err(MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::Deadline }))
+    );
+    tree.expect(killed("root/a", KillCause::Deadline)).await;
+    tree.shutdown().await;
+}
+
+#[tokio::test]
 async fn full_oversized_forbidden_and_unknown_sends_are_rejected_each_with_its_error() {
     let tree = start(vec![
         chaos("c", "", |s| {

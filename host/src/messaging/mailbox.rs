@@ -4,9 +4,11 @@
 use super::MailboxConfig;
 use super::breaker::Breaker;
 use crate::sandbox::{Envelope, MessageError};
+use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, oneshot};
+use std::task::Poll;
+use tokio::sync::oneshot;
 
 /// Where a call's answer goes.
 pub(crate) type Reply = oneshot::Sender<Result<Vec<u8>, MessageError>>;
@@ -34,7 +36,9 @@ pub(crate) struct Mailbox {
     pub(crate) config: MailboxConfig,
     pub(crate) breaker: Option<Breaker>,
     queue: Mutex<Queue>,
-    ready: Notify,
+    /// The waiting reader's waker. A mailbox has one reader at a time: the worker of
+    /// its child's running incarnation.
+    ready: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +54,7 @@ impl Mailbox {
             breaker: config.circuit.map(Breaker::new),
             config,
             queue: Mutex::new(Queue::default()),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
         }
     }
 
@@ -70,7 +74,7 @@ impl Mailbox {
         }
         queue.letters.push_back(letter);
         drop(queue);
-        self.ready.notify_one();
+        self.ready.wake();
         Ok(())
     }
 
@@ -83,19 +87,19 @@ impl Mailbox {
         }
         queue.letters.push_front(letter);
         drop(queue);
-        self.ready.notify_one();
+        self.ready.wake();
         Ok(())
     }
 
     /// The next letter, waiting for one. Cancel-safe: a letter is taken only by the
     /// poll that returns it.
     pub(crate) async fn next(&self) -> Letter {
-        loop {
-            if let Some(letter) = self.queue().letters.pop_front() {
-                return letter;
-            }
-            self.ready.notified().await;
-        }
+        std::future::poll_fn(|cx| {
+            // Registered before looking, so a letter pushed after the look wakes us.
+            self.ready.register(cx.waker());
+            self.queue().letters.pop_front().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 
     /// Closes the mailbox (its child was removed) and returns what was still in it.

@@ -8,7 +8,7 @@ use crate::events::{Event, EventBus};
 use crate::runtime::Owned;
 use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger, TimerGuard};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
@@ -29,8 +29,9 @@ pub(crate) struct Post {
     /// Which child each blocked caller waits on: caller path → callee path.
     waits: Mutex<HashMap<Arc<str>, Arc<str>>>,
     counts: Counters,
-    /// Woken when nothing is pending any more.
+    /// Woken when nothing is pending any more, if anyone waits for that.
     settled: Notify,
+    settle_waiters: AtomicUsize,
     events: Arc<EventBus>,
 }
 
@@ -41,6 +42,7 @@ impl Post {
             waits: Mutex::default(),
             counts: Counters::default(),
             settled: Notify::new(),
+            settle_waiters: AtomicUsize::new(0),
             events,
         }
     }
@@ -286,7 +288,10 @@ impl Post {
 
     fn finish(&self, counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
-        if self.counts.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SeqCst with `settled`'s: a waiter that saw a letter pending is seen here.
+        if self.counts.pending.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.settle_waiters.load(Ordering::SeqCst) > 0
+        {
             self.settled.notify_waiters();
         }
     }
@@ -344,11 +349,12 @@ impl Post {
 
     /// Waits until no message is pending.
     pub(crate) async fn settled(&self) {
+        let _waiting = SettleWaiter::new(&self.settle_waiters);
         loop {
             let notified = self.settled.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if self.counts.pending.load(Ordering::Acquire) == 0 {
+            if self.counts.pending.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -434,6 +440,22 @@ impl Messenger for Outbox {
     ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
         let (post, me, to) = (Arc::clone(&self.post), Arc::clone(&self.me), to.to_owned());
         Box::pin(async move { post.call(Some(&me), &to, payload, timeout).await })
+    }
+}
+
+/// Counts one caller of [`Post::settled`] while it waits.
+struct SettleWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> SettleWaiter<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Self(waiters)
+    }
+}
+
+impl Drop for SettleWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

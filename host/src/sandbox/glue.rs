@@ -43,8 +43,8 @@ impl runtime::Host for ChildState {
         timeout_ms: u64,
     ) -> Result<Vec<u8>, types::MessageError> {
         let reply = self.messenger.call(&to, payload, Duration::from_millis(timeout_ms));
-        // Waiting for the callee is neither the guest's CPU time (the call hook leaves
-        // it out of the deadline) nor a silence the watchdog should count.
+        // Waiting for the callee is neither the guest's CPU time (the fiber is
+        // suspended, which the deadline leaves out) nor a silence the watchdog counts.
         let _wait = self.heartbeat.wait_in_host();
         reply.await.map_err(to_wit_message_error)
     }

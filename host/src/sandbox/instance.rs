@@ -11,12 +11,15 @@ use super::services::{Messenger, NoMessaging, TimerGuard};
 use super::stdio::TracingStream;
 use crate::state::{MemoryStore, Quota, StateStore};
 use crate::{ExitReason, KillCause, TrapKind};
+use futures_util::task::AtomicWaker;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use wasmtime::component::ResourceTable;
-use wasmtime::{CallHook, Store, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// A message as `guest.handle` receives it: the sender's path (none for the embedding
@@ -96,32 +99,34 @@ pub struct KillSwitch {
 
 #[derive(Debug, Default)]
 struct KillInner {
-    cause: Mutex<Option<KillCause>>,
-    notify: Notify,
+    /// Set once: the first cause wins.
+    cause: OnceLock<KillCause>,
+    /// The waker of the call being guarded. One call runs at a time per switch (a
+    /// sandbox's calls take it mutably; a hibernating child's activations follow each
+    /// other).
+    waiting: AtomicWaker,
 }
 
 impl KillSwitch {
     /// Kills the sandbox: a running export call ends within one epoch tick with
     /// `killed(cause)`, and later calls are refused. The first cause wins.
     pub fn kill(&self, cause: KillCause) {
-        let mut slot = self.inner.cause.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(cause);
-            self.inner.notify.notify_one();
+        if self.inner.cause.set(cause).is_ok() {
+            self.inner.waiting.wake();
         }
     }
 
     fn cause(&self) -> Option<KillCause> {
-        *self.inner.cause.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.cause.get().copied()
     }
 
     async fn killed(&self) -> KillCause {
-        loop {
-            if let Some(cause) = self.cause() {
-                return cause;
-            }
-            self.inner.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| {
+            // Registered before looking, so a kill after the look wakes us.
+            self.inner.waiting.register(cx.waker());
+            self.cause().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 }
 
@@ -147,11 +152,55 @@ pub(crate) struct ChildState {
     pub(crate) abort_reason: Option<String>,
     pub(crate) timers: Vec<TimerGuard>,
     /// The current export call's deadline, when it began, and how long it has spent
-    /// inside host functions (which does not count against the deadline).
+    /// waiting on the host (which does not count against the deadline).
     deadline: Option<Duration>,
     call_started: Instant,
-    host_time: Duration,
-    host_since: Option<Instant>,
+    host_waits: Arc<HostWaits>,
+}
+
+/// How long the current export call has spent waiting on the host: suspended in a
+/// host function that awaits (a `call`'s reply, a WASI sleep, a state commit).
+///
+/// [`guarded`] measures it from outside the call, as the time between a poll of the
+/// call that returned pending and the next poll, so a call that never waits reads no
+/// clock for it (a call hook would run on every entry and exit of the guest). A
+/// pending poll is a wait unless the epoch callback had just yielded to the runtime:
+/// time spent yielded is the guest's own.
+#[derive(Debug, Default)]
+struct HostWaits {
+    nanos: AtomicU64,
+    /// Set by the epoch callback as it yields; taken by the next pending poll.
+    yielding: AtomicBool,
+}
+
+impl HostWaits {
+    fn total(&self) -> Duration {
+        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
+    }
+
+    fn reset(&self) {
+        self.nanos.store(0, Ordering::Relaxed);
+        self.yielding.store(false, Ordering::Relaxed);
+    }
+
+    /// Polls `call` to completion, counting the time it waited on the host.
+    async fn count<R>(&self, call: impl Future<Output = R>) -> R {
+        let mut call = pin!(call);
+        let mut waiting_since = None;
+        std::future::poll_fn(|cx| {
+            if let Some(since) = waiting_since.take() {
+                let waited = Instant::now().duration_since(since);
+                let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+                self.nanos.fetch_add(nanos, Ordering::Relaxed);
+            }
+            let polled = call.as_mut().poll(cx);
+            if polled.is_pending() && !self.yielding.swap(false, Ordering::Relaxed) {
+                waiting_since = Some(Instant::now());
+            }
+            polled
+        })
+        .await
+    }
 }
 
 impl ChildState {
@@ -162,6 +211,7 @@ impl ChildState {
         messenger: Arc<dyn Messenger>,
         state: Arc<dyn StateStore>,
         heartbeat: Arc<Heartbeat>,
+        host_waits: Arc<HostWaits>,
     ) -> Self {
         Self {
             wasi,
@@ -183,8 +233,7 @@ impl ChildState {
             timers: Vec::new(),
             deadline: None,
             call_started: Instant::now(),
-            host_time: Duration::ZERO,
-            host_since: None,
+            host_waits,
         }
     }
 }
@@ -207,6 +256,7 @@ pub(crate) fn check_exports(
         Arc::new(NoMessaging),
         Arc::new(MemoryStore::new()),
         Heartbeat::new(),
+        Arc::default(),
     );
     let mut store = Store::new(&engine.inner.engine, data);
     store.limiter(|s| &mut s.limiter);
@@ -273,6 +323,7 @@ pub struct Sandbox {
     limits: ChildLimits,
     kill: KillSwitch,
     heartbeat: Arc<Heartbeat>,
+    host_waits: Arc<HostWaits>,
     dead: Option<ExitReason>,
     _slot: Slot,
 }
@@ -329,32 +380,27 @@ impl Sandbox {
             kill,
         } = config;
         let wasi = build_wasi(&path, &grants)?;
-        let data = ChildState::new(wasi, &limits, &path, messenger, state, Arc::clone(&heartbeat));
+        let host_waits = Arc::new(HostWaits::default());
+        let data = ChildState::new(
+            wasi,
+            &limits,
+            &path,
+            messenger,
+            state,
+            Arc::clone(&heartbeat),
+            Arc::clone(&host_waits),
+        );
         let mut store = Store::new(&engine.inner.engine, data);
         store.limiter(|s| &mut s.limiter);
-        // Time in host functions (a `call` waiting for a reply, a WASI sleep) is not
-        // the guest's: the call hook measures it so the deadline can leave it out.
-        store.call_hook(|mut ctx, hook| {
-            let data = ctx.data_mut();
-            match hook {
-                CallHook::CallingHost => data.host_since = Some(Instant::now()),
-                CallHook::ReturningFromHost => {
-                    if let Some(since) = data.host_since.take() {
-                        data.host_time += since.elapsed();
-                    }
-                }
-                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
-            }
-            Ok(())
-        });
         // Checked at every epoch tick while the guest runs: the guest's own time is the
-        // call's wall time less its time in the host, so the kill comes within one tick
+        // call's wall time less its waits on the host, so the kill comes within one tick
         // of the deadline however often the guest thread was descheduled.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
             let now = Instant::now();
             if let Some(deadline) = data.deadline
-                && now.duration_since(data.call_started).saturating_sub(data.host_time) >= deadline
+                && now.duration_since(data.call_started).saturating_sub(data.host_waits.total())
+                    >= deadline
             {
                 return Err(wasmtime::Error::new(Killed(KillCause::Deadline)));
             }
@@ -371,11 +417,12 @@ impl Sandbox {
                 }
             }
             // Yield every tick: a spinning guest never starves the runtime thread.
+            data.host_waits.yielding.store(true, Ordering::Relaxed);
             Ok(UpdateDeadline::Yield(1))
         });
         prepare_call(&mut store, &engine, &limits, limits.call_deadline)?;
         let instantiated =
-            guarded(&kill, None, plugin.inner.pre.instantiate_async(&mut store)).await;
+            guarded(&kill, &host_waits, None, plugin.inner.pre.instantiate_async(&mut store)).await;
         let guest = match instantiated {
             Ok(guest) => guest,
             Err(Ended::Wasm(e))
@@ -398,6 +445,7 @@ impl Sandbox {
             limits,
             kill,
             heartbeat,
+            host_waits,
             dead: None,
             _slot: slot,
         };
@@ -408,10 +456,10 @@ impl Sandbox {
             config: init_config,
         };
         sandbox.prepare(sandbox.limits.call_deadline)?;
-        let Self { store, guest, kill, heartbeat, limits, .. } = &mut sandbox;
+        let Self { store, guest, kill, heartbeat, host_waits, limits, .. } = &mut sandbox;
         let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
         let init = guest.warden_plugin_guest().call_init(&mut *store, &ctx);
-        let result = guarded(kill, watch, init).await;
+        let result = guarded(kill, host_waits, watch, init).await;
         match result {
             Ok(Ok(())) => match sandbox.store.data_mut().exit_request.take() {
                 Some(reason) => Err(reason),
@@ -468,10 +516,10 @@ impl Sandbox {
     /// As [`Sandbox::handle`].
     pub async fn handle_envelope(&mut self, msg: &Envelope) -> Result<Handled, ExitReason> {
         self.prepare(self.limits.call_deadline)?;
-        let Self { store, guest, kill, heartbeat, limits, .. } = self;
+        let Self { store, guest, kill, heartbeat, host_waits, limits, .. } = self;
         let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
         let call = guest.warden_plugin_guest().call_handle(&mut *store, msg);
-        let result = guarded(kill, watch, call).await;
+        let result = guarded(kill, host_waits, watch, call).await;
         match result {
             Ok(reply) => {
                 let exit = self.store.data_mut().exit_request.take();
@@ -499,9 +547,10 @@ impl Sandbox {
             return dead;
         }
         let wit_reason = to_wit_exit(&reason);
-        let Self { store, guest, kill, .. } = &mut self;
+        let Self { store, guest, kill, host_waits, .. } = &mut self;
         let call = guarded(
             kill,
+            host_waits,
             None,
             guest.warden_plugin_guest().call_terminate(&mut *store, &wit_reason),
         );
@@ -542,8 +591,7 @@ fn prepare_call(
     let data = store.data_mut();
     data.deadline = deadline;
     data.call_started = Instant::now();
-    data.host_time = Duration::ZERO;
-    data.host_since = None;
+    data.host_waits.reset();
     data.next_judgement = None;
     store.set_epoch_deadline(1);
     if engine.config().fuel {
@@ -555,9 +603,11 @@ fn prepare_call(
 }
 
 /// Runs an export call until it returns, the kill switch fires, or the heartbeat
-/// watchdog (when there is a policy) judges the guest hung.
+/// watchdog (when there is a policy) judges the guest hung; counts its waits on the
+/// host for the deadline.
 async fn guarded<R>(
     kill: &KillSwitch,
+    host_waits: &HostWaits,
     watch: Option<(&Heartbeat, &HeartbeatPolicy)>,
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> Result<R, Ended> {
@@ -577,7 +627,7 @@ async fn guarded<R>(
             kill.kill(KillCause::Heartbeat);
             Err(Ended::Killed(KillCause::Heartbeat))
         }
-        result = call => result.map_err(Ended::Wasm),
+        result = host_waits.count(call) => result.map_err(Ended::Wasm),
     };
     if let Some((heartbeat, _)) = watch {
         heartbeat.idle();
@@ -706,5 +756,45 @@ pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::type
             KillCause::BrutalKill => K::BrutalKill,
         }),
         ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_on_the_host_count_and_yields_to_the_runtime_do_not() {
+        let waits = HostWaits::default();
+        // A call whose epoch callback yields three times before it returns.
+        let mut yields = 0;
+        let spinning = std::future::poll_fn(|cx| {
+            if yields == 3 {
+                return Poll::Ready(());
+            }
+            yields += 1;
+            waits.yielding.store(true, Ordering::Relaxed);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        waits.count(spinning).await;
+        assert_eq!(waits.total(), Duration::ZERO, "yielded time is the guest's");
+        // A call suspended 20 ms in a host function.
+        waits.count(tokio::time::sleep(Duration::from_millis(20))).await;
+        assert!(waits.total() >= Duration::from_millis(20), "{:?}", waits.total());
+        waits.reset();
+        assert_eq!(waits.total(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_kill_wakes_the_guarded_call_and_the_first_cause_wins() {
+        let kill = KillSwitch::default();
+        let waiting = kill.clone();
+        let guarded = tokio::spawn(async move { waiting.killed().await });
+        tokio::task::yield_now().await; // the call is now waiting on the switch
+        kill.kill(KillCause::Deadline);
+        kill.kill(KillCause::BrutalKill);
+        assert_eq!(guarded.await.unwrap(), KillCause::Deadline);
+        assert_eq!(kill.killed().await, KillCause::Deadline, "a later wait ends at once");
     }
 }

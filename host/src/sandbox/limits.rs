@@ -16,9 +16,11 @@ pub struct ChildLimits {
     /// Most core instances, tables and memories a component may create. Default 32.
     pub max_instances: usize,
     /// How long an export call may run in the guest before it is killed with
-    /// `killed(deadline)`: the call's wall time less its time inside host functions
-    /// (a `call` waiting for a reply, a WASI sleep), checked at every epoch tick, so the
-    /// kill comes within one tick of it. `None` = no deadline. Default 5 s.
+    /// `killed(deadline)`: the call's wall time less the time it waited on the host
+    /// (a `call` waiting for a reply, a WASI sleep, a state write's commit), checked at
+    /// every epoch tick, so the kill comes within one tick of it. A host function that
+    /// returns without waiting counts as the guest's time. `None` = no deadline.
+    /// Default 5 s.
     pub call_deadline: Option<Duration>,
     /// Fuel for one export call; running out ends the incarnation with
     /// `trap(out_of_fuel)`. Needs an engine built with fuel on. Default `None`.
