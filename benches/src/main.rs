@@ -125,13 +125,22 @@ fn main() -> Result<()> {
         scenarios.push(runtime.block_on(restart(samples / 4))?);
     }
     if want("restart_all_100") {
-        scenarios.push(runtime.block_on(restart_all(if quick { 10 } else { 40 }))?);
+        scenarios.push(runtime.block_on(restart_all((samples / 500).max(10)))?);
     }
     if want("call_64B") {
-        scenarios.push(runtime.block_on(call("call_64B", 64, samples))?);
+        scenarios.push(runtime.block_on(call("call_64B", 64, samples, Caller::Task))?);
+    }
+    if want("call_64B_block_on") {
+        let call = call("call_64B_block_on", 64, samples, Caller::BlockOn);
+        scenarios.push(runtime.block_on(call)?);
     }
     if want("call_64KiB") {
-        scenarios.push(runtime.block_on(call("call_64KiB", 64 << 10, samples / 4))?);
+        scenarios.push(runtime.block_on(call(
+            "call_64KiB",
+            64 << 10,
+            samples / 4,
+            Caller::Task,
+        ))?);
     }
     if want("send_throughput") {
         let per_child = if quick { 1_000 } else { 10_000 };
@@ -254,11 +263,16 @@ async fn restart(samples: usize) -> Result<Scenario> {
 }
 
 /// One child of 100 under one_for_all traps: from its `child_exited` to the last of
-/// the 100 `child_started`, beside 100 raw instantiate + init in a row.
+/// the 100 `child_started`, beside raw wasmtime doing the same work by hand: the 99
+/// survivors' `terminate` and every old Store's drop, then 100 instantiate + init.
 async fn restart_all(samples: usize) -> Result<Scenario> {
     let children = (0..100).map(|i| chaos_child(&format!("c{i}"))).collect();
     let (host, mut events) = never_giving_up(Strategy::OneForAll, children).await?;
     let raw = RawEcho::new(warden_tests::CHAOS)?;
+    let mut stores = Vec::with_capacity(100);
+    for _ in 0..100 {
+        stores.push(raw.instantiate_and_init().await?);
+    }
     let mut warden_us = Vec::with_capacity(samples);
     let mut raw_us = Vec::with_capacity(samples);
     for i in 0..samples + 2 {
@@ -269,13 +283,19 @@ async fn restart_all(samples: usize) -> Result<Scenario> {
             |e| matches!(e, Event::ChildStarted { path, .. } if path == "root/c99"),
         )
         .await?;
+        // What Warden did in that time, by hand: stop the 99 survivors (`terminate`,
+        // then drop), drop the crashed one, start 100.
         let t = Instant::now();
-        let mut stores = Vec::with_capacity(100);
+        for (n, (mut store, instance)) in std::mem::take(&mut stores).into_iter().enumerate() {
+            if n != 50 {
+                raw.terminate(&mut store, &instance).await?;
+            }
+            drop(store);
+        }
         for _ in 0..100 {
             stores.push(raw.instantiate_and_init().await?);
         }
         let r = t.elapsed();
-        drop(stores);
         if i >= 2 {
             warden_us.push((done - exited) as f64);
             raw_us.push(micros(r));
@@ -286,7 +306,7 @@ async fn restart_all(samples: usize) -> Result<Scenario> {
         "restart_all_100",
         "us",
         warden_us,
-        "raw wasmtime: 100 x instantiate_pre + init call",
+        "raw wasmtime: 99 x terminate, 100 x Store drop, instantiate_pre + init",
         raw_us,
     ))
 }
@@ -294,11 +314,43 @@ async fn restart_all(samples: usize) -> Result<Scenario> {
 /// Embedder → child → reply through the host (mailbox, worker, `handle`, reply), with
 /// a `size`-byte payload, beside raw wasmtime calling the same `handle` export of the
 /// same component on a live instance.
-async fn call(name: &'static str, size: usize, samples: usize) -> Result<Scenario> {
+///
+/// The calls are made from a task on the runtime, as a server's request handler
+/// would make them. With `Caller::BlockOn` they are made from `block_on` instead,
+/// where every reply wakes the runtime's driver (an eventfd write, then a
+/// non-blocking `epoll_wait`) before the caller runs again.
+async fn call(name: &'static str, size: usize, samples: usize, caller: Caller) -> Result<Scenario> {
     let echo = ChildSpec::plugin("echo", PluginStart::new(warden_tests::ECHO));
     let (host, _events) = never_giving_up(Strategy::OneForOne, vec![echo]).await?;
     let raw = RawEcho::new(warden_tests::ECHO)?;
-    let mut instance = raw.instance().await?;
+    let instance = raw.instance().await?;
+    let measure = call_samples(host.clone(), instance, size, samples);
+    let (warden_us, raw_us) = match caller {
+        Caller::Task => tokio::spawn(measure).await??,
+        Caller::BlockOn => measure.await?,
+    };
+    host.shutdown().await;
+    let baseline = match caller {
+        Caller::Task => "raw wasmtime call_async of handle, live instance",
+        Caller::BlockOn => "raw wasmtime call_async of handle, from block_on",
+    };
+    Ok(scenario(name, "us", warden_us, baseline, raw_us))
+}
+
+/// Where the calls of the call scenario are made from.
+#[derive(Clone, Copy)]
+enum Caller {
+    Task,
+    BlockOn,
+}
+
+/// Interleaved Warden and raw calls; the first tenth warms up and is not kept.
+async fn call_samples(
+    host: Host,
+    mut instance: RawInstance,
+    size: usize,
+    samples: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let payload = vec![7u8; size];
     let mut warden_us = Vec::with_capacity(samples);
     let mut raw_us = Vec::with_capacity(samples);
@@ -316,8 +368,7 @@ async fn call(name: &'static str, size: usize, samples: usize) -> Result<Scenari
             raw_us.push(micros(r));
         }
     }
-    host.shutdown().await;
-    Ok(scenario(name, "us", warden_us, "raw wasmtime call_async of handle, live instance", raw_us))
+    Ok((warden_us, raw_us))
 }
 
 /// `children` relay plugins in a ring, each sending `per_child` messages to the next
@@ -705,6 +756,7 @@ struct RawEcho {
     pre: wasmtime::component::InstancePre<RawState>,
     init: wasmtime::component::ComponentExportIndex,
     handle: wasmtime::component::ComponentExportIndex,
+    terminate: wasmtime::component::ComponentExportIndex,
 }
 
 /// The `envelope` record of the WIT world.
@@ -767,7 +819,9 @@ impl RawEcho {
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .max_tables_per_component(16)
-            .max_memory_size(256 << 20);
+            .max_memory_size(256 << 20)
+            .linear_memory_keep_resident(256 << 10)
+            .table_keep_resident(16 << 10);
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
@@ -784,7 +838,9 @@ impl RawEcho {
             .context("no guest export")?;
         let init = component.get_export_index(Some(&guest), "init").context("no init")?;
         let handle = component.get_export_index(Some(&guest), "handle").context("no handle")?;
-        Ok(Self { engine, pre, init, handle })
+        let terminate =
+            component.get_export_index(Some(&guest), "terminate").context("no terminate")?;
+        Ok(Self { engine, pre, init, handle, terminate })
     }
 
     /// A live instance, initialised, with `handle` ready to call.
@@ -812,6 +868,18 @@ impl RawEcho {
         let (result,) = init.call_async(&mut store, (&ctx,)).await?;
         result.map_err(anyhow::Error::msg)?;
         Ok((store, instance))
+    }
+
+    /// Calls `terminate(shutdown)`, as a supervisor stopping the instance does.
+    async fn terminate(
+        &self,
+        store: &mut wasmtime::Store<RawState>,
+        instance: &wasmtime::component::Instance,
+    ) -> Result<()> {
+        let terminate = instance.get_func(&mut *store, self.terminate).context("no terminate")?;
+        let reason = wasmtime::component::Val::Variant("shutdown".into(), None);
+        terminate.call_async(&mut *store, &[reason], &mut []).await?;
+        Ok(())
     }
 }
 
