@@ -325,15 +325,13 @@ async fn call(name: &'static str, size: usize, samples: usize, caller: Caller) -
     let raw = RawEcho::new(warden_tests::ECHO)?;
     let instance = raw.instance().await?;
     let measure = call_samples(host.clone(), instance, size, samples);
-    let (warden_us, raw_us) = match caller {
-        Caller::Task => tokio::spawn(measure).await??,
-        Caller::BlockOn => measure.await?,
+    let ((warden_us, raw_us), baseline) = match caller {
+        Caller::Task => {
+            (tokio::spawn(measure).await??, "raw wasmtime call_async of handle, live instance")
+        }
+        Caller::BlockOn => (measure.await?, "raw wasmtime call_async of handle, from block_on"),
     };
     host.shutdown().await;
-    let baseline = match caller {
-        Caller::Task => "raw wasmtime call_async of handle, live instance",
-        Caller::BlockOn => "raw wasmtime call_async of handle, from block_on",
-    };
     Ok(scenario(name, "us", warden_us, baseline, raw_us))
 }
 
@@ -810,6 +808,7 @@ impl RawEcho {
     fn new(path: &str) -> Result<Self> {
         // The same pool as Warden's default engine (see `EngineConfig`), so the
         // comparison is of what Warden adds, not of pool sizing.
+        let warden = warden::sandbox::EngineConfig::default();
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(1_000)
             .total_core_instances(8_000)
@@ -819,9 +818,9 @@ impl RawEcho {
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .max_tables_per_component(16)
-            .max_memory_size(256 << 20)
-            .linear_memory_keep_resident(256 << 10)
-            .table_keep_resident(16 << 10);
+            .max_memory_size(warden.max_memory_bytes)
+            .linear_memory_keep_resident(warden.keep_resident)
+            .table_keep_resident(16 << 10); // the engine's TABLE_KEEP_RESIDENT
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
