@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["echo", "counter", "ticker", "chaos", "probe", "relay"];
+const PLUGINS: &[&str] = &["echo", "counter", "ticker", "chaos", "probe", "relay", "hostile"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {

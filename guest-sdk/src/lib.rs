@@ -69,16 +69,16 @@ pub mod bindings {
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "::warden_guest::bindings",
         runtime_path: "::warden_guest::__private::wit_bindgen::rt",
+        additional_derives: [PartialEq, Eq],
     });
 }
 
 use bindings::warden::plugin::{runtime, types};
 
-pub use types::{
-    Context, Envelope, ExitReason, ExitRequest, KillCause, LogLevel, MessageError, StateError,
-    TrapKind,
-};
+pub use errors::{ExitReason, KillCause, MessageError, StateError, TrapKind};
+pub use types::{Context, Envelope, ExitRequest, LogLevel};
 
+mod errors;
 pub mod state;
 
 /// A Warden plugin: one value per incarnation, handling one message at a time.
@@ -116,20 +116,21 @@ pub fn heartbeat() {
 /// [`MessageError`] when the target is unknown or not allowed, its mailbox is full, or
 /// the payload is too large.
 pub fn send(to: &str, payload: impl AsRef<[u8]>) -> Result<(), MessageError> {
-    runtime::send(to, payload.as_ref())
+    runtime::send(to, payload.as_ref()).map_err(MessageError::from)
 }
 
 /// Sends `payload` to `to` after `delay`. The timer belongs to this incarnation: if the
 /// child exits first, nothing is sent.
 ///
 /// # Errors
-/// As [`send`], checked when the timer is set.
+/// As [`send`], checked when the timer is set, and [`MessageError::TooManyTimers`] when
+/// this child already has as many timers pending as its limits allow.
 pub fn send_after(
     to: &str,
     payload: impl AsRef<[u8]>,
     delay: std::time::Duration,
 ) -> Result<(), MessageError> {
-    runtime::send_after(to, payload.as_ref(), duration_ms(delay))
+    runtime::send_after(to, payload.as_ref(), duration_ms(delay)).map_err(MessageError::from)
 }
 
 /// Sends `payload` to `to` and waits at most `timeout` for the reply.
@@ -143,7 +144,7 @@ pub fn call(
     payload: impl AsRef<[u8]>,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, MessageError> {
-    runtime::call(to, payload.as_ref(), duration_ms(timeout))
+    runtime::call(to, payload.as_ref(), duration_ms(timeout)).map_err(MessageError::from)
 }
 
 /// Asks the host to end this incarnation with `reason` once the current export returns.

@@ -11,7 +11,7 @@ use crate::bindings::warden::plugin::state as wit;
 /// # Errors
 /// [`StateError`] for a bad key or a storage failure.
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, StateError> {
-    wit::get(key)
+    wit::get(key).map_err(StateError::from)
 }
 
 /// Stores `value` under `key`; durable when it returns `Ok`.
@@ -20,7 +20,7 @@ pub fn get(key: &str) -> Result<Option<Vec<u8>>, StateError> {
 /// [`StateError`] for a bad key, a value over the limit, an exceeded quota or a storage
 /// failure.
 pub fn set(key: &str, value: impl AsRef<[u8]>) -> Result<(), StateError> {
-    wit::set(key, value.as_ref())
+    wit::set(key, value.as_ref()).map_err(StateError::from)
 }
 
 /// Removes `key`; returns whether it was present.
@@ -28,7 +28,7 @@ pub fn set(key: &str, value: impl AsRef<[u8]>) -> Result<(), StateError> {
 /// # Errors
 /// [`StateError`] for a bad key or a storage failure.
 pub fn delete(key: &str) -> Result<bool, StateError> {
-    wit::delete(key)
+    wit::delete(key).map_err(StateError::from)
 }
 
 /// The keys starting with `prefix`, in ascending order.
@@ -36,7 +36,7 @@ pub fn delete(key: &str) -> Result<bool, StateError> {
 /// # Errors
 /// [`StateError`] for a storage failure.
 pub fn keys(prefix: &str) -> Result<Vec<String>, StateError> {
-    wit::keys(prefix)
+    wit::keys(prefix).map_err(StateError::from)
 }
 
 /// One change of a [`batch`].
@@ -71,5 +71,5 @@ pub fn batch(ops: impl IntoIterator<Item = Op>) -> Result<(), StateError> {
             Op::Delete(key) => wit::StateOp::Delete(key),
         })
         .collect();
-    wit::batch(&ops)
+    wit::batch(&ops).map_err(StateError::from)
 }

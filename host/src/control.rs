@@ -1,67 +1,232 @@
 //! The JSON-lines control protocol on stdin: one command per line, each answered by
 //! one `reply` event that echoes its `id`.
+//!
+//! ```text
+//!   stdin ──▶ read_line (bounded) ──▶ Command (typed, at the edge) ──▶ task per command
+//!                 │ bad line: an error reply, and the loop goes on          │
+//!                 ▼                                                         ▼
+//!   `shutdown` ──▶ the main loop (stops the tree, then replies)     Reply ──▶ printer
+//! ```
+//!
+//! Commands run concurrently: a slow `call` never delays another command. A reply is
+//! sent to the printer with the number of the last event published when its command
+//! finished, and printed only after that event, so it follows every event its command
+//! caused; replies are never dropped, however far the event stream falls behind.
 
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
-use warden::events::Event;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use warden::events::{Event, EventRecord};
 use warden::runtime::{Host, HostError};
 use warden::sandbox::MessageError;
 
-/// Reads commands until stdin closes; the tree keeps running after that.
-pub(crate) async fn serve(host: Host, base: PathBuf, shutdown: tokio::sync::mpsc::Sender<()>) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (id, outcome, stop) = match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(command)) => {
-                let id = command.get("id").cloned();
-                let stop = command.get("cmd").and_then(Value::as_str) == Some("shutdown");
-                (id, execute(&host, &base, &command).await, stop)
-            }
-            Ok(_) => (None, Err("malformed command: expected a JSON object".to_owned()), false),
-            Err(e) => (None, Err(format!("malformed command: {e}")), false),
-        };
+/// The longest control line read; a longer one is refused (and skipped to its end).
+const MAX_LINE: usize = 64 << 20;
+
+/// A reply, with the number of the last event published when its command finished.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) after: u64,
+    pub(crate) record: EventRecord,
+}
+
+impl Reply {
+    /// The reply to the command `id`, to be printed after every event published so far.
+    pub(crate) fn new(host: &Host, id: Option<Value>, outcome: Result<Value, String>) -> Self {
         let (ok, result, error) = match outcome {
+            Ok(Value::Null) => (true, None, None),
             Ok(result) => (true, Some(result), None),
             Err(error) => (false, None, Some(error)),
         };
-        host.publish(Event::Reply { id, ok, result, error });
-        if stop {
-            let _ = shutdown.send(()).await;
-            return;
+        let after = host.last_event_seq();
+        let event = Event::Reply { id, ok, result, error };
+        Self { after, record: EventRecord { event, ts_us: host.clock_us(), seq: 0 } }
+    }
+}
+
+/// One control command.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum Command {
+    Send {
+        to: String,
+        #[serde(flatten)]
+        payload: Payload,
+    },
+    Call {
+        to: String,
+        #[serde(flatten)]
+        payload: Payload,
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+    },
+    StartChild {
+        supervisor: String,
+        #[serde(default)]
+        spec: Option<Value>,
+    },
+    TerminateChild {
+        supervisor: String,
+        child: String,
+    },
+    RestartChild {
+        supervisor: String,
+        child: String,
+    },
+    DeleteChild {
+        supervisor: String,
+        child: String,
+    },
+    WhichChildren {
+        supervisor: String,
+    },
+    CountChildren {
+        supervisor: String,
+    },
+    Shutdown {},
+}
+
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+/// A payload as text or as base64.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    payload: Option<String>,
+    payload_b64: Option<String>,
+}
+
+impl Payload {
+    fn bytes(self) -> Result<Vec<u8>, String> {
+        match (self.payload, self.payload_b64) {
+            (Some(text), None) => Ok(text.into_bytes()),
+            (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| format!("payload_b64 is not base64: {e}")),
+            (Some(_), Some(_)) => Err("give \"payload\" or \"payload_b64\", not both".into()),
+            (None, None) => Err("needs a string \"payload\" or \"payload_b64\"".into()),
         }
     }
 }
 
-async fn execute(
-    host: &Host,
-    base: &std::path::Path,
-    command: &Map<String, Value>,
-) -> Result<Value, String> {
-    let cmd = command.get("cmd").and_then(Value::as_str).ok_or("malformed command: no \"cmd\"")?;
-    let text = |key: &str| -> Result<String, String> {
-        command
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{cmd}: needs a string \"{key}\""))
+/// Reads commands until stdin closes (the tree keeps running after that), `stop`
+/// fires, or a `shutdown` command comes, whose id goes to `shutdown`: the main loop
+/// stops the tree, then replies. Every other command runs in a task of its own; its
+/// reply goes to `replies`. Returns the commands still running.
+pub(crate) async fn serve(
+    host: Host,
+    base: PathBuf,
+    replies: mpsc::UnboundedSender<Reply>,
+    shutdown: mpsc::Sender<Option<Value>>,
+    mut stop: oneshot::Receiver<()>,
+) -> JoinSet<()> {
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut running = JoinSet::new();
+    let mut line = Vec::new();
+    loop {
+        while running.try_join_next().is_some() {}
+        let read = tokio::select! {
+            read = read_line(&mut input, &mut line) => read,
+            _ = &mut stop => return running,
+        };
+        let (id, command) = match read {
+            Ok(Some(Ok(()))) if line.trim_ascii().is_empty() => continue,
+            Ok(Some(Ok(()))) => parse(&line),
+            Ok(Some(Err(len))) => (
+                None,
+                Err(format!(
+                    "malformed command: a line of {len} bytes or more, the most is {MAX_LINE}"
+                )),
+            ),
+            Ok(None) | Err(_) => return running,
+        };
+        let command = match command {
+            Ok(Command::Shutdown {}) => {
+                let _ = shutdown.send(id).await;
+                return running;
+            }
+            Ok(command) => command,
+            Err(error) => {
+                let _ = replies.send(Reply::new(&host, id, Err(error)));
+                continue;
+            }
+        };
+        let (host, base, replies) = (host.clone(), base.clone(), replies.clone());
+        running.spawn(async move {
+            let outcome = execute(&host, &base, command).await;
+            let _ = replies.send(Reply::new(&host, id, outcome));
+        });
+    }
+}
+
+/// Reads one line into `line` (without its newline): `Ok(None)` at the end of the
+/// input, `Err(len)` for a line longer than [`MAX_LINE`] (read to its end and dropped).
+async fn read_line(
+    input: &mut (impl AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<Result<(), usize>>> {
+    line.clear();
+    let mut skipped = 0;
+    loop {
+        let buf = input.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match (line.is_empty(), skipped) {
+                (true, 0) => None,
+                (_, 0) => Some(Ok(())),
+                _ => Some(Err(skipped)),
+            });
+        }
+        let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if skipped > 0 || line.len() + chunk.len() > MAX_LINE {
+            skipped += line.len() + chunk.len();
+            line.clear();
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        let used = end.unwrap_or(buf.len());
+        input.consume(used);
+        if end.is_some() {
+            return Ok(Some(if skipped > 0 { Err(skipped) } else { Ok(()) }));
+        }
+    }
+}
+
+/// A line as a command, with its id (kept even when the rest is wrong).
+fn parse(line: &[u8]) -> (Option<Value>, Result<Command, String>) {
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(value) => value,
+        Err(e) => return (None, Err(format!("malformed command: {e}"))),
     };
-    match cmd {
-        "send" => {
-            host.send(&text("to")?, payload(command)?).map_err(message_error)?;
+    let Value::Object(object) = &value else {
+        return (None, Err("malformed command: expected a JSON object".into()));
+    };
+    let id = object.get("id").cloned();
+    let name = object.get("cmd").and_then(Value::as_str).map(str::to_owned);
+    let command = serde_json::from_value(value).map_err(|e| match name {
+        Some(name) => format!("{name}: {e}"),
+        None => format!("malformed command: {e}"),
+    });
+    (id, command)
+}
+
+async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Result<Value, String> {
+    match command {
+        Command::Send { to, payload } => {
+            host.send(&to, payload.bytes()?).map_err(message_error)?;
             Ok(Value::Null)
         }
-        "call" => {
-            let timeout = command.get("timeout_ms").and_then(Value::as_u64).unwrap_or(5000);
-            let reply = host
-                .call(&text("to")?, payload(command)?, Duration::from_millis(timeout))
-                .await
-                .map_err(message_error)?;
+        Command::Call { to, payload, timeout_ms } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let reply = host.call(&to, payload.bytes()?, timeout).await.map_err(message_error)?;
             Ok(match String::from_utf8(reply) {
                 Ok(text) => Value::String(text),
                 Err(e) => {
@@ -69,63 +234,46 @@ async fn execute(
                 }
             })
         }
-        "start_child" => {
-            let supervisor = text("supervisor")?;
-            let spec = command.get("spec").cloned().unwrap_or(Value::Object(Map::new()));
+        Command::StartChild { supervisor, spec } => {
+            let spec = spec.unwrap_or_else(|| json!({}));
             let is_static = spec.get("plugin").is_some() || spec.get("supervisor").is_some();
-            if is_static {
+            let name = if is_static {
                 let entry: warden::manifest::ChildEntry = serde_json::from_value(spec)
                     .map_err(|e| format!("start_child: bad spec: {e}"))?;
                 let child = warden::manifest::child(&supervisor, &entry, base)
                     .map_err(|problems| problems.join("; "))?;
                 let name = child.id.clone();
                 host.start_child(&supervisor, child).await.map_err(host_error)?;
-                Ok(json!({ "name": name, "path": format!("{supervisor}/{name}") }))
+                name
             } else {
                 let name = spec.get("name").and_then(Value::as_str).map(str::to_owned);
                 let config = spec.get("config").map(|c| serde_json::to_vec(c).unwrap_or_default());
-                let name =
-                    host.start_dynamic(&supervisor, name, config).await.map_err(host_error)?;
-                Ok(json!({ "name": name, "path": format!("{supervisor}/{name}") }))
-            }
+                host.start_dynamic(&supervisor, name, config).await.map_err(host_error)?
+            };
+            Ok(json!({ "name": name, "path": format!("{supervisor}/{name}") }))
         }
-        "terminate_child" => {
-            host.terminate_child(&text("supervisor")?, &text("child")?)
-                .await
-                .map_err(host_error)?;
+        Command::TerminateChild { supervisor, child } => {
+            host.terminate_child(&supervisor, &child).await.map_err(host_error)?;
             Ok(Value::Null)
         }
-        "restart_child" => {
-            host.restart_child(&text("supervisor")?, &text("child")?).await.map_err(host_error)?;
+        Command::RestartChild { supervisor, child } => {
+            host.restart_child(&supervisor, &child).await.map_err(host_error)?;
             Ok(Value::Null)
         }
-        "delete_child" => {
-            host.delete_child(&text("supervisor")?, &text("child")?).await.map_err(host_error)?;
+        Command::DeleteChild { supervisor, child } => {
+            host.delete_child(&supervisor, &child).await.map_err(host_error)?;
             Ok(Value::Null)
         }
-        "which_children" => {
-            let children = host.which_children(&text("supervisor")?).await.map_err(host_error)?;
+        Command::WhichChildren { supervisor } => {
+            let children = host.which_children(&supervisor).await.map_err(host_error)?;
             serde_json::to_value(children).map_err(|e| e.to_string())
         }
-        "count_children" => {
-            let counts = host.count_children(&text("supervisor")?).await.map_err(host_error)?;
+        Command::CountChildren { supervisor } => {
+            let counts = host.count_children(&supervisor).await.map_err(host_error)?;
             serde_json::to_value(counts).map_err(|e| e.to_string())
         }
-        "shutdown" => Ok(Value::Null),
-        other => Err(format!("unknown command {other:?}")),
+        Command::Shutdown {} => Ok(Value::Null),
     }
-}
-
-fn payload(command: &Map<String, Value>) -> Result<Vec<u8>, String> {
-    if let Some(text) = command.get("payload").and_then(Value::as_str) {
-        return Ok(text.as_bytes().to_vec());
-    }
-    if let Some(encoded) = command.get("payload_b64").and_then(Value::as_str) {
-        return base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| format!("payload_b64 is not base64: {e}"));
-    }
-    Err("needs a string \"payload\" or \"payload_b64\"".into())
 }
 
 fn host_error(e: HostError) -> String {
@@ -147,5 +295,44 @@ fn message_error(e: MessageError) -> String {
         MessageError::Deadlock(cycle) => format!("deadlock: {}", cycle.join(" -> ")),
         MessageError::Application(message) => message,
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_any_bytes_are_a_line() {
+        let mut input: &[u8] = b"{\"cmd\":\"shutdown\"}\n\xff\xfe\nlast";
+        let mut line = Vec::new();
+        assert_eq!(read_line(&mut input, &mut line).await.unwrap(), Some(Ok(())));
+        assert_eq!(line, b"{\"cmd\":\"shutdown\"}");
+        assert_eq!(read_line(&mut input, &mut line).await.unwrap(), Some(Ok(())));
+        assert_eq!(line, b"\xff\xfe");
+        assert!(parse(&line).1.unwrap_err().starts_with("malformed command"));
+        assert_eq!(read_line(&mut input, &mut line).await.unwrap(), Some(Ok(())));
+        assert_eq!(line, b"last");
+        assert_eq!(read_line(&mut input, &mut line).await.unwrap(), None);
+
+        let long = vec![b'x'; MAX_LINE + 10];
+        let text = [long.as_slice(), b"\n{}\n"].concat();
+        let mut input = tokio::io::BufReader::with_capacity(4096, text.as_slice());
+        assert_eq!(read_line(&mut input, &mut line).await.unwrap(), Some(Err(MAX_LINE + 10)));
+        assert_eq!(read_line(&mut input, &mut line).await.unwrap(), Some(Ok(())));
+        assert_eq!(line, b"{}");
+    }
+
+    #[test]
+    fn a_bad_command_keeps_its_id_and_says_what_is_wrong() {
+        let (id, command) = parse(br#"{"cmd":"terminate_child","id":7,"supervisor":"root"}"#);
+        assert_eq!(id, Some(json!(7)));
+        assert_eq!(command.unwrap_err(), "terminate_child: missing field `child`");
+        let (_, command) = parse(br#"{"cmd":"dance","id":"x"}"#);
+        assert!(command.unwrap_err().starts_with("dance: unknown variant `dance`"));
+        let (_, command) = parse(br#"{"id":1}"#);
+        assert!(command.unwrap_err().starts_with("malformed command: missing field `cmd`"));
+        let (_, command) = parse(br#"{"cmd":"send","to":"root/a"}"#);
+        assert!(matches!(command, Ok(Command::Send { .. })), "payload checked when run");
     }
 }

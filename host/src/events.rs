@@ -4,6 +4,7 @@
 use crate::ExitReason;
 use crate::messaging::CircuitState;
 use serde::Serialize;
+use std::sync::Mutex;
 use std::time::Instant;
 use tokio::sync::broadcast;
 
@@ -15,18 +16,30 @@ pub struct EventRecord {
     pub event: Event,
     /// Microseconds since the host started.
     pub ts_us: u64,
+    /// The event's number in the host's stream, from 1, with no gaps: a subscriber
+    /// that sees one fell behind and lost events (not printed by the CLI).
+    #[serde(skip)]
+    pub seq: u64,
 }
 
-/// Where a host's events are published, stamped with the host's clock.
+/// Where a host's events are published, stamped with the host's clock and numbered.
 #[derive(Debug)]
 pub(crate) struct EventBus {
     tx: broadcast::Sender<EventRecord>,
     epoch: Instant,
+    /// The number of the last event published; held while it is sent, so events are
+    /// sent in the order of their numbers.
+    last: Mutex<u64>,
 }
 
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, epoch: Instant::now() }
+        Self { tx: broadcast::channel(capacity).0, epoch: Instant::now(), last: Mutex::new(0) }
+    }
+
+    /// The number of the last event published (0 before the first).
+    pub(crate) fn last_seq(&self) -> u64 {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Microseconds since the host started: the clock of `ts_us`.
@@ -36,7 +49,9 @@ impl EventBus {
 
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
-        let _ = self.tx.send(EventRecord { event, ts_us: self.now_us() });
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last += 1;
+        let _ = self.tx.send(EventRecord { event, ts_us: self.now_us(), seq: *last });
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
@@ -113,10 +128,12 @@ pub enum Event {
         /// How long it had gone without a heartbeat.
         since_ms: u64,
     },
-    /// A message could not be delivered and was set aside: it crashed its handler
-    /// `poison_after` times (`poison`), its target was removed with it still queued
-    /// (`target_removed`), or a `send-after` found its target gone or full when it
-    /// fired (`unknown_target`, `mailbox_full`, `too_large`, `not_allowed`).
+    /// A message could not be delivered and was set aside: its handler crashed on it
+    /// (`crashed`: by default a message is not tried again, as in OTP), it crashed
+    /// its handler `poison_after` times (`poison`, when retries were asked for), its
+    /// target was removed with it still queued (`target_removed`), or a `send-after`
+    /// found its target gone or full when it fired (`unknown_target`, `mailbox_full`,
+    /// `too_large`, `not_allowed`).
     DeadLetter {
         /// The target's path.
         path: String,
@@ -129,7 +146,7 @@ pub enum Event {
         size: u64,
         /// How many times it crashed its handler.
         crashes: u32,
-        /// The exit reason of the last crash, for `poison`.
+        /// The exit reason of the last crash, for `crashed` and `poison`.
         #[serde(skip_serializing_if = "Option::is_none")]
         exit: Option<ExitReason>,
     },
@@ -141,6 +158,22 @@ pub enum Event {
         state: CircuitState,
         /// Consecutive failed calls that led here.
         failures: u32,
+    },
+    /// More dead letters of one path than its share of events came within `window_ms`;
+    /// they were counted (see the message stats) but not each announced.
+    DeadLettersSuppressed {
+        /// The target's path.
+        path: String,
+        /// Dead letters not announced one by one.
+        count: u64,
+        /// The window they came in.
+        window_ms: u64,
+    },
+    /// This subscriber fell behind and lost `count` events (the stream goes on with
+    /// the newest). Replies to commands are never among them.
+    EventsDropped {
+        /// Events lost.
+        count: u64,
     },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {

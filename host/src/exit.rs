@@ -10,6 +10,7 @@
 //! {"kind":"trap","trap":"unreachable","message":"...","panic":true}
 //! {"kind":"killed","cause":"deadline"}
 //! {"kind":"start_failed","message":"..."}
+//! {"kind":"host_panic","message":"..."}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,13 @@ pub enum ExitReason {
         /// What went wrong.
         message: String,
     },
+    /// The host's own code serving the child panicked (a bug in Warden or in a host
+    /// function of the embedding application, not the guest's fault). The
+    /// incarnation ends; the rest of the host goes on.
+    HostPanic {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl ExitReason {
@@ -83,6 +91,7 @@ impl fmt::Display for ExitReason {
             Self::Trap { trap, message, .. } => write!(f, "trap {trap}: {message}"),
             Self::Killed { cause } => write!(f, "killed: {cause}"),
             Self::StartFailed { message } => write!(f, "start failed: {message}"),
+            Self::HostPanic { message } => write!(f, "host panic: {message}"),
         }
     }
 }
@@ -195,5 +204,6 @@ mod tests {
         assert!(!ExitReason::Killed { cause: KillCause::BrutalKill }.is_normal());
         assert!(!ExitReason::Error { message: "x".into() }.is_normal());
         assert!(!ExitReason::StartFailed { message: "x".into() }.is_normal());
+        assert!(!ExitReason::HostPanic { message: "x".into() }.is_normal());
     }
 }

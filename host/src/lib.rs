@@ -18,6 +18,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod escape;
 pub mod events;
 pub mod exit;
 pub mod manifest;
@@ -26,6 +27,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod state;
 pub mod supervisor;
+mod task;
 pub mod testing;
 
 pub use exit::{ExitReason, KillCause, TrapKind};

@@ -3,6 +3,7 @@
 //! edit children's durable `state`.
 
 mod control;
+mod printer;
 mod render;
 mod state_cli;
 
@@ -27,7 +28,8 @@ enum Command {
     /// Starts the tree a manifest describes; prints one JSON event per line on stdout
     /// and reads control commands as JSON lines on stdin. Exits 0 after a clean
     /// shutdown (the `shutdown` command, SIGINT or SIGTERM), 1 when the root
-    /// supervisor gave up or the tree could not start, 2 for a bad manifest.
+    /// supervisor gave up or the tree could not start, 2 for a bad manifest or a
+    /// plugin it names that cannot be loaded.
     Run {
         /// The manifest (TOML).
         manifest: PathBuf,
@@ -55,7 +57,7 @@ enum Command {
     /// Prints the JSON schema of the manifest format (for editors and validators).
     Schema,
     /// Checks manifests (and every plugin they name) or plugin files, without running
-    /// anything; lists every problem.
+    /// anything; lists every problem. Exits 0 when all are fine, 2 otherwise.
     Check {
         /// Manifests (.toml) or plugin components (.wasm).
         #[arg(required = true)]
@@ -72,9 +74,14 @@ enum EventFormat {
 }
 
 fn main() -> Result<ExitCode> {
+    // Logs go to stderr through a bounded queue and a thread of their own: a stderr
+    // nobody reads loses log lines (counted), it never blocks the runtime.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .init();
     match Cli::parse().command {
         Command::Check { files } => check(&files),
@@ -103,8 +110,11 @@ fn main() -> Result<ExitCode> {
                 (false, Some(dir)) => Store::Dir(dir),
                 (false, None) => Store::Default,
             };
-            let style = render::Style::new(terminal);
-            let code = runtime.block_on(run(&manifest, format, style, store));
+            let format = match format {
+                EventFormat::Jsonl => printer::Format::Jsonl,
+                EventFormat::Pretty => printer::Format::Pretty(render::Style::new(terminal)),
+            };
+            let code = runtime.block_on(run(&manifest, format, store));
             // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
             // runtime would wait for it until stdin closes.
             runtime.shutdown_background();
@@ -121,12 +131,7 @@ enum Store {
     Default,
 }
 
-async fn run(
-    manifest: &Path,
-    format: EventFormat,
-    style: render::Style,
-    store: Store,
-) -> Result<ExitCode> {
+async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<ExitCode> {
     let (spec, settings) = match warden::manifest::load_with_settings(manifest) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -135,9 +140,7 @@ async fn run(
         }
     };
     let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    // Fuel costs every guest a little, so the engine counts it only when a child has
-    // a fuel limit.
-    let engine = warden::sandbox::EngineConfig { fuel: uses_fuel(&spec), ..Default::default() };
+    let engine = engine_for(&spec);
     let builder = Host::builder().engine(engine);
     let host = match store {
         Store::Memory => builder.build(),
@@ -168,24 +171,17 @@ async fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    compile_with_progress(&host, &spec);
-    let mut events = host.subscribe();
-    let printer = tokio::spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match events.recv().await {
-                Ok(record) if format == EventFormat::Pretty => {
-                    println!("{}", render::pretty(&record, style));
-                }
-                Ok(record) => match serde_json::to_string(&record) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => eprintln!("warden: cannot print an event: {e}"),
-                },
-                Err(RecvError::Lagged(n)) => eprintln!("warden: {n} events were dropped"),
-                Err(RecvError::Closed) => break,
-            }
+    let problems = compile_with_progress(&host, &spec);
+    if !problems.is_empty() {
+        for problem in problems {
+            eprintln!("{}: {problem}", manifest.display());
         }
-    });
+        return Ok(ExitCode::from(2));
+    }
+    let (replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (since, events) = (host.last_event_seq(), host.subscribe());
+    let runtime = tokio::runtime::Handle::current();
+    let printer = printer::Printer::start(runtime, events, since, replies_rx, format)?;
     let code = match host.start(spec).await {
         Err(e) => {
             eprintln!("{}: {e}", manifest.display());
@@ -193,38 +189,71 @@ async fn run(
         }
         Ok(()) => {
             let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
-            let commands = tokio::spawn(control::serve(host.clone(), base, shutdown_tx));
-            let code = tokio::select! {
+            let (stop_reading, stop) = tokio::sync::oneshot::channel();
+            let commands = tokio::spawn(control::serve(
+                host.clone(),
+                base,
+                replies.clone(),
+                shutdown_tx,
+                stop,
+            ));
+            let (code, asked) = tokio::select! {
                 _ = host.wait() => {
-                    if host.root_gave_up() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+                    (if host.root_gave_up() { ExitCode::from(1) } else { ExitCode::SUCCESS }, None)
                 }
-                Some(()) = shutdown_rx.recv() => {
+                Some(id) = shutdown_rx.recv() => {
                     host.shutdown().await;
-                    ExitCode::SUCCESS
+                    (ExitCode::SUCCESS, Some(id))
                 }
                 _ = signal() => {
                     host.shutdown().await;
-                    ExitCode::SUCCESS
+                    (ExitCode::SUCCESS, None)
                 }
             };
-            commands.abort();
+            // The commands still running get their answers: the tree is gone, so they
+            // end quickly (a call to a stopped child is answered at once).
+            let _ = stop_reading.send(());
+            if let Ok(Ok(mut running)) = tokio::time::timeout(SETTLE, commands).await {
+                let all = async { while running.join_next().await.is_some() {} };
+                let _ = tokio::time::timeout(SETTLE, all).await;
+            }
+            if let Some(id) = asked {
+                let _ = replies.send(control::Reply::new(&host, id, Ok(serde_json::Value::Null)));
+            }
             code
         }
     };
-    drop(host);
-    // Let the printer write the last events (the stream closes with the host).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    drop((host, replies));
+    // The printer ends when the event stream closes with the host; stdout may be a
+    // pipe nobody reads, so the wait is bounded.
+    printer.finish(SETTLE).await;
     Ok(code)
 }
 
+/// How long the end of a run waits for commands still running and for the printer.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The engine a tree needs: fuel only when a child has a fuel limit (fuel costs every
+/// guest a little), and a pool whose memories are as large as the largest limit.
+fn engine_for(spec: &warden::supervisor::SupervisorSpec) -> warden::sandbox::EngineConfig {
+    let mut engine = warden::sandbox::EngineConfig::default();
+    for (_, start) in plugins(spec) {
+        engine.fuel |= start.limits.fuel_per_call.is_some();
+        engine.max_memory_bytes = engine.max_memory_bytes.max(start.limits.max_memory_bytes);
+    }
+    engine
+}
+
 /// Compiles every plugin the tree names before it starts, with a progress bar when
-/// stderr is a terminal (a first start compiles; later ones hit the cache). Errors are
-/// left for the start to report, with the child that names the plugin.
-fn compile_with_progress(host: &Host, spec: &warden::supervisor::SupervisorSpec) {
-    let mut plugins = Vec::new();
-    collect_plugins(spec, &mut plugins);
+/// stderr is a terminal (a first start compiles; later ones hit the cache). Returns
+/// every plugin that cannot be loaded, with the child that names it.
+fn compile_with_progress(host: &Host, spec: &warden::supervisor::SupervisorSpec) -> Vec<String> {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for (place, start) in plugins(spec) {
+        files.push((place, start.plugin.clone()));
+    }
     let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(plugins.len() as u64);
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} compiling {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -234,12 +263,45 @@ fn compile_with_progress(host: &Host, spec: &warden::supervisor::SupervisorSpec)
     } else {
         indicatif::ProgressBar::hidden()
     };
-    for plugin in &plugins {
-        bar.set_message(plugin.display().to_string());
-        let _ = host.engine().load_file(plugin);
+    let mut problems = Vec::new();
+    let mut loaded: Vec<&Path> = Vec::new();
+    for (place, file) in &files {
+        if loaded.contains(&file.as_path()) {
+            continue;
+        }
+        loaded.push(file);
+        bar.set_message(file.display().to_string());
+        if let Err(e) = host.engine().load_file(file) {
+            problems.push(format!("{place}: {e}"));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
+    problems
+}
+
+/// Every plugin child of the tree, with its place (`supervisor root, child "a"`).
+fn plugins(
+    spec: &warden::supervisor::SupervisorSpec,
+) -> Vec<(String, &warden::supervisor::PluginStart)> {
+    fn walk<'a>(
+        path: &str,
+        spec: &'a warden::supervisor::SupervisorSpec,
+        out: &mut Vec<(String, &'a warden::supervisor::PluginStart)>,
+    ) {
+        use warden::supervisor::ChildStart;
+        for child in &spec.children {
+            match &child.start {
+                ChildStart::Plugin(p) => {
+                    out.push((format!("supervisor {path}, child {:?}", child.id), p));
+                }
+                ChildStart::Supervisor(sub) => walk(&format!("{path}/{}", child.id), sub, out),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("root", spec, &mut out);
+    out
 }
 
 /// SIGINT or SIGTERM.
@@ -278,7 +340,7 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 /// Every problem of a manifest: its own (with their places) and those of every plugin
@@ -309,26 +371,4 @@ fn check_manifest(engine: &Engine, path: &Path) -> Vec<String> {
         }
     }
     problems
-}
-
-fn uses_fuel(spec: &warden::supervisor::SupervisorSpec) -> bool {
-    use warden::supervisor::ChildStart;
-    spec.children.iter().any(|child| match &child.start {
-        ChildStart::Plugin(p) => p.limits.fuel_per_call.is_some(),
-        ChildStart::Supervisor(sub) => uses_fuel(sub),
-    })
-}
-
-fn collect_plugins(spec: &warden::supervisor::SupervisorSpec, out: &mut Vec<PathBuf>) {
-    use warden::supervisor::ChildStart;
-    for child in &spec.children {
-        match &child.start {
-            ChildStart::Plugin(p) => {
-                if !out.contains(&p.plugin) {
-                    out.push(p.plugin.clone());
-                }
-            }
-            ChildStart::Supervisor(sub) => collect_plugins(sub, out),
-        }
-    }
 }

@@ -15,11 +15,12 @@
 //! restart = "permanent"           # transient, temporary
 //! shutdown = "5s"                 # or "brutal_kill", "infinity"
 //! config = { fail_init_from = 3 } # handed to init as JSON
-//! limits = { memory = "16MiB", deadline = "1s", message_size = "64KiB", mailbox = 256 }
+//! limits = { memory = "16MiB", deadline = "1s", message_size = "64KiB", mailbox = 256,
+//!            timers = 1024, timer_bytes = "4MiB" }
 //! grants = { targets = ["root/pool/*"] }  # whom it may message (itself always)
 //! heartbeat = { timeout = "200ms" }       # or { detector = "phi", threshold = 8 }
 //! circuit = { failures = 3, reset = "1s" }
-//! poison_after = 3
+//! poison_after = 1              # tries a crashing message gets (1: dead-lettered at once)
 //! state = { max_bytes = "1MiB", max_keys = 1000, max_value = "64KiB", keep = false }
 //! hibernate_after = "1s"       # idle that long: no instance until the next message
 //!
@@ -132,7 +133,8 @@ pub struct ChildEntry {
     /// A circuit breaker on calls to it; none by default.
     #[serde(default)]
     pub circuit: Option<CircuitEntry>,
-    /// Crashes a sent message may cause before it is dead-lettered; default 3.
+    /// Incarnations a sent message may crash before it is dead-lettered; default 1
+    /// (as in OTP: the message that crashed the child is not tried again).
     #[serde(default)]
     pub poison_after: Option<u32>,
     /// Its durable state: quotas, and whether it is kept when the spec is dropped.
@@ -216,6 +218,10 @@ pub struct LimitsEntry {
     pub message_size: Option<String>,
     /// Messages that may wait in its mailbox; default 1024.
     pub mailbox: Option<usize>,
+    /// `send-after` timers it may have pending; default 1024.
+    pub timers: Option<usize>,
+    /// Bytes of payload its pending timers may hold, e.g. "1MiB"; default 4 MiB.
+    pub timer_bytes: Option<String>,
 }
 
 /// Capabilities.
@@ -307,10 +313,175 @@ pub fn plugin_files(text: &str, base: &Path) -> Vec<(String, std::path::PathBuf)
         }
     }
     let mut out = Vec::new();
-    if let Ok(manifest) = toml::from_str::<Manifest>(text) {
+    if let Structure { manifest: Some(manifest), .. } = structure(text) {
         walk("root", &manifest.root, base, &mut out);
     }
     out
+}
+
+/// What deserializing a manifest found: the manifest with every entry that had a
+/// problem left out (`None` if even that does not deserialize), and the problems.
+struct Structure {
+    manifest: Option<Manifest>,
+    problems: Vec<String>,
+    /// The entries left out, as the TOML path of their table (`root.children[1]`) and
+    /// their key: the semantic checks of that place would only say they are missing.
+    pruned: Vec<(String, String)>,
+}
+
+/// Most problems of one kind reported at once.
+const MAX_PROBLEMS: usize = 100;
+
+/// Deserializes `text`, reporting every unknown key and every value of the wrong type
+/// with its line and place, not only the first: each entry serde refuses is reported
+/// and left out, and the rest deserialized again.
+fn structure(text: &str) -> Structure {
+    let line = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let problem = match line(e.span()) {
+                Some(n) => format!("line {n}: {}", e.message()),
+                None => e.message().to_owned(),
+            };
+            return Structure { manifest: None, problems: vec![problem], pruned: Vec::new() };
+        }
+    };
+    let mut problems = Vec::new();
+    let mut pruned: Vec<Cut> = Vec::new();
+    while problems.len() < MAX_PROBLEMS {
+        let e = match Manifest::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(manifest) => {
+                let pruned = pruned.into_iter().map(|cut| (cut.table, cut.key)).collect();
+                return Structure { manifest: Some(manifest), problems, pruned };
+            }
+            Err(e) => e,
+        };
+        // A field left out for its problem is then missing: said once is enough.
+        let missing = e.message().strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'));
+        let repeated = |span: &std::ops::Range<usize>| {
+            missing.is_some_and(|field| {
+                pruned.iter().any(|cut| cut.table_span == *span && cut.key == field)
+            })
+        };
+        let Some(span) = e.span() else {
+            problems.push(e.message().to_owned());
+            break;
+        };
+        let at = line(Some(span.clone())).unwrap_or(1);
+        let doc_span = doc.span();
+        let Some(cut) = prune(doc.get_mut(), doc_span, &span, String::new()) else {
+            if !repeated(&span) {
+                problems.push(format!("line {at}: {}", e.message()));
+            }
+            break;
+        };
+        if !repeated(&span) {
+            let place = if cut.place.is_empty() { "the top level" } else { &cut.place };
+            let message = match e.message() {
+                // toml's words for any value that is not a name, for a field of names.
+                "wanted string or table" => format!("invalid type: {}, expected a name", cut.found),
+                other => other.to_owned(),
+            };
+            problems.push(format!("line {at}, {place}: {message}"));
+        }
+        pruned.push(cut);
+    }
+    Structure { manifest: None, problems, pruned: Vec::new() }
+}
+
+/// An entry left out of the document.
+struct Cut {
+    /// Where it was, e.g. `root.children[1].limits.memroy`.
+    place: String,
+    /// The table it was in, and that table's span.
+    table: String,
+    table_span: std::ops::Range<usize>,
+    key: String,
+    /// The type of what was left out (`integer`, `table`, ...).
+    found: &'static str,
+}
+
+/// Removes the entry of `table` (at `place`, spanning `table_span`), at any depth,
+/// that `span` points at: a key or a value covering it, or a table or array element
+/// whose span is it (a table's span is its header, or the whole of an inline table).
+fn prune(
+    table: &mut toml::de::DeTable<'_>,
+    table_span: std::ops::Range<usize>,
+    span: &std::ops::Range<usize>,
+    place: String,
+) -> Option<Cut> {
+    use toml::de::DeValue;
+    let covers = |s: std::ops::Range<usize>| s.start <= span.start && span.end <= s.end;
+    let keys: Vec<String> = table.keys().map(|k| k.get_ref().to_string()).collect();
+    for key in keys {
+        let here = if place.is_empty() { key.clone() } else { format!("{place}.{key}") };
+        let (key_span, value) = match table.get_key_value(key.as_str()) {
+            Some((k, v)) => (k.span(), v.span()),
+            None => continue,
+        };
+        let entry = table.get_mut(key.as_str()).expect("listed above");
+        let hit = covers(key_span)
+            || value == *span
+            || (covers(value.clone())
+                && !matches!(entry.get_ref(), DeValue::Table(_) | DeValue::Array(_)));
+        if !hit {
+            let found = match entry.get_mut() {
+                DeValue::Table(inner) => prune(inner, value.clone(), span, here.clone()),
+                DeValue::Array(items) => prune_item(items, value.clone(), span, &here, &key),
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+            continue;
+        }
+        let found = table.remove(key.as_str()).map_or("nothing", |v| v.get_ref().type_str());
+        return Some(Cut { place: here, table: place, table_span, key, found });
+    }
+    None
+}
+
+/// [`prune`] in an array: an element `span` points at, or an entry inside one.
+fn prune_item(
+    items: &mut toml::de::DeArray<'_>,
+    array_span: std::ops::Range<usize>,
+    span: &std::ops::Range<usize>,
+    place: &str,
+    key: &str,
+) -> Option<Cut> {
+    use toml::de::DeValue;
+    let covers = |s: std::ops::Range<usize>| s.start <= span.start && span.end <= s.end;
+    for i in 0..items.len() {
+        let at = format!("{place}[{i}]");
+        let item_span = items[i].span();
+        let nested = matches!(items[i].get_ref(), DeValue::Table(_) | DeValue::Array(_));
+        if item_span != *span && (nested || !covers(item_span.clone())) {
+            let found = match items.as_mut()[i].get_mut() {
+                DeValue::Table(inner) => prune(inner, item_span, span, at),
+                DeValue::Array(inner) => prune_item(inner, item_span, span, &at, key),
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+            continue;
+        }
+        let found = items[i].get_ref().type_str();
+        // `DeArray` cannot remove: keep the others.
+        let mut kept = toml::de::DeArray::new();
+        for (j, item) in items.iter().enumerate() {
+            if j != i {
+                kept.push(item.clone());
+            }
+        }
+        *items = kept;
+        let (table, key) = (place.to_owned(), key.to_owned());
+        return Some(Cut { place: at, table, table_span: array_span, key, found });
+    }
+    None
 }
 
 /// Reads and checks the manifest at `path`.
@@ -353,19 +524,51 @@ pub fn parse_with_settings(
     base: &Path,
 ) -> Result<(SupervisorSpec, Settings), ManifestError> {
     let refuse = |problems| ManifestError { file: file.to_owned(), problems };
-    let manifest: Manifest = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-        let message = e.message().to_owned();
-        refuse(vec![match line {
-            Some(line) => format!("line {line}: {message}"),
-            None => message,
-        }])
-    })?;
-    let mut problems = Vec::new();
-    let spec = supervisor("root", &manifest.root, base, &mut problems);
-    problems.extend(validate("root", &spec).iter().map(SpecError::to_string));
+    let Structure { manifest, mut problems, pruned } = structure(text);
+    let Some(manifest) = manifest else { return Err(refuse(problems)) };
+    let mut semantic = Vec::new();
+    let spec = supervisor("root", &manifest.root, base, &mut semantic);
+    if pruned.is_empty() {
+        semantic.extend(validate("root", &spec).iter().map(SpecError::to_string));
+    }
+    // Where an entry was left out for its problem, that it is missing now is no news.
+    let tainted = |p: &String| {
+        pruned.iter().any(|(table, key)| {
+            let place = place_of(&manifest, table);
+            p.strip_prefix(place.as_str()).is_some_and(|rest| rest.starts_with(':'))
+                && p.contains(&format!("`{key}`"))
+        })
+    };
+    problems.extend(semantic.into_iter().filter(|p| !tainted(p)));
     let settings = Settings { data_dir: manifest.data_dir.as_ref().map(|dir| base.join(dir)) };
     if problems.is_empty() { Ok((spec, settings)) } else { Err(refuse(problems)) }
+}
+
+/// The place (`supervisor root, child "a"`) of the manifest table at TOML path `table`
+/// (`root.children[0]`), as the semantic checks name it.
+fn place_of(manifest: &Manifest, table: &str) -> String {
+    let mut place = String::from("supervisor root");
+    let mut path = String::from("root");
+    let mut sup = &manifest.root;
+    let mut rest = table.strip_prefix("root").unwrap_or(table);
+    while let Some(after) = rest.strip_prefix(".children[") {
+        let Some((index, tail)) = after.split_once(']') else { break };
+        let Some(child) = index.parse::<usize>().ok().and_then(|i| sup.children.get(i)) else {
+            break;
+        };
+        place = format!("supervisor {path}, child {:?}", child.name);
+        rest = tail;
+        match (&child.supervisor, rest.strip_prefix(".supervisor")) {
+            (Some(sub), Some(tail)) => {
+                path = format!("{path}/{}", child.name);
+                place = format!("supervisor {path}");
+                sup = sub;
+                rest = tail;
+            }
+            _ => break,
+        }
+    }
+    place
 }
 
 fn supervisor(
@@ -444,6 +647,10 @@ fn child_spec(
             if let Some(l) = &entry.limits {
                 if let Some(memory) = &l.memory {
                     match bytes(memory) {
+                        Ok(n) if n > MAX_MEMORY => problem(format!(
+                            "limits.memory: {memory:?} is more than a 32-bit wasm memory can \
+                             hold, 4GiB"
+                        )),
                         Ok(n) => limits.max_memory_bytes = n,
                         Err(e) => problem(format!("limits.memory: {e}")),
                     }
@@ -472,6 +679,15 @@ fn child_spec(
                     Some(0) => problem("limits.mailbox must be at least 1".into()),
                     Some(n) => mailbox.capacity = n,
                     None => {}
+                }
+                if let Some(n) = l.timers {
+                    mailbox.timers.max_timers = n;
+                }
+                if let Some(size) = &l.timer_bytes {
+                    match bytes(size) {
+                        Ok(n) => mailbox.timers.max_bytes = n,
+                        Err(e) => problem(format!("limits.timer_bytes: {e}")),
+                    }
                 }
             }
             if let Some(n) = entry.poison_after {
@@ -694,9 +910,21 @@ fn heartbeat(entry: &HeartbeatEntry) -> Result<HeartbeatPolicy, String> {
     }
 }
 
-/// "500ms", "5s", "1m 30s".
+/// The largest memory limit: a 32-bit wasm memory holds at most 4 GiB.
+const MAX_MEMORY: usize = 4 << 30;
+
+/// The longest duration a manifest may give: longer ones are refused, not clamped,
+/// so a typo does not silently mean "never".
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// "500ms", "5s", "1m 30s"; at most [`MAX_DURATION`].
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{text:?} is longer than the longest allowed, 365 days"));
+    }
+    Ok(d)
 }
 
 /// "64KiB", "16MiB", "1GiB", "1000" (bytes).
@@ -759,9 +987,72 @@ supervisor = { strategy = "one_for_all", period = "soon" }
         let err =
             parse("t.toml", "[root]\nstrategy = \"one_for_one\"\ncolour = 1\n", Path::new("."))
                 .unwrap_err();
-        assert!(err.to_string().starts_with("t.toml: line 3: unknown field `colour`"), "{err}");
+        assert!(
+            err.to_string().starts_with("t.toml: line 3, root.colour: unknown field `colour`"),
+            "{err}"
+        );
         let err = parse("t.toml", "[root]\nstrategy = 7\n", Path::new(".")).unwrap_err();
-        assert!(err.to_string().contains("line 2"), "{err}");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.to_string()
+                .contains("line 2, root.strategy: invalid type: integer, expected a name"),
+            "{err}"
+        );
+        let err = parse("t.toml", "[root\nstrategy = 7\n", Path::new(".")).unwrap_err();
+        assert!(err.to_string().starts_with("t.toml: line 1: "), "a syntax error: {err}");
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let text = r#"
+[root]
+strategy = "one_for_one"
+colour = "blue"
+
+[[root.children]]
+name = "a"
+plugin = "p.wasm"
+limits = { memroy = "16MiB" }
+
+[[root.children]]
+name = "b"
+plugin = "p.wasm"
+restart = 5
+shutdown = "soon"
+
+[[root.children]]
+name = "c"
+plugin = "p.wasm"
+circuit = { failures = 1, reset = "500000000000y" }
+
+[[root.children]]
+name = "d"
+supervisor = { strategy = "one_for_all", children = [{ name = "e", plugin = "p.wasm", poison = 2 }] }
+"#;
+        let err = parse("t.toml", text, dir.path()).unwrap_err();
+        let all = err.to_string();
+        for expected in [
+            "t.toml: line 4, root.colour: unknown field `colour`",
+            "t.toml: line 9, root.children[0].limits.memroy: unknown field `memroy`",
+            "t.toml: line 14, root.children[1].restart: invalid type: integer, expected a name",
+            "t.toml: supervisor root, child \"b\": shutdown: \"soon\" is not a duration",
+            "t.toml: supervisor root, child \"c\": circuit.reset: \"500000000000y\" is longer than \
+             the longest allowed, 365 days",
+            "root.children[3].supervisor.children[0].poison: unknown field `poison`",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        assert_eq!(err.problems.len(), 6, "nothing more, nothing twice:\n{all}");
+    }
+
+    #[test]
+    fn a_field_left_out_for_its_problem_is_not_reported_missing_as_well() {
+        let text = "[root]\nstrategy = \"one_for_sixteen\"\n";
+        let err = parse("t.toml", text, Path::new(".")).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].starts_with("line 2, root.strategy: unknown variant"), "{err}");
     }
 
     fn only_child(spec: &SupervisorSpec) -> &PluginStart {

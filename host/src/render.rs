@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::time::Duration;
+use warden::escape::printable;
 use warden::events::{Event, EventRecord};
 use warden::sandbox::{HeartbeatPolicy, Shutdown};
 use warden::supervisor::{Backoff, ChildSpec, ChildStart, Restart, SupervisorSpec};
@@ -151,7 +152,10 @@ impl Style {
     }
 }
 
-/// One event as a line for people: the time, the path, what happened.
+/// One event as a line for people: the time, the path, what happened. Whatever a
+/// guest can influence (exit reasons, messages, errors, replies, even paths of dynamic
+/// children) is escaped: one event is one line, and no escape sequence reaches the
+/// terminal.
 pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
     const GREEN: &str = "32";
     const RED: &str = "31";
@@ -206,8 +210,17 @@ pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
             };
             ("reply", CYAN, format!("{id}{body}"))
         }
+        Event::DeadLettersSuppressed { path, count, window_ms } => (
+            path.as_str(),
+            MAGENTA,
+            format!("{count} more dead letters in {window_ms} ms (not shown one by one)"),
+        ),
+        Event::EventsDropped { count } => {
+            ("", BOLD_RED, format!("{count} events were lost: the log fell behind"))
+        }
         other => ("", DIM, format!("{other:?}")),
     };
+    let (path, what) = (printable(path), printable(&what));
     // Padded before painting: escape codes have no width on screen.
     format!(
         "{time}  {} {}",
@@ -271,10 +284,47 @@ supervisor = { strategy = "simple_one_for_one", children = [{ name = "w", plugin
                 reason: ExitReason::Killed { cause: warden::KillCause::Heartbeat },
             },
             ts_us: 1_500_000,
+            seq: 1,
         };
         let plain = pretty(&record, Style { colour: false });
         assert_eq!(plain, "     1.500s  root/a                   exited #2: killed: heartbeat");
         let coloured = pretty(&record, Style { colour: true });
         assert!(coloured.contains("\x1b[31mroot/a                  \x1b[0m"), "{coloured:?}");
+    }
+
+    #[test]
+    fn what_a_guest_says_cannot_forge_a_line_or_reach_the_terminal() {
+        let forged =
+            "boom\n     1.365s  root                     supervisor gave up\x1b]0;pwned\x07";
+        let record = EventRecord {
+            event: Event::ChildExited {
+                path: "root/a".into(),
+                incarnation: 1,
+                reason: ExitReason::Trap {
+                    trap: warden::TrapKind::Unreachable,
+                    message: forged.into(),
+                    panic: true,
+                },
+            },
+            ts_us: 0,
+            seq: 1,
+        };
+        let line = pretty(&record, Style { colour: false });
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
+        assert!(line.contains("boom\\n     1.365s"), "{line}");
+        let reply = EventRecord {
+            event: Event::Reply {
+                id: Some(serde_json::json!("x\ny")),
+                ok: false,
+                result: None,
+                error: Some("a\rb".into()),
+            },
+            ts_us: 0,
+            seq: 2,
+        };
+        let line = pretty(&reply, Style { colour: false });
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!line.contains('\r'), "{line:?}");
     }
 }

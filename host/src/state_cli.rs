@@ -80,13 +80,15 @@ pub(crate) fn main(args: Args) -> Result<ExitCode> {
     match args.action {
         Action::Ls { path: None } => {
             for (scope, usage) in store.scopes()? {
+                let scope = warden::escape::printable(&scope);
                 writeln!(out, "{scope}\t{} keys\t{} bytes", usage.keys, usage.bytes)?;
             }
         }
         Action::Ls { path: Some(path) } => {
             for key in store.keys(&path, "")? {
                 let size = store.get(&path, &key)?.map_or(0, |v| v.len());
-                writeln!(out, "{key}\t{size} bytes")?;
+                // Keys are the guest's: escaped, one per line.
+                writeln!(out, "{}\t{size} bytes", warden::escape::printable(&key))?;
             }
         }
         Action::Get { path, key } => match store.get(&path, &key)? {

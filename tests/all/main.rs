@@ -4,6 +4,7 @@
 mod escape;
 mod faults;
 mod fixtures;
+mod hostile;
 mod load;
 mod messaging;
 mod runtime;

@@ -113,9 +113,7 @@ async fn a_guest_calling_a_child_that_crashes_mid_call_hears_at_once() {
     let answered = tree.host().clock_us();
     // The guest saw callee-crashed(killed(deadline)) and answered with it as its error.
     match reply {
-        Err(MessageError::Application(e)) => {
-            assert!(e.contains("CalleeCrashed") && e.contains("Deadline"), "{e}")
-        }
+        Err(MessageError::Application(e)) => assert_eq!(e, "callee crashed: killed (deadline)"),
         other => panic!("expected the guest's error, got {other:?}"),
     }
     assert!(asked.elapsed() < Duration::from_secs(2), "not at its timeout: {:?}", asked.elapsed());
@@ -181,7 +179,7 @@ async fn full_oversized_forbidden_and_unknown_sends_are_rejected_each_with_its_e
     let guest = text(tree.call("root/allowed", "!flood:3:root/c:x").await);
     assert!(
         ["sent 0 rejected 3", "sent 1 rejected 2"].iter().any(|s| guest.starts_with(s))
-            && guest.ends_with(": MessageError::MailboxFull"),
+            && guest.ends_with(": mailbox full"),
         "{guest}"
     );
 
@@ -192,7 +190,7 @@ async fn full_oversized_forbidden_and_unknown_sends_are_rejected_each_with_its_e
     );
     for msg in ["send:root/c:x", "call:root/c:x"] {
         let e = tree.call("root/denied", msg).await.unwrap_err();
-        assert!(matches!(&e, MessageError::Application(e) if e.contains("NotAllowed")), "{e:?}");
+        assert_eq!(e, MessageError::Application("not allowed to send to root/c".into()));
     }
     // Itself it may always message.
     assert_eq!(text(tree.call("root/denied", "send:root/denied:echo:me").await), "ok");
@@ -204,8 +202,47 @@ async fn full_oversized_forbidden_and_unknown_sends_are_rejected_each_with_its_e
 }
 
 #[tokio::test]
-async fn a_poison_message_is_dead_lettered_after_three_crashes_and_the_next_is_served() {
-    let mut tree = start(vec![chaos("c", "", |_| {})]).await;
+async fn a_message_that_crashes_its_handler_costs_one_crash_and_is_dead_lettered() {
+    // OTP's default intensity (1 in 5 s): one bad message must not take down the
+    // supervisor, as it would if it were tried again.
+    let mut spec = tree(vec![chaos("c", "", |_| {})]);
+    spec.intensity = 1;
+    let mut tree = TestTree::start(spec).await.expect("the tree starts");
+    tree.send("root/c", "trap").unwrap();
+    let host = tree.host().clone();
+    let next = host.call("root/c", b"echo:next".to_vec(), Duration::from_secs(10));
+    let (reply, ()) = tokio::join!(next, async {
+        tree.expect(exited("root/c")).await;
+        tree.expect(dead_letter("root/c", "crashed")).await;
+        tree.expect(started("root/c", 2)).await;
+    });
+    assert_eq!(text(reply), "next", "the message behind the bad one goes to the next incarnation");
+    let dead = tree
+        .seen()
+        .iter()
+        .find(|r| dead_letter("root/c", "crashed").matches(&r.event))
+        .expect("a dead letter")
+        .event
+        .clone();
+    match dead {
+        Event::DeadLetter {
+            crashes: 1,
+            size: 4,
+            sender: None,
+            exit: Some(ExitReason::Trap { trap: TrapKind::Unreachable, .. }),
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    tree.assert_children("root", &[("c", ChildState::Running, 2)]).await;
+    let stats = tree.host().message_stats();
+    assert_eq!((stats.dead_letters, stats.handled, stats.pending), (1, 1, 0), "{stats:?}");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn poison_after_opts_in_to_retries_then_dead_letters_the_poison() {
+    let mut tree = start(vec![chaos("c", "", |s| s.mailbox.poison_after = 3)]).await;
     tree.send("root/c", "trap").unwrap();
     let host = tree.host().clone();
     let next = host.call("root/c", b"echo:next".to_vec(), Duration::from_secs(10));
@@ -436,24 +473,56 @@ async fn the_circuit_opens_after_consecutive_failures_fails_fast_and_half_opens(
 }
 
 #[tokio::test]
-async fn calls_in_a_cycle_end_by_deadline_and_the_error_names_the_cycle() {
+async fn a_call_that_would_close_a_cycle_is_refused_at_once_and_names_it() {
+    // Long timeouts: a cycle found only when they ran out would fail the test.
+    let long = r#"{"call_timeout_ms": 60000}"#;
     let tree = start(vec![
-        chaos("a", r#"{"call_timeout_ms": 200}"#, allow(&["root/b"])),
-        chaos("b", r#"{"call_timeout_ms": 5000}"#, allow(&["root/a"])),
+        chaos("a", long, allow(&["root/b"])),
+        chaos("b", long, allow(&["root/a", "root/c"])),
+        chaos("c", long, allow(&["root/a"])),
     ])
     .await;
-    let asked = Instant::now();
-    // a calls b, which calls a: a is busy waiting on b, so b's call waits on a.
+    // a calls b, which calls a: a waits on b, so b's call would wait on a.
     let reply = tree.call("root/a", "call:root/b:call:root/a:echo:x").await;
-    let e = match reply {
-        Err(MessageError::Application(e)) => e,
-        other => panic!("expected a's error, got {other:?}"),
-    };
-    assert!(e.contains("Deadlock") && e.contains(r#"["root/a", "root/b", "root/a"]"#), "{e}");
-    let took = asked.elapsed();
-    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
-    // Both are still there, and b's call got its answer once a was free.
+    // b's call is refused; b answers a with that error, and a answers its caller.
+    assert_eq!(
+        reply,
+        Err(MessageError::Application("deadlock: root/a -> root/b -> root/a".into()))
+    );
+    // Three children: a -> b -> c -> a.
+    let reply = tree.call("root/a", "call:root/b:call:root/c:call:root/a:echo:x").await;
+    assert_eq!(
+        reply,
+        Err(MessageError::Application("deadlock: root/a -> root/b -> root/c -> root/a".into()))
+    );
+    // A child calling itself waits on itself.
+    let reply = tree.call("root/b", "call:root/b:echo:x").await;
+    assert_eq!(reply, Err(MessageError::Application("deadlock: root/b -> root/b".into())));
+    // Nothing was stuck: every call got its answer, and all three still serve.
     tree.within(tree.host().messages_settled()).await;
-    assert_eq!(text(tree.call("root/b", "echo:b").await), "b");
+    for child in ["a", "b", "c"] {
+        assert_eq!(text(tree.call(&format!("root/{child}"), "echo:here").await), "here");
+    }
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_embedder_calling_into_a_cycle_gets_its_answer() {
+    // The embedder is not part of the wait-for graph: its call to a, which calls b,
+    // which calls a, ends with b's refusal passed up, not with a timeout.
+    let long = r#"{"call_timeout_ms": 60000}"#;
+    let tree =
+        start(vec![chaos("a", long, allow(&["root/b"])), chaos("b", long, allow(&["root/a"]))])
+            .await;
+    let host = tree.host().clone();
+    let first =
+        host.call("root/a", b"call:root/b:call:root/a:echo:x".to_vec(), Duration::from_secs(60));
+    let second = host.call("root/b", b"echo:meanwhile".to_vec(), Duration::from_secs(60));
+    let (first, second) = tree.within(async { tokio::join!(first, second) }).await;
+    assert_eq!(
+        first,
+        Err(MessageError::Application("deadlock: root/a -> root/b -> root/a".into()))
+    );
+    assert_eq!(second.as_deref(), Ok(&b"meanwhile"[..]));
     tree.shutdown().await;
 }

@@ -2,8 +2,13 @@
 
 use super::CircuitConfig;
 use crate::sandbox::MessageError;
+use crate::task::Owned;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A reset this long never comes in practice; longer ones are clamped to it, so no
+/// `Instant` arithmetic can overflow.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// A circuit breaker's state, as events report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -50,11 +55,23 @@ enum State {
 pub(crate) struct Breaker {
     config: CircuitConfig,
     state: Mutex<State>,
+    /// The timer that half-opens the open circuit; cancelled with the breaker.
+    reset_timer: Mutex<Option<Owned<()>>>,
 }
 
 impl Breaker {
     pub(crate) fn new(config: CircuitConfig) -> Self {
-        Self { config, state: Mutex::new(State::Closed { failures: 0 }) }
+        let config = CircuitConfig { reset: config.reset.min(NEVER), ..config };
+        Self {
+            config,
+            state: Mutex::new(State::Closed { failures: 0 }),
+            reset_timer: Mutex::new(None),
+        }
+    }
+
+    /// Owns the task that half-opens the circuit (replacing an older one).
+    pub(crate) fn set_reset_timer(&self, timer: Owned<()>) {
+        *self.reset_timer.lock().unwrap_or_else(|p| p.into_inner()) = Some(timer);
     }
 
     /// Lets a call through, or fails it fast; a change when the call half-opens it.
@@ -79,7 +96,7 @@ impl Breaker {
     /// Records how an admitted call went; a change when it opens or closes the circuit.
     pub(crate) fn record(&self, admit: Admit, outcome: Outcome, now: Instant) -> Option<Change> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let open_until = now + self.config.reset;
+        let open_until = now.checked_add(self.config.reset).unwrap_or(now);
         match (&mut *state, admit, outcome) {
             (State::HalfOpen { failures, .. }, Admit::Probe, Outcome::Failure) => {
                 let failures = *failures + 1;
@@ -127,7 +144,7 @@ impl Breaker {
     }
 
     /// How long the circuit stays open.
-    pub(crate) fn reset(&self) -> std::time::Duration {
+    pub(crate) fn reset(&self) -> Duration {
         self.config.reset
     }
 
@@ -143,7 +160,6 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn opens_after_consecutive_failures_fails_fast_then_probes_once() {
@@ -199,5 +215,16 @@ mod tests {
         breaker.record(Admit::Probe, Outcome::Failure, t1);
         assert_eq!(breaker.expire(t1 + Duration::from_millis(500)), None);
         assert_eq!(breaker.state(), CircuitState::Open);
+    }
+
+    #[test]
+    fn a_reset_too_long_for_the_clock_is_clamped_not_a_panic() {
+        let breaker = Breaker::new(CircuitConfig { failures: 1, reset: Duration::MAX });
+        let t0 = Instant::now();
+        assert_eq!(
+            breaker.record(Admit::Normal, Outcome::Failure, t0),
+            Some((CircuitState::Open, 1))
+        );
+        assert_eq!(breaker.admit(t0 + Duration::from_secs(86_400)), Err(MessageError::CircuitOpen));
     }
 }

@@ -102,6 +102,12 @@ impl Mailbox {
         .await
     }
 
+    /// The next letter if there is one, without waiting.
+    #[cfg(test)]
+    pub(crate) fn try_next(&self) -> Option<Letter> {
+        self.queue().letters.pop_front()
+    }
+
     /// Closes the mailbox (its child was removed) and returns what was still in it.
     pub(crate) fn close(&self) -> VecDeque<Letter> {
         let mut queue = self.queue();

@@ -1,6 +1,6 @@
 //! Messaging: mailboxes owned by the host, so they survive restarts; `send`,
 //! `send-after` and `call` for guests and for the embedding application; limits,
-//! allow-lists, poison messages, a circuit breaker, and an account of every message.
+//! allow-lists, dead letters, a circuit breaker, and an account of every message.
 //!
 //! ```text
 //!   sender ──▶ Post::deliver ── checks: allowed? target? size? breaker? room? ──▶ rejected
@@ -9,7 +9,8 @@
 //!   Mailbox (per child path, bounded FIFO) ──▶ worker of the current incarnation
 //!                 ▲        │ one message at a time
 //!                 │        ▼
-//!   requeued ◀── crash ── handled / failed / dead-lettered
+//!   dead-lettered ◀── crash ── handled / failed
+//!   (or requeued, with poison_after > 1)
 //! ```
 //!
 //! Every message offered ends as exactly one of: rejected at send, handled (the guest's
@@ -18,12 +19,15 @@
 //! removed), or dead-lettered. [`MessageStats`] counts them.
 
 mod breaker;
+mod dead_letters;
 mod mailbox;
 mod post;
+mod timers;
 
 pub use breaker::CircuitState;
 pub(crate) use mailbox::{Letter, Mailbox};
 pub(crate) use post::{Outbox, Post};
+pub use timers::TimerLimits;
 
 use std::time::Duration;
 
@@ -36,13 +40,19 @@ pub struct MailboxConfig {
     /// The largest payload the child accepts, in bytes; a larger one fails with
     /// `too-large`. Default 1 MiB.
     pub max_message_bytes: usize,
-    /// How many times a sent message (not a call) may crash the child before it is
-    /// dead-lettered instead of delivered again. Default 3.
+    /// How many incarnations a sent message (not a call) may crash before it is
+    /// dead-lettered instead of delivered again. Default 1: as in OTP, the message
+    /// being handled when the child crashed is gone (a `crashed` dead letter), and one
+    /// bad message costs one crash. A message interrupted because the supervisor
+    /// stopped the child is not counted: it stays at the head of the mailbox.
     pub poison_after: u32,
     /// Whom this child may send to and call. Default nobody but itself.
     pub targets: Targets,
     /// A circuit breaker on calls to this child. Default none.
     pub circuit: Option<CircuitConfig>,
+    /// How many `send-after` timers this child may have pending, and the bytes they
+    /// hold. Default [`TimerLimits::default`].
+    pub timers: TimerLimits,
 }
 
 impl Default for MailboxConfig {
@@ -50,9 +60,10 @@ impl Default for MailboxConfig {
         Self {
             capacity: 1024,
             max_message_bytes: 1 << 20,
-            poison_after: 3,
+            poison_after: 1,
             targets: Targets::default(),
             circuit: None,
+            timers: TimerLimits::default(),
         }
     }
 }

@@ -2,16 +2,22 @@
 //! every message, and what a call waits on (to name a deadlock when one times out).
 
 use super::breaker::{Admit, Outcome};
+use super::dead_letters::{DeadLetter, DeadLetters};
 use super::mailbox::{Letter, Mailbox};
+use super::timers::Timers;
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{Event, EventBus};
-use crate::runtime::Owned;
-use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger, TimerGuard};
+use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger};
+use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
+
+/// A timeout this long never comes in practice; longer ones are clamped to it, so no
+/// deadline arithmetic can overflow.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -33,6 +39,7 @@ pub(crate) struct Post {
     settled: Notify,
     settle_waiters: AtomicUsize,
     events: Arc<EventBus>,
+    dead_letters: DeadLetters,
 }
 
 impl Post {
@@ -43,6 +50,7 @@ impl Post {
             counts: Counters::default(),
             settled: Notify::new(),
             settle_waiters: AtomicUsize::new(0),
+            dead_letters: DeadLetters::new(Arc::clone(&events)),
             events,
         }
     }
@@ -153,7 +161,8 @@ impl Post {
     }
 
     /// `call`: delivers and waits at most `timeout` for the answer. The callee's crash
-    /// answers at once (`callee-crashed`); a timeout on a cycle of calls says so.
+    /// answers at once (`callee-crashed`), and so does a call that would close a cycle
+    /// of calls waiting on each other (`deadlock`).
     pub(crate) async fn call(
         &self,
         from: Option<&Mailbox>,
@@ -161,37 +170,34 @@ impl Post {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + NEVER);
         let (reply, answer) = oneshot::channel();
-        // The sender's checks, then the callee's breaker, then its mailbox: a refused
-        // call never counts against (or probes) the callee.
+        // The sender's checks, the wait-for graph, then the callee's breaker, then its
+        // mailbox: a refused call never counts against (or probes) the callee.
         let offered = self.admissible(from, to, payload.len()).and_then(|target| {
+            let waiting = match from {
+                Some(from) => Some(self.wait_on(&from.path, &target.path)?),
+                None => None,
+            };
             let admission = match target.breaker {
                 Some(_) => Some(self.admit(Arc::clone(&target))?),
                 None => None,
             };
             self.enqueue(from, &target, payload, Some(reply))?;
-            Ok((target, admission))
+            Ok((waiting, admission))
         });
-        let (target, breaker) = self.count(offered)?;
-        let _waiting = from.map(|f| self.wait_on(&f.path, &target.path));
+        let (_waiting, breaker) = self.count(offered)?;
         let result = match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             // Every accepted letter is answered; a dropped one means the host is going.
             Ok(Err(_)) => Err(MessageError::UnknownTarget(to.to_owned())),
-            Err(_) => Err(match from.and_then(|f| self.cycle(&f.path, &target.path)) {
-                Some(cycle) => MessageError::Deadlock(cycle),
-                None => MessageError::Timeout,
-            }),
+            Err(_) => Err(MessageError::Timeout),
         };
         if let Some(mut admission) = breaker {
             admission.finish(match &result {
                 Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
-                Err(
-                    MessageError::CalleeCrashed(_)
-                    | MessageError::Timeout
-                    | MessageError::Deadlock(_),
-                ) => Outcome::Failure,
+                Err(MessageError::CalleeCrashed(_) | MessageError::Timeout) => Outcome::Failure,
                 Err(_) => Outcome::Neutral,
             });
         }
@@ -206,82 +212,94 @@ impl Post {
     }
 
     /// Publishes a change of `target`'s circuit; when it opened, sets the timer that
-    /// half-opens it.
+    /// half-opens it (owned by the breaker, so it goes with the mailbox).
     fn circuit_changed(&self, target: &Arc<Mailbox>, change: Option<super::breaker::Change>) {
         let Some((state, failures)) = change else { return };
         self.events.emit(Event::CircuitChanged { path: target.path.to_string(), state, failures });
         if let (CircuitState::Open, Some(breaker)) = (state, &target.breaker) {
-            let (events, target) = (Arc::clone(&self.events), Arc::clone(target));
+            let (events, target_ref) = (Arc::clone(&self.events), Arc::downgrade(target));
             let reset = breaker.reset();
-            tokio::spawn(async move {
+            breaker.set_reset_timer(Owned(tokio::spawn(async move {
                 tokio::time::sleep(reset).await;
+                let Some(target) = target_ref.upgrade() else { return };
                 let Some(breaker) = &target.breaker else { return };
                 if let Some((state, failures)) = breaker.expire(Instant::now()) {
                     let path = target.path.to_string();
                     events.emit(Event::CircuitChanged { path, state, failures });
                 }
+            })));
+        }
+    }
+
+    /// Records that `caller` waits on `callee` until the guard is dropped, unless that
+    /// would close a cycle: `callee` is `caller`, or already waits on it, directly or
+    /// through others. Checked and recorded under one lock, so two calls made at once
+    /// cannot both close the cycle.
+    ///
+    /// # Errors
+    /// [`MessageError::Deadlock`] with the cycle, from `callee` back to itself.
+    fn wait_on(&self, caller: &Arc<str>, callee: &Arc<str>) -> Result<Waiting<'_>, MessageError> {
+        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chain = vec![callee.to_string()];
+        let mut at = callee;
+        loop {
+            if at == caller {
+                chain.push(callee.to_string());
+                return Err(MessageError::Deadlock(chain));
+            }
+            match waits.get(at) {
+                // Each caller waits on one callee, so a chain is at most every waiter
+                // long; a longer one is a cycle not through this caller.
+                Some(next) if chain.len() <= waits.len() => {
+                    chain.push(next.to_string());
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        waits.insert(Arc::clone(caller), Arc::clone(callee));
+        Ok(Waiting { post: self, caller: Arc::clone(caller) })
+    }
+
+    /// Checks a `send-after` as it is set: refused now is a rejected send; accepted, it
+    /// is counted as sent when it fires.
+    pub(crate) fn check_timer(
+        &self,
+        from: &Mailbox,
+        to: &str,
+        size: usize,
+    ) -> Result<(), MessageError> {
+        match self.admissible(Some(from), to, size) {
+            Ok(_) => Ok(()),
+            Err(e) => self.count(Err(e)),
+        }
+    }
+
+    /// Refuses a `send-after` past its sender's timer limits (a rejected send).
+    pub(crate) fn refuse_timer(&self, why: String) -> Result<(), MessageError> {
+        self.count(Err(MessageError::TooManyTimers(why)))
+    }
+
+    /// Delivers a `send-after` whose timer fired; if it cannot be delivered now, it is
+    /// a dead letter, not a silent drop.
+    pub(crate) fn fire(&self, from: &Mailbox, to: String, payload: Vec<u8>) {
+        let size = payload.len() as u64;
+        let delivered = self
+            .admissible(Some(from), &to, payload.len())
+            .and_then(|target| self.enqueue(Some(from), &target, payload, None));
+        self.counts.sent.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = delivered {
+            // Never pending, so counted here rather than through `finish`.
+            self.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
+            self.dead_letters.announce(DeadLetter {
+                path: to,
+                reason: reason_word(&e),
+                sender: Some(from.path.to_string()),
+                size,
+                crashes: 0,
+                exit: None,
             });
         }
-    }
-
-    /// Records that `caller` waits on `callee` until the guard is dropped.
-    fn wait_on(&self, caller: &Arc<str>, callee: &Arc<str>) -> Waiting<'_> {
-        self.waits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(Arc::clone(caller), Arc::clone(callee));
-        Waiting { post: self, caller: Arc::clone(caller) }
-    }
-
-    /// The cycle of waits from `caller` through `callee` back to `caller`, if there is
-    /// one: `[caller, callee, ..., caller]`.
-    fn cycle(&self, caller: &Arc<str>, callee: &Arc<str>) -> Option<Vec<String>> {
-        let waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
-        let mut chain = vec![caller.to_string(), callee.to_string()];
-        let mut at = callee;
-        while let Some(next) = waits.get(at) {
-            chain.push(next.to_string());
-            if next == caller {
-                return Some(chain);
-            }
-            if chain.len() > waits.len() + 2 {
-                return None; // a cycle not through the caller
-            }
-            at = next;
-        }
-        None
-    }
-
-    /// `send-after`: checked now, delivered when the timer fires unless the guard was
-    /// dropped first. A delivery that fails then is a dead letter.
-    pub(crate) fn send_after(
-        self: &Arc<Self>,
-        from: &Arc<Mailbox>,
-        to: &str,
-        payload: Vec<u8>,
-        delay: Duration,
-    ) -> Result<TimerGuard, MessageError> {
-        // Refused now is refused at send; accepted, it is counted as sent when it fires,
-        // and if it cannot be delivered then, it is a dead letter, not a silent drop.
-        if let Err(e) = self.admissible(Some(from), to, payload.len()) {
-            return self.count(Err(e));
-        }
-        let (post, from, to) = (Arc::clone(self), Arc::clone(from), to.to_owned());
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let size = payload.len() as u64;
-            let delivered = post
-                .admissible(Some(&from), &to, payload.len())
-                .and_then(|target| post.enqueue(Some(&from), &target, payload, None));
-            post.counts.sent.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = delivered {
-                // Never pending, so counted here rather than through `finish`.
-                post.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
-                let sender = Some(from.path.to_string());
-                post.announce_dead_letter(to, reason_word(&e), sender, size, 0, None);
-            }
-        });
-        Ok(Box::new(Owned(timer)))
     }
 
     // --- how accepted letters end --------------------------------------------------
@@ -306,31 +324,23 @@ impl Post {
         self.finish(&self.counts.failed);
     }
 
-    /// A letter is set aside, with an event.
+    /// A letter is set aside, with an event (see [`DeadLetters`] for how many).
     pub(crate) fn dead_letter(
         &self,
         path: &str,
         letter: Letter,
-        reason: &str,
+        reason: &'static str,
         exit: Option<crate::ExitReason>,
     ) {
-        let size = letter.envelope.payload.len() as u64;
-        let sender = letter.envelope.sender;
-        self.announce_dead_letter(path.to_owned(), reason, sender, size, letter.crashes, exit);
+        self.dead_letters.announce(DeadLetter {
+            path: path.to_owned(),
+            reason,
+            sender: letter.envelope.sender,
+            size: letter.envelope.payload.len() as u64,
+            crashes: letter.crashes,
+            exit,
+        });
         self.finish(&self.counts.dead_letters);
-    }
-
-    fn announce_dead_letter(
-        &self,
-        path: String,
-        reason: &str,
-        sender: Option<String>,
-        size: u64,
-        crashes: u32,
-        exit: Option<crate::ExitReason>,
-    ) {
-        let reason = reason.to_owned();
-        self.events.emit(Event::DeadLetter { path, reason, sender, size, crashes, exit });
     }
 
     pub(crate) fn stats(&self) -> MessageStats {
@@ -411,11 +421,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Messaging as one child sees it: it sends as itself, within its allow-list.
+/// Messaging as one incarnation of a child sees it: it sends as itself, within its
+/// allow-list, and owns its `send-after` timers (dropped with it).
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    pub(crate) post: Arc<Post>,
-    pub(crate) me: Arc<Mailbox>,
+    post: Arc<Post>,
+    me: Arc<Mailbox>,
+    timers: Timers,
+}
+
+impl Outbox {
+    pub(crate) fn new(post: Arc<Post>, me: Arc<Mailbox>) -> Self {
+        let timers = Timers::new(me.config.timers);
+        Self { post, me, timers }
+    }
 }
 
 impl Messenger for Outbox {
@@ -423,13 +442,8 @@ impl Messenger for Outbox {
         self.post.send(Some(&self.me), to, payload)
     }
 
-    fn send_after(
-        &self,
-        to: &str,
-        payload: Vec<u8>,
-        delay: Duration,
-    ) -> Result<TimerGuard, MessageError> {
-        self.post.send_after(&self.me, to, payload, delay)
+    fn send_after(&self, to: &str, payload: Vec<u8>, delay: Duration) -> Result<(), MessageError> {
+        self.timers.set(&self.post, &self.me, to, payload, delay)
     }
 
     fn call(
@@ -472,38 +486,6 @@ mod tests {
 
     fn config(capacity: usize) -> MailboxConfig {
         MailboxConfig { capacity, targets: Targets::any(), ..MailboxConfig::default() }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn send_after_is_counted_when_it_fires_and_a_failed_delivery_is_a_dead_letter() {
-        let (post, mut events) = post();
-        let a = post.open("root/a", &config(1));
-        let b = post.open("root/b", &config(1));
-        let _delivered = post.send_after(&b, "root/a", b"tick".to_vec(), ms(100)).unwrap();
-        let _undeliverable = post.send_after(&b, "root/a", b"tock".to_vec(), ms(200)).unwrap();
-        let cancelled = post.send_after(&b, "root/a", b"never".to_vec(), ms(50)).unwrap();
-        drop(cancelled);
-        assert_eq!(post.stats().sent, 0, "nothing is sent before its timer fires");
-
-        tokio::time::sleep(ms(150)).await;
-        assert_eq!((post.stats().sent, post.stats().pending, a.len()), (1, 1, 1));
-        // The mailbox (capacity 1) is still full when the second fires.
-        tokio::time::sleep(ms(100)).await;
-        let stats = post.stats();
-        assert_eq!((stats.sent, stats.dead_letters, stats.pending), (2, 1, 1), "{stats:?}");
-        match events.recv().await.unwrap().event {
-            Event::DeadLetter { path, reason, sender, size: 4, .. } => {
-                assert_eq!((path.as_str(), reason.as_str()), ("root/a", "mailbox_full"));
-                assert_eq!(sender.as_deref(), Some("root/b"));
-            }
-            other => panic!("{other:?}"),
-        }
-        // Refused when set: counted as a rejected send at once.
-        assert_eq!(
-            post.send_after(&b, "root/zz", Vec::new(), ms(1)).err(),
-            Some(MessageError::UnknownTarget("root/zz".into()))
-        );
-        assert_eq!(post.stats().rejected, 1);
     }
 
     #[tokio::test]
@@ -549,9 +531,5 @@ mod tests {
         for bad in ["", "root/*/x", "root/", "/root", "ro*t", "root//a"] {
             assert!(Targets::new([bad]).is_err(), "{bad:?}");
         }
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
     }
 }

@@ -1,12 +1,13 @@
 //! The embedding API: a [`Host`] runs one supervision tree.
 
-use super::supervisor::{self, Owned, SupMsg};
+use super::supervisor::{self, SupMsg};
 use crate::ExitReason;
 use crate::events::{Event, EventBus, EventRecord};
 use crate::messaging::{CircuitState, MessageStats, Post};
 use crate::sandbox::{Engine, EngineConfig, LoadError, MessageError, Plugin, SandboxError};
 use crate::state::{DiskStore, MemoryStore, OpenError, StateStore};
 use crate::supervisor::{AdminError, ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
+use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,13 +100,25 @@ impl Shared {
         self.events.emit(event);
     }
 
-    /// The plugin at `file`, loaded (read, hashed, compiled) the first time only. A
-    /// file changed on disk is picked up by a new host, not by restarts.
-    pub(crate) fn plugin(&self, file: &std::path::Path) -> Result<Plugin, LoadError> {
+    /// The plugin at `file`, loaded (read, hashed, compiled) the first time only, on
+    /// a blocking thread: compiling takes tens of milliseconds a plugin. A file changed
+    /// on disk is picked up by a new host, not by restarts.
+    pub(crate) async fn plugin(&self, file: &std::path::Path) -> Result<Plugin, LoadError> {
         if let Some(plugin) = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file) {
             return Ok(plugin.clone());
         }
-        let plugin = self.engine.load_file(file)?;
+        let (engine, path) = (self.engine.clone(), file.to_owned());
+        let plugin = match tokio::task::spawn_blocking(move || engine.load_file(path)).await {
+            Ok(loaded) => loaded?,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    let file = file.display().to_string();
+                    let message = "the runtime is shutting down".to_owned();
+                    return Err(LoadError::Read { file, message });
+                }
+            },
+        };
         self.plugins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -161,7 +174,18 @@ impl Shared {
 #[derive(Clone)]
 pub struct Host {
     shared: Arc<Shared>,
-    root: Arc<Mutex<Option<Owned<ExitReason>>>>,
+    root: Arc<Mutex<Root>>,
+}
+
+/// The root supervisor's task, through its life.
+#[derive(Default)]
+enum Root {
+    #[default]
+    None,
+    /// A `start` is under way: a second one is refused.
+    Starting,
+    /// Running; dropping the task (with the last clone of the host) aborts the tree.
+    Running { _task: Owned<ExitReason> },
 }
 
 impl std::fmt::Debug for Host {
@@ -235,7 +259,7 @@ impl HostBuilder {
                 root_exit,
                 root_gave_up: std::sync::atomic::AtomicBool::new(false),
             }),
-            root: Arc::new(Mutex::new(None)),
+            root: Arc::new(Mutex::new(Root::None)),
         })
     }
 }
@@ -252,9 +276,17 @@ impl Host {
     }
 
     /// Events from now on. A receiver that falls more than 65,536 events behind
-    /// loses the oldest (it is told how many).
+    /// loses the oldest: its next `recv` says how many (`Lagged`), and the numbers
+    /// ([`EventRecord::seq`]) of the events it then gets show the gap.
     pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
         self.shared.events.subscribe()
+    }
+
+    /// The number ([`EventRecord::seq`]) of the last event published, 0 before the
+    /// first: everything an operation caused has a number up to this once the
+    /// operation returned (the CLI prints a command's reply after that event).
+    pub fn last_event_seq(&self) -> u64 {
+        self.shared.events.last_seq()
     }
 
     /// Microseconds since the host was built: the clock of [`EventRecord::ts_us`].
@@ -276,16 +308,31 @@ impl Host {
     /// An invalid spec or a child that failed to start ([`HostError::TreeStart`]
     /// names it); a tree already running.
     pub async fn start(&self, spec: SupervisorSpec) -> Result<(), HostError> {
-        if self.root.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-            return Err(HostError::AlreadyRunning);
+        {
+            let mut root = self.root();
+            if !matches!(*root, Root::None) {
+                return Err(HostError::AlreadyRunning);
+            }
+            *root = Root::Starting;
         }
         self.shared.root_exit.send_replace(None);
         self.shared.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
-        let (_, task) = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None)
-            .await
-            .map_err(HostError::TreeStart)?;
-        *self.root.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        Ok(())
+        let started = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None).await;
+        let mut root = self.root();
+        match started {
+            Ok((_, task)) => {
+                *root = Root::Running { _task: task };
+                Ok(())
+            }
+            Err(reason) => {
+                *root = Root::None;
+                Err(HostError::TreeStart(reason))
+            }
+        }
+    }
+
+    fn root(&self) -> std::sync::MutexGuard<'_, Root> {
+        self.root.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Calls the child at `path` and waits at most `timeout` for its reply. The
@@ -440,14 +487,14 @@ impl Host {
     /// Stops the tree in order (children newest first, each waited for) and returns
     /// the root's exit reason.
     pub async fn shutdown(&self) -> ExitReason {
-        if self.root.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        if !matches!(*self.root(), Root::Running { .. }) {
             return ExitReason::Shutdown; // no tree was started
         }
         if let Some(root) = self.shared.supervisor("root") {
             let _ = root.send(SupMsg::Shutdown);
         }
         let reason = self.wait().await;
-        self.root.lock().unwrap_or_else(|p| p.into_inner()).take();
+        *self.root() = Root::None;
         reason
     }
 }

@@ -17,4 +17,3 @@ mod worker;
 
 pub use crate::events::EventRecord;
 pub use host::{Host, HostBuilder, HostError, MailboxInfo};
-pub(crate) use supervisor::Owned;

@@ -3,36 +3,33 @@
 
 use super::host::{AdminReply, AdminRequest, HostError, Shared};
 use super::worker;
+use crate::events::Event;
 use crate::messaging::{Mailbox, Outbox};
 use crate::sandbox::{BoxFuture, KillSwitch, Sandbox, SandboxConfig, Shutdown};
-use crate::supervisor::{ChildStart, Core, Directive, SupervisorSpec};
+use crate::supervisor::{AdminError, ChildStart, Core, Directive, SupervisorSpec};
+use crate::task::Owned;
 use crate::{ExitReason, KillCause};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 /// What a supervisor task receives.
 pub(crate) enum SupMsg {
-    /// A child's incarnation ended on its own.
-    ChildExited { id: String, incarnation: u64, reason: ExitReason },
+    /// A child's incarnation ended on its own; `announced` when the child published
+    /// its `child_exited` itself (a worker does).
+    ChildExited { id: String, incarnation: u64, reason: ExitReason, announced: bool },
     /// A restart timer fired.
     Timer { id: String, generation: u64 },
     /// An admin request.
-    Admin(AdminRequest, oneshot::Sender<Result<AdminReply, HostError>>),
+    Admin(AdminRequest, Answer),
     /// Shut down: children newest first, then exit `shutdown`.
     Shutdown,
 }
 
-/// A task handle that aborts the task when dropped: nothing outlives its owner.
-pub(crate) struct Owned<T>(pub(crate) JoinHandle<T>);
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// Where an admin request's answer goes.
+type Answer = oneshot::Sender<Result<AdminReply, HostError>>;
 
 /// A started supervisor: its channel and its task.
 pub(crate) type Started = (mpsc::UnboundedSender<SupMsg>, Owned<ExitReason>);
@@ -76,9 +73,14 @@ struct Supervisor {
     /// The mailboxes of this supervisor's plugin children, kept while their specs are.
     mailboxes: HashMap<String, Arc<Mailbox>>,
     timers: JoinSet<()>,
-    admin: Option<oneshot::Sender<Result<AdminReply, HostError>>>,
-    /// Admin requests answered `ok` when the agenda is done.
-    deferred: Vec<oneshot::Sender<Result<AdminReply, HostError>>>,
+    /// The admin request whose start is on the agenda.
+    admin: Option<Answer>,
+    /// Admin requests answered when the agenda is done, so that each reply follows
+    /// the events of what it asked for.
+    deferred: Vec<(Answer, Result<AdminReply, HostError>)>,
+    /// Exits the children announced themselves, by path and incarnation: the core's
+    /// announcement of them is skipped. Cleared when the agenda is done.
+    announced: HashSet<(String, u64)>,
 }
 
 /// Starts the supervisor at `path`; returns once its children are started (or its
@@ -123,9 +125,11 @@ async fn start_inner(
         timers: JoinSet::new(),
         admin: None,
         deferred: Vec::new(),
+        announced: HashSet::new(),
     };
     shared.register(&path, tx.clone());
     let task = Owned(tokio::spawn(supervisor.run(rx, ready_tx, parent)));
+
     match ready_rx.await {
         Ok(Ok(())) => Ok((tx, task)),
         Ok(Err(reason)) => Err(reason),
@@ -136,14 +140,53 @@ async fn start_inner(
 }
 
 impl Supervisor {
+    /// Runs until the supervisor exits; then tells its parent (or the host, for the
+    /// root). A panic in this task ends the supervisor with `host_panic`, reported the
+    /// same way; its children, whose tasks it owns, end with it.
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<SupMsg>,
         ready: oneshot::Sender<Result<(), ExitReason>>,
         parent: Option<Parent>,
     ) -> ExitReason {
-        self.core.init(Instant::now());
+        let shared = Arc::clone(&self.shared);
+        let path = self.core.path().to_owned();
         let mut ready = Some(ready);
+        let reason = match worker::catch_panic(self.serve(&mut rx, &mut ready)).await {
+            Ok(reason) => reason,
+            Err(message) => {
+                let reason = ExitReason::HostPanic { message };
+                tracing::error!(supervisor = path, "{reason}");
+                shared.unregister(&path);
+                reason
+            }
+        };
+        match ready.take() {
+            // Failed while starting: the starter is told, not the parent.
+            Some(ready) => {
+                let _ = ready.send(Err(reason.clone()));
+            }
+            None => match parent {
+                Some(parent) => {
+                    let _ = parent.tx.send(SupMsg::ChildExited {
+                        id: parent.id,
+                        incarnation: parent.incarnation,
+                        reason: reason.clone(),
+                        announced: false,
+                    });
+                }
+                None => shared.root_exited(reason.clone()),
+            },
+        }
+        reason
+    }
+
+    async fn serve(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<SupMsg>,
+        ready: &mut Option<oneshot::Sender<Result<(), ExitReason>>>,
+    ) -> ExitReason {
+        self.core.init(Instant::now());
         let reason = loop {
             if let Some(reason) = self.drain().await {
                 break reason;
@@ -162,21 +205,12 @@ impl Supervisor {
         for (id, _) in self.mailboxes.drain() {
             self.shared.post.forget(&self.core.child_path(&id));
         }
-        match ready.take() {
-            // Failed while starting: the starter is told, not the parent.
-            Some(ready) => {
-                let _ = ready.send(Err(reason.clone()));
+        // Requests that came too late are answered, not dropped.
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let SupMsg::Admin(_, reply) = msg {
+                let _ = reply.send(Err(HostError::Admin(AdminError::ShuttingDown)));
             }
-            None => match parent {
-                Some(parent) => {
-                    let _ = parent.tx.send(SupMsg::ChildExited {
-                        id: parent.id,
-                        incarnation: parent.incarnation,
-                        reason: reason.clone(),
-                    });
-                }
-                None => self.shared.root_exited(reason.clone()),
-            },
         }
         reason
     }
@@ -184,16 +218,28 @@ impl Supervisor {
     fn handle(&mut self, msg: SupMsg) {
         let now = Instant::now();
         match msg {
-            SupMsg::ChildExited { id, incarnation, reason } => {
+            SupMsg::ChildExited { id, incarnation, reason, announced } => {
                 if self.children.get(&id).map(Running::incarnation) == Some(incarnation) {
                     self.children.remove(&id);
                 }
+                if announced {
+                    self.announced.insert((self.core.child_path(&id), incarnation));
+                }
                 self.core.exited(&id, incarnation, reason, now);
             }
-            SupMsg::Timer { id, generation } => self.core.timer(&id, generation, now),
+            SupMsg::Timer { id, generation } => {
+                // Reap the timers that fired; a restarting child sets one each time.
+                while self.timers.try_join_next().is_some() {}
+                self.core.timer(&id, generation, now);
+            }
             SupMsg::Shutdown => self.core.shutdown(),
             SupMsg::Admin(request, reply) => {
-                let deferred = matches!(request, AdminRequest::DeleteChild(_));
+                // Answered once what they asked for is done: the child stopped (its
+                // `child_exited` published), its state removed.
+                let deferred = matches!(
+                    request,
+                    AdminRequest::TerminateChild(_) | AdminRequest::DeleteChild(_)
+                );
                 let answer = match request {
                     AdminRequest::WhichChildren => {
                         Ok(AdminReply::Children(self.core.which_children()))
@@ -220,9 +266,9 @@ impl Supervisor {
                 match answer {
                     // Answered when the start it asked for is reported.
                     Ok(AdminReply::Pending) => self.admin = Some(reply),
-                    // Answered once the directives it caused (removing its state) are
-                    // carried out.
-                    Ok(AdminReply::Ok) if deferred => self.deferred.push(reply),
+                    Ok(AdminReply::Ok) if deferred => {
+                        self.deferred.push((reply, Ok(AdminReply::Ok)))
+                    }
                     Ok(answer) => {
                         let _ = reply.send(Ok(answer));
                     }
@@ -241,14 +287,15 @@ impl Supervisor {
                 Directive::Start { child, incarnation, cause } => {
                     let result = self.start_child(&child, incarnation).await;
                     let admin = self.core.started(&child, result, cause, Instant::now());
-                    // Only an admin start answers the pending request.
+                    // Only an admin start answers the pending request, after the
+                    // start's events.
                     if let Some(result) = admin
                         && let Some(reply) = self.admin.take()
                     {
                         let answer = result
                             .map(|()| AdminReply::Started(child))
                             .map_err(HostError::StartFailed);
-                        let _ = reply.send(answer);
+                        self.deferred.push((reply, answer));
                     }
                 }
                 Directive::Stop { child, shutdown } => {
@@ -259,13 +306,19 @@ impl Supervisor {
                     let mut stops = JoinSet::new();
                     for id in children {
                         if let Some(running) = self.take_running(&id) {
-                            stops.spawn(async move { (id, stop(running, shutdown).await) });
+                            let incarnation = running.incarnation();
+                            stops.spawn(
+                                async move { (id, incarnation, stop(running, shutdown).await) },
+                            );
                         }
                     }
                     let mut results = Vec::new();
                     while let Some(done) = stops.join_next().await {
-                        if let Ok(result) = done {
-                            results.push(result);
+                        if let Ok((id, incarnation, (reason, announced))) = done {
+                            if announced {
+                                self.announced.insert((self.core.child_path(&id), incarnation));
+                            }
+                            results.push((id, reason));
                         }
                     }
                     self.core.stopped_all(results);
@@ -288,12 +341,15 @@ impl Supervisor {
                         tracing::warn!(child = path, "could not remove its state: {e}");
                     }
                 }
+                Directive::Emit(Event::ChildExited { path, incarnation, .. })
+                    if self.announced.remove(&(path.clone(), incarnation)) => {}
                 Directive::Emit(event) => self.shared.emit(event),
                 Directive::Exit(reason) => return Some(reason),
             }
         }
-        for reply in self.deferred.drain(..) {
-            let _ = reply.send(Ok(AdminReply::Ok));
+        self.announced.clear();
+        for (reply, answer) in self.deferred.drain(..) {
+            let _ = reply.send(answer);
         }
         None
     }
@@ -310,6 +366,7 @@ impl Supervisor {
                 let plugin = self
                     .shared
                     .plugin(&start.plugin)
+                    .await
                     .map_err(|e| ExitReason::StartFailed { message: e.to_string() })?;
                 // The mailbox outlives incarnations: opened at the first start, kept
                 // until the spec is forgotten.
@@ -323,10 +380,10 @@ impl Supervisor {
                 config.limits = start.limits;
                 config.grants = start.grants;
                 config.state = Arc::clone(&self.shared.state);
-                config.messenger = Arc::new(Outbox {
-                    post: Arc::clone(&self.shared.post),
-                    me: Arc::clone(&mailbox),
-                });
+                // The incarnation's messenger, with its timers: shared by a hibernating
+                // child's activations, dropped when the incarnation ends.
+                config.messenger =
+                    Arc::new(Outbox::new(Arc::clone(&self.shared.post), Arc::clone(&mailbox)));
                 let hibernate = start.hibernate_after.map(|after| worker::Hibernate {
                     plugin: plugin.clone(),
                     config: config.clone(),
@@ -372,7 +429,14 @@ impl Supervisor {
 
     async fn stop_child(&mut self, id: &str, shutdown: Shutdown) -> ExitReason {
         match self.take_running(id) {
-            Some(running) => stop(running, shutdown).await,
+            Some(running) => {
+                let incarnation = running.incarnation();
+                let (reason, announced) = stop(running, shutdown).await;
+                if announced {
+                    self.announced.insert((self.core.child_path(id), incarnation));
+                }
+                reason
+            }
             // It ended on its own meanwhile; its exit message is stale now.
             None => ExitReason::Shutdown,
         }
@@ -380,7 +444,19 @@ impl Supervisor {
 }
 
 /// Stops one child as `shutdown` says: graceful within the timeout, then killed.
-async fn stop(running: Running, shutdown: Shutdown) -> ExitReason {
+/// Returns how it ended, and whether it announced that itself (a worker does).
+async fn stop(running: Running, shutdown: Shutdown) -> (ExitReason, bool) {
+    let is_worker = matches!(running, Running::Worker { .. });
+    let reason = stop_running(running, shutdown).await;
+    match reason {
+        Ok(reason) => (reason, is_worker),
+        Err(reason) => (reason, false),
+    }
+}
+
+/// The stopped child's exit reason; `Err` when its task did not end on its own (it
+/// was aborted), so it announced nothing.
+async fn stop_running(running: Running, shutdown: Shutdown) -> Result<ExitReason, ExitReason> {
     match running {
         Running::Worker { stop, kill, mut task, .. } => {
             if shutdown == Shutdown::BrutalKill {
@@ -405,12 +481,12 @@ async fn stop(running: Running, shutdown: Shutdown) -> ExitReason {
                     Ok(result) => joined(result),
                     Err(_) => {
                         task.0.abort();
-                        ExitReason::Killed { cause: KillCause::ShutdownTimeout }
+                        Err(ExitReason::Killed { cause: KillCause::ShutdownTimeout })
                     }
                 },
                 Shutdown::BrutalKill => {
                     task.0.abort();
-                    ExitReason::Killed { cause: KillCause::BrutalKill }
+                    Err(ExitReason::Killed { cause: KillCause::BrutalKill })
                 }
                 Shutdown::Infinity => joined((&mut task.0).await),
             }
@@ -418,6 +494,11 @@ async fn stop(running: Running, shutdown: Shutdown) -> ExitReason {
     }
 }
 
-fn joined(result: Result<ExitReason, tokio::task::JoinError>) -> ExitReason {
-    result.unwrap_or(ExitReason::Killed { cause: KillCause::BrutalKill })
+/// A task's result: panics are caught inside every task, so an error means it was
+/// aborted (its owner was dropped).
+fn joined(result: Result<ExitReason, tokio::task::JoinError>) -> Result<ExitReason, ExitReason> {
+    result.map_err(|e| match e.try_into_panic() {
+        Ok(payload) => ExitReason::HostPanic { message: worker::panic_message(payload.as_ref()) },
+        Err(_) => ExitReason::Killed { cause: KillCause::BrutalKill },
+    })
 }

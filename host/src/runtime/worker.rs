@@ -1,10 +1,16 @@
 //! A worker: one task holding one incarnation's sandbox, handling the messages of its
 //! child's mailbox one at a time until it exits or is stopped.
 //!
-//! When the incarnation crashes handling a message, that message is not lost: a call
-//! is answered `callee-crashed` at once; a sent message goes back to the head of the
-//! mailbox for the next incarnation, until it has crashed `poison_after` of them and
-//! is dead-lettered instead.
+//! The worker announces its incarnation's end (`child_exited`) itself, the moment it
+//! happens, and only then settles the message it was handling: a caller hears
+//! `callee-crashed` right after the event that explains it, whatever its supervisor
+//! is busy with. The supervisor's own announcement of the same exit is then skipped.
+//!
+//! The message being handled when the incarnation crashed is not lost: a call is
+//! answered `callee-crashed`; a sent message is dead-lettered (`crashed`), or, when
+//! the child's `poison_after` allows more tries, goes back to the head of the mailbox
+//! for the next incarnation until it has crashed that many (then `poison`). A message
+//! interrupted because the supervisor stopped the child is not at fault and goes back.
 //!
 //! A hibernating child's worker drops the instance when it has been idle long enough
 //! and starts it again, `init` and all, for the next message: one incarnation, many
@@ -17,6 +23,7 @@ use crate::events::Event;
 use crate::messaging::{Letter, Mailbox};
 use crate::sandbox::{MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -42,18 +49,58 @@ pub(crate) struct Worker {
 /// What a hibernating child's worker needs to start the instance again.
 pub(crate) struct Hibernate {
     pub(crate) plugin: Plugin,
-    /// The incarnation's config; its clones share the kill switch and heartbeat cell.
+    /// The incarnation's config; its clones share the kill switch, the heartbeat cell
+    /// and the messenger (with the incarnation's timers).
     pub(crate) config: SandboxConfig,
     /// Idle this long, the instance is dropped.
     pub(crate) after: Duration,
 }
 
-/// Runs the incarnation; returns how it ended. An exit the supervisor did not ask
-/// for is also reported to it as [`SupMsg::ChildExited`].
+/// How the incarnation ended.
+enum Exit {
+    /// Stopped by its supervisor.
+    Stopped(ExitReason),
+    /// Ended on its own: crashed, killed, or asked to exit.
+    Ended(ExitReason),
+}
+
+/// Runs the incarnation and announces its end; returns how it ended. An exit the
+/// supervisor did not ask for is also reported to it as [`SupMsg::ChildExited`]. A
+/// panic in the host's code serving the child ends the incarnation with
+/// `host_panic`, reported like any other exit.
 pub(crate) async fn run(worker: Worker) -> ExitReason {
-    let Worker { id, incarnation, mut sandbox, mailbox, shared, mut stop, supervisor, hibernate } =
-        worker;
+    let (id, incarnation) = (worker.id.clone(), worker.incarnation);
+    let (shared, supervisor) = (Arc::clone(&worker.shared), worker.supervisor.clone());
+    let mailbox = Arc::clone(&worker.mailbox);
+    // Where the letter being handled goes if the host panics handling it.
+    let unwound = std::sync::Mutex::new(None);
+    let reason = match catch_panic(serve(worker, &unwound)).await {
+        Ok(Exit::Stopped(reason)) => return reason,
+        Ok(Exit::Ended(reason)) => reason,
+        Err(message) => {
+            let reason = ExitReason::HostPanic { message };
+            tracing::error!(child = &*mailbox.path, "{reason}");
+            announce(&shared, &mailbox.path, incarnation, &reason);
+            // The message may well be what made the host panic: settled as a crash.
+            if let Some(letter) = unwound.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                settle(letter, &reason, true, &mailbox, &shared);
+            }
+            reason
+        }
+    };
+    let _ = supervisor.send(SupMsg::ChildExited {
+        id,
+        incarnation,
+        reason: reason.clone(),
+        announced: true,
+    });
+    reason
+}
+
+async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Exit {
+    let Worker { incarnation, mut sandbox, mailbox, shared, mut stop, hibernate, .. } = worker;
     let post = &shared.post;
+    let path = &mailbox.path;
     loop {
         let idle_after = match (&hibernate, &sandbox) {
             (Some(h), Some(_)) => Some(h.after),
@@ -68,20 +115,27 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
         let letter = tokio::select! {
             biased;
             shutdown = &mut stop => {
-                let Some(sandbox) = sandbox else {
+                let reason = match sandbox {
                     // Hibernating: no instance, nothing to terminate.
-                    return match shutdown {
+                    None => match shutdown {
                         Ok(Shutdown::BrutalKill) => ExitReason::Killed { cause: KillCause::BrutalKill },
                         _ => ExitReason::Shutdown,
-                    };
+                    },
+                    Some(sandbox) => {
+                        let shutdown = match shutdown {
+                            Ok(Shutdown::BrutalKill) => Shutdown::BrutalKill,
+                            // The supervisor kills at the timeout; here terminate is
+                            // waited for. A supervisor gone without a word is a plain
+                            // shutdown.
+                            Ok(Shutdown::Timeout(_) | Shutdown::Infinity) | Err(_) => {
+                                Shutdown::Infinity
+                            }
+                        };
+                        sandbox.terminate(ExitReason::Shutdown, shutdown).await
+                    }
                 };
-                let shutdown = match shutdown {
-                    Ok(Shutdown::BrutalKill) => Shutdown::BrutalKill,
-                    // The supervisor kills at the timeout; here terminate is waited
-                    // for. A supervisor gone without a word is a plain shutdown.
-                    Ok(Shutdown::Timeout(_) | Shutdown::Infinity) | Err(_) => Shutdown::Infinity,
-                };
-                return sandbox.terminate(ExitReason::Shutdown, shutdown).await;
+                announce(&shared, path, incarnation, &reason);
+                return Exit::Stopped(reason);
             }
             letter = mailbox.next() => letter,
             () = idle => {
@@ -94,7 +148,7 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
             continue;
         }
         // Held so that if this task is aborted mid-message, the letter goes back.
-        let mut held = Held { mailbox: &mailbox, shared: &shared, letter: Some(letter) };
+        let mut held = Held { mailbox: &mailbox, shared: &shared, unwound, letter: Some(letter) };
         let active = match (&mut sandbox, &hibernate) {
             (Some(active), _) => active,
             (None, Some(h)) => match Sandbox::start(&h.plugin, h.config.clone(), incarnation).await
@@ -102,9 +156,9 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
                 Ok(started) => sandbox.insert(started),
                 Err(reason) => {
                     // The activation failed, not the message.
+                    announce(&shared, path, incarnation, &reason);
                     settle(held.take(), &reason, false, &mailbox, &shared);
-                    report(&supervisor, &id, incarnation, &reason);
-                    return reason;
+                    return Exit::Ended(reason);
                 }
             },
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
@@ -114,12 +168,15 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
         match outcome {
             Ok(handled) => {
                 post.handled();
+                // An exit it asked for is announced before the reply it came with.
+                if let Some(reason) = &handled.exit {
+                    announce(&shared, path, incarnation, reason);
+                }
                 if let Some(reply) = letter.reply {
                     let _ = reply.send(handled.reply.map_err(MessageError::Application));
                 }
                 if let Some(reason) = handled.exit {
-                    report(&supervisor, &id, incarnation, &reason);
-                    return reason;
+                    return Exit::Ended(reason);
                 }
                 if hibernate.as_ref().is_some_and(|h| h.after.is_zero()) {
                     sandbox = None;
@@ -129,24 +186,30 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
                 if let ExitReason::Killed { cause: KillCause::Heartbeat } = reason {
                     let since = active.heartbeat().missed().unwrap_or_default();
                     shared.emit(Event::HeartbeatMissed {
-                        path: mailbox.path.to_string(),
+                        path: path.to_string(),
                         incarnation,
                         since_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
                     });
                 }
+                announce(&shared, path, incarnation, &reason);
                 // Stopped by its supervisor mid-message: not the message's fault.
                 let blamed = !stopped_by_supervisor(&reason);
                 settle(letter, &reason, blamed, &mailbox, &shared);
-                report(&supervisor, &id, incarnation, &reason);
-                return reason;
+                return if blamed { Exit::Ended(reason) } else { Exit::Stopped(reason) };
             }
         }
     }
 }
 
+fn announce(shared: &Shared, path: &str, incarnation: u64, reason: &ExitReason) {
+    shared.emit(Event::ChildExited { path: path.to_owned(), incarnation, reason: reason.clone() });
+}
+
 /// The letter whose handling ended the incarnation with `reason`: a call is answered
-/// `callee-crashed`; a sent message goes back to the head of the mailbox, and if it is
-/// `blamed`, counts a crash and becomes a dead letter at `poison_after` of them.
+/// `callee-crashed`. A sent message the child is `blamed` for counts a crash, and is
+/// a dead letter once it has crashed `poison_after` incarnations (`crashed` when it
+/// gets one try, the default; `poison` after several); otherwise it goes back to the
+/// head of the mailbox.
 fn settle(
     mut letter: Letter,
     reason: &ExitReason,
@@ -161,8 +224,10 @@ fn settle(
     }
     if blamed {
         letter.crashes += 1;
-        if letter.crashes >= mailbox.config.poison_after {
-            shared.post.dead_letter(&mailbox.path, letter, "poison", Some(reason.clone()));
+        let tries = mailbox.config.poison_after;
+        if letter.crashes >= tries {
+            let word = if tries <= 1 { "crashed" } else { "poison" };
+            shared.post.dead_letter(&mailbox.path, letter, word, Some(reason.clone()));
             return;
         }
     }
@@ -182,10 +247,12 @@ fn requeue(mailbox: &Mailbox, shared: &Shared, letter: Letter) {
     }
 }
 
-/// The letter being handled; back to the head of the mailbox if dropped unfinished.
+/// The letter being handled; back to the head of the mailbox if dropped unfinished
+/// (the task was aborted), or to `unwound` if dropped by a panic, to be settled then.
 struct Held<'a> {
     mailbox: &'a Mailbox,
     shared: &'a Shared,
+    unwound: &'a std::sync::Mutex<Option<Letter>>,
     letter: Option<Letter>,
 }
 
@@ -201,21 +268,31 @@ impl Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        if let Some(letter) = self.letter.take() {
+        let Some(letter) = self.letter.take() else { return };
+        if std::thread::panicking() {
+            *self.unwound.lock().unwrap_or_else(|p| p.into_inner()) = Some(letter);
+        } else {
             requeue(self.mailbox, self.shared, letter);
         }
     }
 }
 
-fn report(
-    supervisor: &mpsc::UnboundedSender<SupMsg>,
-    id: &str,
-    incarnation: u64,
-    reason: &ExitReason,
-) {
-    let _ = supervisor.send(SupMsg::ChildExited {
-        id: id.to_owned(),
-        incarnation,
-        reason: reason.clone(),
-    });
+/// Runs `future`, turning a panic in any of its polls into the panic's message.
+pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(polled) => polled.map(Ok),
+            Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    })
+    .await
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_owned(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_owned(),
+    }
 }

@@ -177,7 +177,9 @@ impl Engine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(err)?;
-        let ticker = Ticker::start(engine.clone(), config.epoch_tick);
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick).map_err(|e| {
+            SandboxError::Config(format!("cannot start the epoch ticker thread: {e}"))
+        })?;
         Ok(Self {
             inner: Arc::new(EngineInner {
                 engine,
@@ -334,31 +336,27 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: wasmtime::Engine, tick: Duration) -> Self {
+    /// Starts the ticker; without it no CPU deadline would ever fire, so failing to
+    /// start it fails the engine.
+    fn start(engine: wasmtime::Engine, tick: Duration) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("warden-epoch".into())
-            .spawn(move || {
-                // An absolute schedule: sleep() oversleeps by tens of microseconds, and
-                // relative sleeps would stretch every deadline by that much per tick.
-                let start = std::time::Instant::now();
-                let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
-                let mut ticks: u64 = 0;
-                while !flag.load(Ordering::Relaxed) {
-                    ticks += 1;
-                    let next = start + Duration::from_nanos(tick_ns.saturating_mul(ticks));
-                    if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    engine.increment_epoch();
+        let thread = std::thread::Builder::new().name("warden-epoch".into()).spawn(move || {
+            // An absolute schedule: sleep() oversleeps by tens of microseconds, and
+            // relative sleeps would stretch every deadline by that much per tick.
+            let start = std::time::Instant::now();
+            let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
+            let mut ticks: u64 = 0;
+            while !flag.load(Ordering::Relaxed) {
+                ticks += 1;
+                let next = start + Duration::from_nanos(tick_ns.saturating_mul(ticks));
+                if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(wait);
                 }
-            })
-            .ok();
-        if thread.is_none() {
-            tracing::error!("cannot spawn the epoch ticker thread: CPU deadlines will not fire");
-        }
-        Self { stop, thread }
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Self { stop, thread: Some(thread) })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::bindings::warden::plugin::{runtime, state, types};
 use super::instance::{ChildState, to_wit_exit};
+use super::output;
 use super::services::MessageError;
 use crate::ExitReason;
 use crate::state::{Op, StateError};
@@ -28,12 +29,9 @@ impl runtime::Host for ChildState {
         payload: Vec<u8>,
         delay_ms: u64,
     ) -> Result<(), types::MessageError> {
-        let guard = self
-            .messenger
+        self.messenger
             .send_after(&to, payload, Duration::from_millis(delay_ms))
-            .map_err(to_wit_message_error)?;
-        self.timers.push(guard);
-        Ok(())
+            .map_err(to_wit_message_error)
     }
 
     async fn call(
@@ -59,14 +57,14 @@ impl runtime::Host for ChildState {
     }
 
     fn log(&mut self, level: types::LogLevel, message: String) {
-        let child = &*self.path;
-        match level {
-            types::LogLevel::Trace => tracing::trace!(target: "warden::guest", child, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(target: "warden::guest", child, "{message}"),
-            types::LogLevel::Info => tracing::info!(target: "warden::guest", child, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(target: "warden::guest", child, "{message}"),
-            types::LogLevel::Error => tracing::error!(target: "warden::guest", child, "{message}"),
-        }
+        let level = match level {
+            types::LogLevel::Trace => tracing::Level::TRACE,
+            types::LogLevel::Debug => tracing::Level::DEBUG,
+            types::LogLevel::Info => tracing::Level::INFO,
+            types::LogLevel::Warn => tracing::Level::WARN,
+            types::LogLevel::Error => tracing::Level::ERROR,
+        };
+        output::log(&self.output, &self.path, level, &message);
     }
 
     fn abort_reason(&mut self, mut message: String) {
@@ -139,6 +137,7 @@ fn to_wit_message_error(e: MessageError) -> types::MessageError {
         MessageError::CircuitOpen => types::MessageError::CircuitOpen,
         MessageError::Application(m) => types::MessageError::Application(m),
         MessageError::Unsupported => types::MessageError::Unsupported,
+        MessageError::TooManyTimers(m) => types::MessageError::TooManyTimers(m),
     }
 }
 

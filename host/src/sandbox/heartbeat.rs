@@ -238,13 +238,13 @@ impl Heartbeat {
             HeartbeatPolicy::PhiAccrual(phi) => phi.crossing(&b.history),
         };
         if !b.busy || b.waiting > 0 {
-            return Verdict::Alive(now + patience);
+            return Verdict::Alive(later(now, patience));
         }
         if since >= patience {
             b.missed = Some(since);
             Verdict::Missed(since)
         } else {
-            Verdict::Alive(b.last + patience)
+            Verdict::Alive(later(b.last, patience))
         }
     }
 
@@ -273,6 +273,12 @@ impl Drop for HostWait {
         b.waiting = b.waiting.saturating_sub(1);
         b.last = Instant::now();
     }
+}
+
+/// `at + d`, or a day later than `at` when the clock cannot represent it: a patience
+/// that long is never reached, and the child is judged again then.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| at + Duration::from_secs(86_400))
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use super::bindings;
 use super::engine::{Engine, SandboxError, Slot};
 use super::heartbeat::{Heartbeat, HeartbeatPolicy, Verdict};
 use super::limits::{ChildLimits, Grants, LimitExceeded, Limiter};
+use super::output::{Budget, OutputBudget, TracingStream};
 use super::plugin::Plugin;
-use super::services::{Messenger, NoMessaging, TimerGuard};
-use super::stdio::TracingStream;
+use super::services::{Messenger, NoMessaging};
 use crate::state::{MemoryStore, Quota, StateStore};
 use crate::{ExitReason, KillCause, TrapKind};
 use futures_util::task::AtomicWaker;
@@ -49,6 +49,9 @@ pub struct SandboxConfig {
     /// The sandbox's kill switch; a fresh one by default. Sandboxes started from clones
     /// of one config share it (a hibernating child's activations are one incarnation).
     pub kill: KillSwitch,
+    /// The budget its stdout, stderr and log lines share; a fresh one by default.
+    /// Sandboxes started from clones of one config share it.
+    pub output: OutputBudget,
 }
 
 impl SandboxConfig {
@@ -67,6 +70,7 @@ impl SandboxConfig {
             state: Arc::new(MemoryStore::new()),
             heartbeat: Heartbeat::new(),
             kill: KillSwitch::default(),
+            output: OutputBudget::default(),
         }
     }
 }
@@ -145,12 +149,13 @@ pub(crate) struct ChildState {
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) quota: Quota,
     pub(crate) heartbeat: Arc<Heartbeat>,
+    /// What its output may cost (its `log` lines here; stdout and stderr in WASI).
+    pub(crate) output: Arc<Budget>,
     /// The heartbeat policy, judged at epoch ticks, and when to judge next.
     watch: Option<HeartbeatPolicy>,
     next_judgement: Option<Instant>,
     pub(crate) exit_request: Option<ExitReason>,
     pub(crate) abort_reason: Option<String>,
-    pub(crate) timers: Vec<TimerGuard>,
     /// The current export call's deadline, when it began, and how long it has spent
     /// waiting on the host (which does not count against the deadline).
     deadline: Option<Duration>,
@@ -203,16 +208,18 @@ impl HostWaits {
     }
 }
 
+/// What the host functions of one Store reach outside it.
+struct Links {
+    messenger: Arc<dyn Messenger>,
+    state: Arc<dyn StateStore>,
+    heartbeat: Arc<Heartbeat>,
+    host_waits: Arc<HostWaits>,
+    output: Arc<Budget>,
+}
+
 impl ChildState {
-    fn new(
-        wasi: WasiCtx,
-        limits: &ChildLimits,
-        path: &str,
-        messenger: Arc<dyn Messenger>,
-        state: Arc<dyn StateStore>,
-        heartbeat: Arc<Heartbeat>,
-        host_waits: Arc<HostWaits>,
-    ) -> Self {
+    fn new(wasi: WasiCtx, limits: &ChildLimits, path: &str, links: Links) -> Self {
+        let Links { messenger, state, heartbeat, host_waits, output } = links;
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -226,11 +233,11 @@ impl ChildState {
             state,
             quota: limits.state,
             heartbeat,
+            output,
             watch: limits.heartbeat,
             next_judgement: None,
             exit_request: None,
             abort_reason: None,
-            timers: Vec::new(),
             deadline: None,
             call_started: Instant::now(),
             host_waits,
@@ -249,15 +256,14 @@ pub(crate) fn check_exports(
 ) -> Result<(), String> {
     let _slot = engine.inner.acquire_slot().map_err(|e| e.to_string())?;
     let limits = ChildLimits::default();
-    let data = ChildState::new(
-        WasiCtxBuilder::new().build(),
-        &limits,
-        "(validation)",
-        Arc::new(NoMessaging),
-        Arc::new(MemoryStore::new()),
-        Heartbeat::new(),
-        Arc::default(),
-    );
+    let links = Links {
+        messenger: Arc::new(NoMessaging),
+        state: Arc::new(MemoryStore::new()),
+        heartbeat: Heartbeat::new(),
+        host_waits: Arc::default(),
+        output: Budget::new(0),
+    };
+    let data = ChildState::new(WasiCtxBuilder::new().build(), &limits, "(validation)", links);
     let mut store = Store::new(&engine.inner.engine, data);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(engine.ticks(Duration::from_secs(1)));
@@ -367,6 +373,17 @@ impl Sandbox {
                 ),
             });
         }
+        let pool_memory = engine.config().max_memory_bytes;
+        if engine.config().pooling && config.limits.max_memory_bytes > pool_memory {
+            return Err(ExitReason::StartFailed {
+                message: format!(
+                    "{}: its memory limit, {} bytes, is more than the engine's pool gives a \
+                     memory, {pool_memory} bytes: lower the limit or raise \
+                     EngineConfig::max_memory_bytes (`warden run` sizes it to the largest limit)",
+                    config.path, config.limits.max_memory_bytes
+                ),
+            });
+        }
         let slot = engine.inner.acquire_slot().map_err(start_failed)?;
         let SandboxConfig {
             name,
@@ -378,18 +395,19 @@ impl Sandbox {
             state,
             heartbeat,
             kill,
+            output,
         } = config;
-        let wasi = build_wasi(&path, &grants)?;
+        let output = output.get(limits.output_per_second);
+        let wasi = build_wasi(&path, &grants, &output)?;
         let host_waits = Arc::new(HostWaits::default());
-        let data = ChildState::new(
-            wasi,
-            &limits,
-            &path,
+        let links = Links {
             messenger,
             state,
-            Arc::clone(&heartbeat),
-            Arc::clone(&host_waits),
-        );
+            heartbeat: Arc::clone(&heartbeat),
+            host_waits: Arc::clone(&host_waits),
+            output,
+        };
+        let data = ChildState::new(wasi, &limits, &path, links);
         let mut store = Store::new(&engine.inner.engine, data);
         store.limiter(|s| &mut s.limiter);
         // Checked at every epoch tick while the guest runs: the guest's own time is the
@@ -704,9 +722,13 @@ fn trap_message(err: &wasmtime::Error) -> String {
     }
 }
 
-fn build_wasi(path: &str, grants: &Grants) -> Result<WasiCtx, ExitReason> {
+fn build_wasi(path: &str, grants: &Grants, output: &Arc<Budget>) -> Result<WasiCtx, ExitReason> {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(TracingStream::new(path, "stdout")).stderr(TracingStream::new(path, "stderr"));
+    wasi.stdout(TracingStream::new(path, "stdout", Arc::clone(output))).stderr(TracingStream::new(
+        path,
+        "stderr",
+        Arc::clone(output),
+    ));
     for (name, value) in &grants.env {
         wasi.env(name, value);
     }
@@ -756,6 +778,7 @@ pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::type
             KillCause::BrutalKill => K::BrutalKill,
         }),
         ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
+        ExitReason::HostPanic { message } => W::HostPanic(message.clone()),
     }
 }
 

@@ -31,6 +31,10 @@ pub struct ChildLimits {
     pub heartbeat: Option<HeartbeatPolicy>,
     /// How much durable state the child may keep (keys, bytes, largest value).
     pub state: Quota,
+    /// Bytes a second its stdout, stderr and `log` lines may cost together (each line
+    /// also costs 64 bytes), with a burst of one second's worth; past it, lines are
+    /// dropped and counted, and a note says how many. Default 1 MiB.
+    pub output_per_second: usize,
 }
 
 impl Default for ChildLimits {
@@ -43,6 +47,7 @@ impl Default for ChildLimits {
             fuel_per_call: None,
             heartbeat: None,
             state: Quota::default(),
+            output_per_second: 1 << 20,
         }
     }
 }

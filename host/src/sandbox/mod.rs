@@ -22,13 +22,14 @@ mod glue;
 mod heartbeat;
 mod instance;
 mod limits;
+mod output;
 mod plugin;
 mod services;
-mod stdio;
 
 pub use engine::{Engine, EngineConfig, SandboxError};
 pub use heartbeat::{Heartbeat, HeartbeatPolicy, PhiAccrual};
 pub use instance::{Envelope, Handled, KillSwitch, Sandbox, SandboxConfig, Shutdown};
 pub use limits::{ChildLimits, DirGrant, Grants};
+pub use output::OutputBudget;
 pub use plugin::{LoadError, Plugin};
-pub use services::{BoxFuture, MessageError, Messenger, NoMessaging, TimerGuard};
+pub use services::{BoxFuture, MessageError, Messenger, NoMessaging};

@@ -32,9 +32,10 @@ pub enum MessageError {
     /// No reply within the timeout.
     #[error("timed out")]
     Timeout,
-    /// No reply within the timeout because the calls formed a cycle: the paths in the
-    /// order they wait on each other, the caller first and last.
-    #[error("timed out: deadlock, the calls form a cycle {}", .0.join(" -> "))]
+    /// Refused at once: the call would close a cycle of calls waiting on each other.
+    /// The paths in the order they wait, from the callee (which already waits, directly
+    /// or through others, on the caller) back to itself.
+    #[error("deadlock: {}", .0.join(" -> "))]
     Deadlock(Vec<String>),
     /// The callee exited while handling the call.
     #[error("callee crashed: {0}")]
@@ -42,17 +43,17 @@ pub enum MessageError {
     /// Calls to the callee fail fast while it keeps failing.
     #[error("circuit open")]
     CircuitOpen,
-    /// The callee answered with an application error.
-    #[error("application error: {0}")]
+    /// The callee answered with an application error: its own text.
+    #[error("{0}")]
     Application(String),
     /// This host has no messaging.
     #[error("messaging is not supported by this host")]
     Unsupported,
+    /// The sender already has as many `send-after` timers pending as its limits allow;
+    /// the text says which limit.
+    #[error("too many timers: {0}")]
+    TooManyTimers(String),
 }
-
-/// Cancels a pending `send-after` when dropped: timers belong to the incarnation
-/// that set them.
-pub type TimerGuard = Box<dyn Send + Sync>;
 
 /// Messaging as seen from one child (the sender of everything it sends);
 /// implemented by the host's messaging runtime.
@@ -63,16 +64,12 @@ pub trait Messenger: Send + Sync + fmt::Debug {
     /// Unknown or forbidden target, full mailbox, payload too large.
     fn send(&self, to: &str, payload: Vec<u8>) -> Result<(), MessageError>;
 
-    /// Delivers `payload` after `delay`; dropping the returned guard cancels it.
+    /// Delivers `payload` after `delay`. The timer belongs to the messenger, which
+    /// belongs to one incarnation: dropping the messenger cancels its pending timers.
     ///
     /// # Errors
-    /// As [`Messenger::send`], checked now.
-    fn send_after(
-        &self,
-        to: &str,
-        payload: Vec<u8>,
-        delay: Duration,
-    ) -> Result<TimerGuard, MessageError>;
+    /// As [`Messenger::send`], checked now, and [`MessageError::TooManyTimers`].
+    fn send_after(&self, to: &str, payload: Vec<u8>, delay: Duration) -> Result<(), MessageError>;
 
     /// Calls `to` and waits at most `timeout` for the reply.
     ///
@@ -96,7 +93,7 @@ impl Messenger for NoMessaging {
         Err(MessageError::Unsupported)
     }
 
-    fn send_after(&self, _: &str, _: Vec<u8>, _: Duration) -> Result<TimerGuard, MessageError> {
+    fn send_after(&self, _: &str, _: Vec<u8>, _: Duration) -> Result<(), MessageError> {
         Err(MessageError::Unsupported)
     }
 

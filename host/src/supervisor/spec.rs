@@ -120,7 +120,9 @@ impl Backoff {
             }
             Backoff::Exponential { initial, max, jitter } => {
                 let full = initial.saturating_mul(2u32.saturating_pow(n.min(31))).min(max);
-                full.mul_f64(1.0 - jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0))
+                let factor = 1.0 - jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0);
+                // `mul_f64` panics where the float rounds past `Duration::MAX`.
+                Duration::try_from_secs_f64(full.as_secs_f64() * factor).unwrap_or(full)
             }
         }
     }

@@ -65,7 +65,7 @@ impl Plugin for Relay {
                 }
                 let mut reply = format!("sent {sent} rejected {rejected}");
                 if let Some(e) = first {
-                    reply += &format!(": {e:?}");
+                    reply += &format!(": {e}");
                 }
                 Ok(reply.into_bytes())
             }
@@ -83,12 +83,12 @@ fn time_state(args: &str) -> Result<Vec<u8>, String> {
     let mut nanos = Vec::with_capacity(2 * n);
     for key in &keys {
         let start = std::time::Instant::now();
-        warden_guest::state::set(key, &value).map_err(|e| format!("set {key}: {e:?}"))?;
+        warden_guest::state::set(key, &value).map_err(|e| format!("set {key}: {e}"))?;
         nanos.push(start.elapsed().as_nanos() as u64);
     }
     for key in &keys {
         let start = std::time::Instant::now();
-        let got = warden_guest::state::get(key).map_err(|e| format!("get {key}: {e:?}"))?;
+        let got = warden_guest::state::get(key).map_err(|e| format!("get {key}: {e}"))?;
         nanos.push(start.elapsed().as_nanos() as u64);
         if got.as_deref() != Some(&value[..]) {
             return Err(format!("get {key}: not the value set"));

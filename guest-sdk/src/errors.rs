@@ -1,0 +1,186 @@
+//! The errors a plugin sees, each displayed as a short sentence a person can read
+//! (`callee crashed: killed (deadline)`), never as Rust debug text. An application
+//! error displays as the callee's own text.
+//!
+//! The WIT bindings' error types display as debug text, so the SDK has its own, with
+//! the same cases.
+
+use crate::bindings::warden::plugin::types as wit;
+use std::fmt;
+
+pub use wit::{ExitReason, KillCause, TrapKind};
+
+/// Why a message was not sent or a call got no reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// No child has that path.
+    UnknownTarget(String),
+    /// The target's mailbox is full; try again later.
+    MailboxFull,
+    /// The payload is larger than the target accepts; the limit in bytes.
+    TooLarge(u64),
+    /// This child may not send to that target.
+    NotAllowed(String),
+    /// No reply came within the timeout.
+    Timeout,
+    /// Refused at once: the call would close a cycle of calls waiting on each other,
+    /// from the callee back to itself.
+    Deadlock(Vec<String>),
+    /// The callee exited while handling the call, for this reason.
+    CalleeCrashed(ExitReason),
+    /// The callee is failing repeatedly; calls fail fast until it recovers.
+    CircuitOpen,
+    /// The callee handled the call and answered with this error.
+    Application(String),
+    /// Messaging is not available in this host.
+    Unsupported,
+    /// This child has as many `send-after` timers pending as its limits allow.
+    TooManyTimers(String),
+}
+
+impl From<wit::MessageError> for MessageError {
+    fn from(e: wit::MessageError) -> Self {
+        match e {
+            wit::MessageError::UnknownTarget(t) => Self::UnknownTarget(t),
+            wit::MessageError::MailboxFull => Self::MailboxFull,
+            wit::MessageError::TooLarge(n) => Self::TooLarge(n),
+            wit::MessageError::NotAllowed(t) => Self::NotAllowed(t),
+            wit::MessageError::Timeout => Self::Timeout,
+            wit::MessageError::Deadlock(cycle) => Self::Deadlock(cycle),
+            wit::MessageError::CalleeCrashed(reason) => Self::CalleeCrashed(reason),
+            wit::MessageError::CircuitOpen => Self::CircuitOpen,
+            wit::MessageError::Application(text) => Self::Application(text),
+            wit::MessageError::Unsupported => Self::Unsupported,
+            wit::MessageError::TooManyTimers(why) => Self::TooManyTimers(why),
+        }
+    }
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownTarget(t) => write!(f, "unknown target {t}"),
+            Self::MailboxFull => f.write_str("mailbox full"),
+            Self::TooLarge(n) => write!(f, "message too large: the limit is {n} bytes"),
+            Self::NotAllowed(t) => write!(f, "not allowed to send to {t}"),
+            Self::Timeout => f.write_str("timed out"),
+            Self::Deadlock(cycle) => write!(f, "deadlock: {}", cycle.join(" -> ")),
+            Self::CalleeCrashed(reason) => write!(f, "callee crashed: {reason}"),
+            Self::CircuitOpen => f.write_str("circuit open"),
+            Self::Application(text) => f.write_str(text),
+            Self::Unsupported => f.write_str("messaging is not supported by this host"),
+            Self::TooManyTimers(why) => write!(f, "too many timers: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for MessageError {}
+
+/// Why a state operation failed. The plugin keeps running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The key is empty or longer than the host allows; the limit in bytes.
+    BadKey(u64),
+    /// The value is larger than the host allows; the limit in bytes.
+    ValueTooLarge(u64),
+    /// The child's state quota would be exceeded; which one and by how much.
+    QuotaExceeded(String),
+    /// The store failed.
+    Storage(String),
+}
+
+impl From<wit::StateError> for StateError {
+    fn from(e: wit::StateError) -> Self {
+        match e {
+            wit::StateError::BadKey(n) => Self::BadKey(n),
+            wit::StateError::ValueTooLarge(n) => Self::ValueTooLarge(n),
+            wit::StateError::QuotaExceeded(why) => Self::QuotaExceeded(why),
+            wit::StateError::Storage(why) => Self::Storage(why),
+        }
+    }
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadKey(n) => write!(f, "bad key: keys are 1 to {n} bytes"),
+            Self::ValueTooLarge(n) => write!(f, "value too large: the limit is {n} bytes"),
+            Self::QuotaExceeded(why) => write!(f, "state quota exceeded: {why}"),
+            Self::Storage(why) => write!(f, "state storage failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Normal => f.write_str("normal"),
+            Self::Shutdown => f.write_str("shutdown"),
+            Self::ShutdownWith(reason) => write!(f, "shutdown ({reason})"),
+            Self::Error(message) => write!(f, "error: {message}"),
+            Self::Trap((kind, message)) => write!(f, "trap ({kind}): {message}"),
+            Self::Killed(cause) => write!(f, "killed ({cause})"),
+            Self::StartFailed(message) => write!(f, "start failed: {message}"),
+            Self::HostPanic(message) => write!(f, "host panic: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unreachable => "unreachable",
+            Self::MemoryOutOfBounds => "memory out of bounds",
+            Self::StackOverflow => "stack overflow",
+            Self::IntegerDivisionByZero => "integer division by zero",
+            Self::IntegerOverflow => "integer overflow",
+            Self::IndirectCall => "bad indirect call",
+            Self::OutOfFuel => "out of fuel",
+            Self::MemoryLimit => "memory limit",
+            Self::Other => "other",
+        })
+    }
+}
+
+impl fmt::Display for KillCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Deadline => "deadline",
+            Self::Heartbeat => "heartbeat",
+            Self::ShutdownTimeout => "shutdown timeout",
+            Self::BrutalKill => "brutal kill",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_sentences() {
+        let crashed = MessageError::CalleeCrashed(ExitReason::Killed(KillCause::Deadline));
+        assert_eq!(crashed.to_string(), "callee crashed: killed (deadline)");
+        let trap = ExitReason::Trap((TrapKind::StackOverflow, "in recurse".into()));
+        assert_eq!(
+            MessageError::CalleeCrashed(trap).to_string(),
+            "callee crashed: trap (stack overflow): in recurse"
+        );
+        assert_eq!(MessageError::Application("no such user".into()).to_string(), "no such user");
+        let cycle = vec!["root/a".to_owned(), "root/b".to_owned(), "root/a".to_owned()];
+        assert_eq!(
+            MessageError::Deadlock(cycle).to_string(),
+            "deadlock: root/a -> root/b -> root/a"
+        );
+        assert_eq!(StateError::BadKey(1024).to_string(), "bad key: keys are 1 to 1024 bytes");
+        for e in
+            [MessageError::MailboxFull.to_string(), StateError::Storage("disk".into()).to_string()]
+        {
+            assert!(!e.contains("::") && !e.contains('('), "{e}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The run's stdout: its events and the replies to its commands, in order, written on
+//! a thread of its own.
+//!
+//! ```text
+//!   Host::subscribe (lossy: a slow reader loses the oldest) ──┐
+//!                                                             ├─▶ printer thread ─▶ stdout
+//!   control replies (lossless, each after event number N) ────┘
+//! ```
+//!
+//! Events can be lost when stdout is slower than the tree: the printer then says so
+//! in the stream (`events_dropped`) and goes on with the newest. Replies cannot be
+//! lost; each is held until the events published before its command finished have
+//! been printed (or dropped), so it follows everything its command caused. Writing
+//! happens on the printer's own thread: a stdout nobody reads blocks that thread,
+//! never the runtime's.
+
+use crate::control::Reply;
+use crate::render::{self, Style};
+use std::io::Write;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use warden::events::{Event, EventRecord};
+
+/// How events are printed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Format {
+    /// One JSON object per line (the CLI contract).
+    Jsonl,
+    /// A readable live log.
+    Pretty(Style),
+}
+
+/// The printer thread; [`Printer::finish`] waits for it to write what is left.
+#[derive(Debug)]
+pub(crate) struct Printer {
+    done: oneshot::Receiver<()>,
+}
+
+impl Printer {
+    /// Prints `events` (subscribed when event number `since` was the last) and
+    /// `replies` until both are closed.
+    pub(crate) fn start(
+        runtime: tokio::runtime::Handle,
+        events: broadcast::Receiver<EventRecord>,
+        since: u64,
+        replies: mpsc::UnboundedReceiver<Reply>,
+        format: Format,
+    ) -> std::io::Result<Self> {
+        let (finished, done) = oneshot::channel();
+        std::thread::Builder::new().name("warden-printer".into()).spawn(move || {
+            let out = std::io::stdout().lock();
+            runtime.block_on(print(events, since, replies, format, out));
+            let _ = finished.send(());
+        })?;
+        Ok(Self { done })
+    }
+
+    /// Waits at most `timeout` for the printer to write what is left (stdout may be a
+    /// pipe nobody reads).
+    pub(crate) async fn finish(self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.done).await;
+    }
+}
+
+async fn print(
+    mut events: broadcast::Receiver<EventRecord>,
+    since: u64,
+    mut replies: mpsc::UnboundedReceiver<Reply>,
+    format: Format,
+    mut out: impl Write,
+) {
+    // The number of the last event printed or lost.
+    let mut last = since;
+    let mut held: Vec<Reply> = Vec::new();
+    let (mut events_open, mut replies_open) = (true, true);
+    while events_open || replies_open {
+        tokio::select! {
+            // Replies first: one already sent belongs before the events that follow.
+            biased;
+            reply = replies.recv(), if replies_open => match reply {
+                Some(reply) => held.push(reply),
+                None => replies_open = false,
+            },
+            received = events.recv(), if events_open => match received {
+                Ok(record) => {
+                    while let Ok(reply) = replies.try_recv() {
+                        held.push(reply);
+                    }
+                    flush(&mut held, record.seq - 1, &mut out, format);
+                    if record.seq > last + 1 {
+                        // Lost without a `Lagged`: the numbers are what counts.
+                        write(&mut out, format, &dropped(record.seq - last - 1, record.ts_us));
+                    }
+                    last = record.seq;
+                    write(&mut out, format, &record);
+                }
+                Err(RecvError::Lagged(n)) => {
+                    last += n;
+                    write(&mut out, format, &dropped(n, 0));
+                }
+                Err(RecvError::Closed) => events_open = false,
+            },
+        }
+        // Replies whose events are out; all of them once no more events can come.
+        flush(&mut held, if events_open { last } else { u64::MAX }, &mut out, format);
+    }
+}
+
+/// Prints the held replies that come after no event later than `upto`, in order.
+fn flush(held: &mut Vec<Reply>, upto: u64, out: &mut impl Write, format: Format) {
+    held.sort_by_key(|reply| reply.after);
+    let ready = held.partition_point(|reply| reply.after <= upto);
+    for reply in held.drain(..ready) {
+        write(out, format, &reply.record);
+    }
+}
+
+fn dropped(count: u64, ts_us: u64) -> EventRecord {
+    EventRecord { event: Event::EventsDropped { count }, ts_us, seq: 0 }
+}
+
+fn write(out: &mut impl Write, format: Format, record: &EventRecord) {
+    let line = match format {
+        Format::Pretty(style) => render::pretty(record, style),
+        Format::Jsonl => match serde_json::to_string(record) {
+            Ok(line) => line,
+            Err(e) => format!("{{\"event\":\"error\",\"message\":{:?}}}", e.to_string()),
+        },
+    };
+    // A closed stdout is not worth a panic: the run goes on without its log.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
