@@ -8,15 +8,23 @@
 //!   `shutdown` ──▶ the main loop (stops the tree, then replies)     Reply ──▶ printer
 //! ```
 //!
-//! Commands run concurrently: a slow `call` never delays another command. A reply is
-//! sent to the printer with the number of the last event published when its command
-//! finished, and printed only after that event, so it follows every event its command
-//! caused; replies are never dropped, however far the event stream falls behind.
+//! Commands run concurrently: a slow `call` never delays another command, and replies
+//! come as commands finish. Each command is sent on its way (a letter in a mailbox, a
+//! request in a supervisor's queue) before the next line is read, so commands to the
+//! same child or supervisor take effect in the order of their lines, as a script
+//! expects. `shutdown` answers the commands before it first, then stops the tree.
+//!
+//! A reply is sent to the printer with the number of the last event published when
+//! its command finished, and printed only after that event, so it follows every event
+//! its command caused; replies are never dropped, however far the event stream falls
+//! behind.
 
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::future::Future;
 use std::path::PathBuf;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::{mpsc, oneshot};
@@ -148,6 +156,12 @@ pub(crate) async fn serve(
         };
         let command = match command {
             Ok(Command::Shutdown {}) => {
+                // The commands before it are answered first (each within its own
+                // timeout); SIGINT and SIGTERM do not wait.
+                tokio::select! {
+                    () = async { while running.join_next().await.is_some() {} } => {}
+                    _ = &mut stop => return running,
+                }
                 let _ = shutdown.send(id).await;
                 return running;
             }
@@ -158,10 +172,16 @@ pub(crate) async fn serve(
             }
         };
         let (host, base, replies) = (host.clone(), base.clone(), replies.clone());
-        running.spawn(async move {
+        let mut task = Box::pin(async move {
             let outcome = execute(&host, &base, command).await;
             let _ = replies.send(Reply::new(&host, id, outcome));
         });
+        // The first poll sends the command on its way, in line order; what is left
+        // (waiting for the answer) runs in a task of its own.
+        let done = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await;
+        if !done {
+            running.spawn(task);
+        }
     }
 }
 

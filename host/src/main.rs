@@ -3,6 +3,7 @@
 //! edit children's durable `state`.
 
 mod control;
+mod logs;
 mod printer;
 mod render;
 mod state_cli;
@@ -76,14 +77,18 @@ enum EventFormat {
 fn main() -> Result<ExitCode> {
     // Logs go to stderr through a bounded queue and a thread of their own: a stderr
     // nobody reads loses log lines (counted), it never blocks the runtime.
-    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .finish(std::io::stderr());
+    let logs = logs::Logs::start()?;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(stderr)
+        .with_writer(logs.clone())
         .init();
-    match Cli::parse().command {
+    let code = command(Cli::parse().command);
+    logs.flush(std::time::Duration::from_secs(1));
+    code
+}
+
+fn command(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Check { files } => check(&files),
         Command::Tree { manifest } => match warden::manifest::load(&manifest) {
             Ok(spec) => {

@@ -130,3 +130,52 @@ fn write(out: &mut impl Write, format: Format, record: &EventRecord) {
     // A closed stdout is not worth a panic: the run goes on without its log.
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden::events::Event;
+
+    fn record(seq: u64) -> EventRecord {
+        let event = Event::ChildStarted { path: format!("root/c{seq}"), incarnation: 1 };
+        EventRecord { event, ts_us: seq, seq }
+    }
+
+    fn reply(id: u64, after: u64) -> Reply {
+        let event = Event::Reply { id: Some(id.into()), ok: true, result: None, error: None };
+        Reply { after, record: EventRecord { event, ts_us: 0, seq: 0 } }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_stream_says_so_and_loses_no_reply() {
+        let (events_tx, events) = broadcast::channel(2);
+        let (replies_tx, replies) = mpsc::unbounded_channel();
+        for seq in 1..=5 {
+            events_tx.send(record(seq)).unwrap();
+        }
+        replies_tx.send(reply(1, 0)).unwrap();
+        replies_tx.send(reply(2, 5)).unwrap();
+        replies_tx.send(reply(3, 4)).unwrap();
+        drop((events_tx, replies_tx));
+        let mut out = Vec::new();
+        print(events, 0, replies, Format::Jsonl, &mut out).await;
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let shown: Vec<String> = lines
+            .iter()
+            .map(|l| match l["event"].as_str().unwrap() {
+                "reply" => format!("reply {}", l["id"]),
+                "events_dropped" => format!("dropped {}", l["count"]),
+                _ => l["path"].as_str().unwrap().to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            ["reply 1", "dropped 3", "root/c4", "reply 3", "root/c5", "reply 2"],
+            "each reply after the events before it, none lost"
+        );
+    }
+}

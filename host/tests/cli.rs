@@ -567,3 +567,221 @@ config = { interval_ms = 10, stop_after = 1 }
     assert!(screen.contains("\x1b[32mroot/job"), "pretty and coloured by default:\n{screen}");
     assert!(screen.contains("started #1") && !screen.contains(r#""event""#), "{screen}");
 }
+
+#[test]
+fn commands_run_concurrently_and_a_bad_line_gets_an_error_not_the_end() {
+    let (_dir, path) = manifest(ABC);
+    let mut warden = Running::start(&path);
+    warden.expect("c started", |e| e["event"] == "child_started" && e["path"] == "root/c");
+    // A call busy for a second, then a count: the count is answered first.
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/a","payload":"busy:1000"}"#);
+    warden.command(r#"{"cmd":"count_children","id":2,"supervisor":"root"}"#);
+    let (first, _) = warden.expect("a reply", |e| e["event"] == "reply");
+    assert_eq!(first["id"], 2, "the slow call does not hold the count back: {first}");
+    assert_eq!(warden.reply(1)["result"], "ok");
+
+    // Invalid UTF-8, then an overlong line: each an error reply, and the loop goes on.
+    warden.write(b"{\"cmd\":\"\xff\xfe\"}\n");
+    let (bad, _) = warden.expect("an error reply", |e| e["event"] == "reply");
+    assert_eq!(bad["ok"], false);
+    assert!(bad["error"].as_str().unwrap().starts_with("malformed command"), "{bad}");
+    warden.command(r#"{"cmd":"frobnicate","id":"x"}"#);
+    let unknown = warden.expect("reply x", |e| e["event"] == "reply" && e["id"] == "x").0;
+    assert!(unknown["error"].as_str().unwrap().contains("unknown variant `frobnicate`"));
+    warden.command(r#"{"cmd":"call","id":3,"to":"root/c","payload":"still here"}"#);
+    assert_eq!(warden.reply(3)["result"], "still here");
+
+    // A start_child whose durations would overflow the clock is refused, and the tree
+    // goes on answering.
+    warden.command(
+        &r#"{"cmd":"start_child","id":4,"supervisor":"root","spec":{"name":"d","plugin":"CHAOS","heartbeat":{"timeout":"500000000000y"}}}"#
+            .replace("CHAOS", CHAOS),
+    );
+    let refused = warden.reply(4);
+    assert!(
+        refused["error"].as_str().unwrap().contains("longer than the longest allowed"),
+        "{refused}"
+    );
+    warden.command(r#"{"cmd":"count_children","id":5,"supervisor":"root"}"#);
+    assert_eq!(warden.reply(5)["result"]["specs"], 3);
+    warden.command(r#"{"cmd":"shutdown","id":6}"#);
+    assert_eq!(warden.reply(6)["ok"], true);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn a_call_chain_replies_after_every_crash_it_caused() {
+    // The CLI calls a, which calls b, which crashes: both b's exit and a's answer come
+    // before the CLI's reply.
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+intensity = 10
+
+[[root.children]]
+name = "a"
+plugin = "CHAOS"
+grants = { targets = ["root/b"] }
+
+[[root.children]]
+name = "b"
+plugin = "CHAOS"
+grants = { targets = ["root/a"] }
+"#,
+    );
+    let mut warden = Running::start(&path);
+    warden.expect("b started", |e| e["event"] == "child_started" && e["path"] == "root/b");
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/a","payload":"call:root/b:div0"}"#);
+    let (reply, before) = warden.expect("reply 1", |e| e["event"] == "reply" && e["id"] == 1);
+    assert!(
+        before.iter().any(|e| e["event"] == "child_exited" && e["path"] == "root/b"),
+        "b's crash is printed before the reply: {before:#?}"
+    );
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.starts_with("callee crashed: trap (integer division by zero): "), "{error}");
+    warden.command(r#"{"cmd":"call","id":2,"to":"root/a","payload":"call:root/b:call:root/a:x"}"#);
+    assert_eq!(warden.reply(2)["error"], "deadlock: root/a -> root/b -> root/a");
+    warden.command(r#"{"cmd":"shutdown","id":3}"#);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_wedge_the_host() {
+    // Two children log 2 MB at error level into a pipe that is never read: once, the
+    // host blocked on it, calls timed out and neither shutdown nor SIGTERM ended it.
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "a"
+plugin = "HOSTILE"
+
+[[root.children]]
+name = "b"
+plugin = "HOSTILE"
+
+[[root.children]]
+name = "echo"
+plugin = "ECHO"
+"#,
+    );
+    let mut warden = Running::spawn(
+        cmd()
+            .args(["run", path.to_str().unwrap(), "--events", "jsonl", "--in-memory"])
+            .stderr(Stdio::piped()), // and never read
+    );
+    warden.expect("echo", |e| e["event"] == "child_started" && e["path"] == "root/echo");
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/a","payload":"log:10000:100"}"#);
+    warden.command(r#"{"cmd":"call","id":2,"to":"root/b","payload":"log:10000:100"}"#);
+    // Concurrent commands: the replies come in either order.
+    let (first, _) = warden.expect("a reply", |e| e["event"] == "reply");
+    let (second, _) = warden.expect("another reply", |e| e["event"] == "reply");
+    let mut ids = [first["id"].as_i64(), second["id"].as_i64()];
+    ids.sort();
+    assert_eq!(ids, [Some(1), Some(2)]);
+    assert_eq!((&first["result"], &second["result"]), (&Value::from("ok"), &Value::from("ok")));
+    warden.command(r#"{"cmd":"call","id":3,"to":"root/echo","payload":"hi","timeout_ms":5000}"#);
+    assert_eq!(warden.reply(3)["result"], "hi");
+    warden.command(r#"{"cmd":"shutdown","id":4}"#);
+    assert_eq!(warden.reply(4)["ok"], true);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn what_a_guest_says_reaches_the_pretty_log_escaped() {
+    // A panic message with a newline and an escape sequence: once, it printed a forged
+    // "supervisor gave up" line and retitled the terminal.
+    let (_dir, path) = manifest(
+        "[root]\nstrategy = \"one_for_one\"\n[[root.children]]\nname = \"h\"\nplugin = \"HOSTILE\"\n",
+    );
+    let mut warden = cmd()
+        .args(["run", path.to_str().unwrap(), "--events", "pretty", "--in-memory"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = warden.stdin.take().unwrap();
+    let forged =
+        r"panic:boom\n     1.000s  root                     supervisor gave up\e]0;pwned\a";
+    writeln!(stdin, r#"{{"cmd":"send","to":"root/h","payload":{forged:?}}}"#).unwrap();
+    writeln!(stdin, r#"{{"cmd":"call","to":"root/h","payload":"fail:x\\n\\e[2Jy"}}"#).unwrap();
+    writeln!(stdin, r#"{{"cmd":"shutdown"}}"#).unwrap();
+    let out = warden.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(!log.contains('\x1b'), "no raw escape reaches the terminal:\n{log:?}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().all(|l| !l.trim_start().starts_with("1.000s")), "no forged line:\n{log}");
+    let exit = lines.iter().find(|l| l.contains("root/h") && l.contains("exited #1")).unwrap();
+    assert!(exit.contains(r"boom\n     1.000s"), "{exit}");
+    assert!(log.contains(r"error: x\n\u{1b}[2Jy"), "the application error, escaped:\n{log}");
+}
+
+#[test]
+fn a_memory_limit_above_the_default_pool_is_honoured() {
+    // The default pool gives a memory 256 MiB; a 300 MiB limit once became an
+    // anonymous abort at 256 MiB. `warden run` sizes the pool to the largest limit.
+    let (_dir, path) = manifest(
+        "[root]\nstrategy = \"one_for_one\"\n[[root.children]]\nname = \"big\"\nplugin = \"CHAOS\"\n\
+         limits = { memory = \"300MiB\" }\n",
+    );
+    let mut warden = Running::start_with(&path, &["--in-memory"]);
+    warden.expect("big", |e| e["event"] == "child_started" && e["path"] == "root/big");
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/big","payload":"oom"}"#);
+    let (exited, _) = warden.expect("big's exit", |e| e["event"] == "child_exited");
+    assert_eq!(
+        (&exited["reason"]["trap"], &exited["reason"]["message"]),
+        (&Value::from("memory_limit"), &exited["reason"]["message"])
+    );
+    assert!(exited["reason"]["message"].as_str().unwrap().contains("314572800"), "{exited}");
+    warden.command(r#"{"cmd":"shutdown","id":2}"#);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn a_script_piped_at_once_takes_effect_in_line_order() {
+    // Commands run concurrently, but each is sent on its way before the next line is
+    // read: commands to one supervisor or child act in order, and `shutdown` answers
+    // the commands before it first.
+    let (_dir, path) = manifest(ABC);
+    let script = [
+        r#"{"cmd":"send","id":1,"to":"root/a","payload":"busy:300"}"#,
+        r#"{"cmd":"terminate_child","id":2,"supervisor":"root","child":"b"}"#,
+        r#"{"cmd":"restart_child","id":3,"supervisor":"root","child":"b"}"#,
+        r#"{"cmd":"which_children","id":4,"supervisor":"root"}"#,
+        r#"{"cmd":"call","id":5,"to":"root/a","payload":"echo:after the busy one"}"#,
+        r#"{"cmd":"shutdown","id":6}"#,
+    ]
+    .join("\n");
+    let out = cmd()
+        .args(["run", path.to_str().unwrap(), "--events", "jsonl", "--in-memory"])
+        .stdin(
+            std::fs::File::open({
+                let file = path.with_extension("jsonl");
+                std::fs::write(&file, script + "\n").unwrap();
+                file
+            })
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reply = |id: i64| {
+        events
+            .iter()
+            .find(|e| e["event"] == "reply" && e["id"] == id)
+            .unwrap_or_else(|| panic!("no reply {id} in {events:#?}"))
+    };
+    assert!((1..=3).all(|id| reply(id)["ok"] == true), "{events:#?}");
+    assert_eq!(summary(reply(4)), running(&[("a", 1), ("b", 2), ("c", 1)]));
+    assert_eq!(reply(5)["result"], "after the busy one");
+    let last = events.last().unwrap();
+    assert_eq!((&last["event"], &last["id"]), (&Value::from("reply"), &Value::from(6)));
+}

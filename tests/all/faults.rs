@@ -272,3 +272,15 @@ async fn a_second_engine_loads_compiled_code_from_the_disk_cache() {
     let mut child = Sandbox::start(&plugin, config(), 1).await.unwrap();
     assert!(child.handle(None, b"echo:cached".to_vec(), true).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_call_dropped_mid_way_ends_the_sandbox_instead_of_reentering_it() {
+    let mut child = start(1).await;
+    // The caller gives up on a busy call (e.g. in its own select!) by dropping it.
+    let call = child.handle(None, b"busy:1000".to_vec(), true);
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), call).await;
+    assert!(gave_up.is_err(), "still busy");
+    let ended = ExitReason::Killed { cause: KillCause::BrutalKill };
+    assert_eq!(child.exit_reason(), Some(&ended));
+    assert_eq!(child.handle(None, b"echo:x".to_vec(), true).await, Err(ended));
+}

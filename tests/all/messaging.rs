@@ -3,10 +3,9 @@
 //! account of every message, heartbeats, the circuit breaker, call cycles. Every wait
 //! is for an event or an answer, with a deadline; nothing sleeps.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use warden::events::Event;
 use warden::messaging::{CircuitConfig, CircuitState, Targets};
-use warden::runtime::Host;
 use warden::sandbox::{HeartbeatPolicy, MessageError, PhiAccrual};
 use warden::supervisor::{ChildSpec, ChildState, PluginStart, Restart, Strategy, SupervisorSpec};
 use warden::testing::{
@@ -70,56 +69,43 @@ async fn queued_messages_survive_a_crash_and_the_next_incarnation_handles_them_i
     tree.shutdown().await;
 }
 
-/// How long after the callee's `child_exited` event the caller had its answer (zero
-/// if the answer came first, as it usually does: the worker answers before it reports).
-fn answered_after_crash(
-    host: &Host,
-    answered_us: u64,
-    crash: &warden::runtime::EventRecord,
-) -> u64 {
-    assert!(host.clock_us() >= crash.ts_us);
-    answered_us.saturating_sub(crash.ts_us)
-}
-
 #[tokio::test]
 async fn an_embedder_calling_a_child_that_crashes_mid_call_hears_at_once() {
     let mut tree = start(vec![chaos("c", "", |s| {
         s.limits.call_deadline = Some(Duration::from_millis(100));
     })])
     .await;
-    let asked = Instant::now();
-    let reply = tree.host().call("root/c", b"loop".to_vec(), Duration::from_secs(30)).await;
-    let answered = tree.host().clock_us();
+    // A 60 s timeout, and the test's 10 s deadline: only an answer at the crash passes.
+    let host = tree.host().clone();
+    let call = host.call("root/c", b"loop".to_vec(), Duration::from_secs(60));
+    let reply = tree.within(call).await;
+    let answered = host.last_event_seq();
     assert_eq!(
         reply,
         Err(MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::Deadline }))
     );
-    assert!(asked.elapsed() < Duration::from_secs(2), "not at its timeout: {:?}", asked.elapsed());
+    // The crash was announced before the caller heard of it.
     let crash = tree.expect(killed("root/c", KillCause::Deadline)).await;
-    let late = answered_after_crash(tree.host(), answered, &crash);
-    assert!(late <= 10_000, "answered {late} µs after the crash");
+    assert!(crash.seq <= answered, "{crash:?} after the answer ({answered})");
     tree.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_guest_calling_a_child_that_crashes_mid_call_hears_at_once() {
     let mut tree = start(vec![
-        chaos("a", r#"{"call_timeout_ms": 30000}"#, allow(&["root/c"])),
+        chaos("a", r#"{"call_timeout_ms": 60000}"#, allow(&["root/c"])),
         chaos("c", "", |s| s.limits.call_deadline = Some(Duration::from_millis(100))),
     ])
     .await;
-    let asked = Instant::now();
     let reply = tree.call("root/a", "call:root/c:loop").await;
-    let answered = tree.host().clock_us();
+    let answered = tree.host().last_event_seq();
     // The guest saw callee-crashed(killed(deadline)) and answered with it as its error.
     match reply {
         Err(MessageError::Application(e)) => assert_eq!(e, "callee crashed: killed (deadline)"),
         other => panic!("expected the guest's error, got {other:?}"),
     }
-    assert!(asked.elapsed() < Duration::from_secs(2), "not at its timeout: {:?}", asked.elapsed());
     let crash = tree.expect(killed("root/c", KillCause::Deadline)).await;
-    let late = answered_after_crash(tree.host(), answered, &crash);
-    assert!(late <= 10_000, "answered {late} µs after the crash");
+    assert!(crash.seq <= answered, "{crash:?} after the answer ({answered})");
     // The caller itself is fine.
     assert_eq!(text(tree.call("root/a", "echo:still here").await), "still here");
     tree.shutdown().await;
@@ -405,14 +391,13 @@ async fn the_phi_accrual_detector_learns_the_beat_and_catches_a_hang() {
     .await;
     // Beating every millisecond for a while is fine, however long.
     assert_eq!(text(tree.call("root/c", "busy:300").await), "ok");
-    let asked = Instant::now();
+    // Learned ~1 ms beats with a 10 ms floor on the deviation: suspected long before
+    // the call's 5 s deadline would kill it.
     let reply = tree.call("root/c", "hang:5000").await;
     assert_eq!(
         reply,
         Err(MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::Heartbeat }))
     );
-    // Learned ~1 ms beats with a 10 ms floor on the deviation: suspected within ~60 ms.
-    assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
     tree.expect(heartbeat_missed("root/c")).await;
     tree.expect(started("root/c", 2)).await;
     tree.shutdown().await;
@@ -448,9 +433,11 @@ async fn the_circuit_opens_after_consecutive_failures_fails_fast_and_half_opens(
     let opened = tree.expect(circuit("root/c", CircuitState::Open)).await;
     assert!(matches!(opened.event, Event::CircuitChanged { failures: 2, .. }));
 
-    let asked = Instant::now();
+    // Failed fast: the message never reached the callee's mailbox.
+    let before = tree.host().message_stats();
     assert_eq!(tree.call("root/c", "echo:x").await, Err(MessageError::CircuitOpen));
-    assert!(asked.elapsed() < Duration::from_millis(10), "fails fast: {:?}", asked.elapsed());
+    let after = tree.host().message_stats();
+    assert_eq!((after.rejected - before.rejected, after.pending), (1, 0));
     assert_eq!(tree.host().mailbox("root/c").unwrap().circuit, Some(CircuitState::Open));
 
     // After the reset timeout: half-open; a failing probe opens it again.

@@ -85,3 +85,42 @@ async fn a_dropped_engine_gives_back_its_pool() {
         assert_eq!(handled.reply.as_deref(), Ok(&b"hi"[..]));
     }
 }
+
+/// A caller hears of its callee's crash within 10 ms of the crash's event (the worker
+/// announces the exit, then answers the call at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hears_of_the_crash_within_10ms_of_it() {
+    use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+    use warden::testing::{TestTree, killed};
+    let _serial = serial().await;
+    let mut start = PluginStart::new(CHAOS);
+    start.limits.call_deadline = Some(Duration::from_millis(100));
+    let spec = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::plugin("c", start)]);
+    let mut tree = TestTree::start(spec).await.unwrap();
+    let host = tree.host().clone();
+    let asked = Instant::now();
+    let reply = host.call("root/c", b"loop".to_vec(), Duration::from_secs(30)).await;
+    let answered = host.clock_us();
+    assert!(asked.elapsed() < Duration::from_secs(2), "not at its timeout: {:?}", asked.elapsed());
+    assert!(reply.is_err());
+    let crash = tree.expect(killed("root/c", KillCause::Deadline)).await;
+    let late = answered - crash.ts_us;
+    assert!(late <= 10_000, "answered {late} µs after the crash");
+    tree.shutdown().await;
+}
+
+/// Writing to stdout is charged to the child's CPU deadline: 160 MB of newlines in a
+/// child with a 200 ms deadline is killed within twice its deadline. (A line splitter
+/// that rescanned its buffer once ran 11.6 s of host CPU on this before the kill.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_stdout_is_charged_to_the_deadline() {
+    let _serial = serial().await;
+    let plugin = engine().load_file(warden_tests::HOSTILE).unwrap();
+    let deadline = Duration::from_millis(200);
+    let mut child = Sandbox::start(&plugin, chaos_config(deadline), 1).await.unwrap();
+    let started = Instant::now();
+    let outcome = child.handle(None, b"stdout:160000000".to_vec(), true).await;
+    let took = started.elapsed();
+    assert_eq!(outcome.map(|h| h.reply), Err(ExitReason::Killed { cause: KillCause::Deadline }));
+    assert!(took <= deadline * 2, "killed after {took:?} of {deadline:?}");
+}

@@ -177,6 +177,15 @@ pub struct Host {
     root: Arc<Mutex<Root>>,
 }
 
+/// A start under way: dropped before it completes, the host has no tree again.
+struct Starting<'a>(&'a Host);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        *self.0.root() = Root::None;
+    }
+}
+
 /// The root supervisor's task, through its life.
 #[derive(Default)]
 enum Root {
@@ -307,6 +316,10 @@ impl Host {
     /// # Errors
     /// An invalid spec or a child that failed to start ([`HostError::TreeStart`]
     /// names it); a tree already running.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes stops what was started of the tree;
+    /// the host may start a tree again.
     pub async fn start(&self, spec: SupervisorSpec) -> Result<(), HostError> {
         {
             let mut root = self.root();
@@ -315,20 +328,15 @@ impl Host {
             }
             *root = Root::Starting;
         }
+        // Back to `None` unless the start completes, also when this future is dropped.
+        let starting = Starting(self);
         self.shared.root_exit.send_replace(None);
         self.shared.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
         let started = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None).await;
-        let mut root = self.root();
-        match started {
-            Ok((_, task)) => {
-                *root = Root::Running { _task: task };
-                Ok(())
-            }
-            Err(reason) => {
-                *root = Root::None;
-                Err(HostError::TreeStart(reason))
-            }
-        }
+        let (_, task) = started.map_err(HostError::TreeStart)?;
+        std::mem::forget(starting);
+        *self.root() = Root::Running { _task: task };
+        Ok(())
     }
 
     fn root(&self) -> std::sync::MutexGuard<'_, Root> {
@@ -343,6 +351,10 @@ impl Host {
     /// Unknown target, too large, mailbox full, circuit open, timeout, the callee
     /// crashed handling it (at once, with its exit reason), or the callee's
     /// application error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the call: a message not yet delivered is not
+    /// (it is accounted as failed); one being handled is, and its reply is dropped.
     pub async fn call(
         &self,
         path: &str,
@@ -372,7 +384,7 @@ impl Host {
     }
 
     /// Waits until no message is pending (every one handled, failed or
-    /// dead-lettered); pair it with a timeout.
+    /// dead-lettered); pair it with a timeout. Cancel safe.
     pub async fn messages_settled(&self) {
         self.shared.post.settled().await;
     }
@@ -397,10 +409,16 @@ impl Host {
         answer.await.map_err(|_| HostError::Gone)?
     }
 
-    /// OTP's `start_child`: adds `spec` to `supervisor` and starts it.
+    /// OTP's `start_child`: adds `spec` to `supervisor` and starts it; returns once it
+    /// started (its `child_started` published) or failed.
     ///
     /// # Errors
     /// `already_started`, `already_present`, an invalid spec, the start's failure.
+    ///
+    /// # Cancel safety
+    /// This and the other admin requests (`terminate_child`, `restart_child`, ...)
+    /// are carried out by the supervisor once sent: dropping the future only drops
+    /// the answer.
     pub async fn start_child(&self, supervisor: &str, spec: ChildSpec) -> Result<(), HostError> {
         self.admin(supervisor, AdminRequest::StartChild(Box::new(spec))).await.map(|_| ())
     }
@@ -423,7 +441,8 @@ impl Host {
         }
     }
 
-    /// OTP's `terminate_child`.
+    /// OTP's `terminate_child`: returns once the child has exited (its `child_exited`
+    /// published), as OTP's does.
     ///
     /// # Errors
     /// `not_found`.
@@ -431,7 +450,8 @@ impl Host {
         self.admin(supervisor, AdminRequest::TerminateChild(child.into())).await.map(|_| ())
     }
 
-    /// OTP's `restart_child`.
+    /// OTP's `restart_child`: returns once the child started (its `child_started`
+    /// published) or failed.
     ///
     /// # Errors
     /// `running`, `restarting`, `not_found`, `simple_one_for_one`, the start's failure.
@@ -470,7 +490,8 @@ impl Host {
     }
 
     /// Waits until the root supervisor exits; returns its reason (`shutdown` after a
-    /// clean shutdown or after giving up: see the `supervisor_gave_up` event).
+    /// clean shutdown or after giving up: see the `supervisor_gave_up` event). Cancel
+    /// safe.
     pub async fn wait(&self) -> ExitReason {
         let mut exit = self.shared.root_exit.subscribe();
         let reason = exit.wait_for(Option::is_some).await.map(|r| r.clone());
@@ -486,6 +507,9 @@ impl Host {
 
     /// Stops the tree in order (children newest first, each waited for) and returns
     /// the root's exit reason.
+    ///
+    /// # Cancel safety
+    /// The shutdown goes on once asked for; dropping the future only stops waiting.
     pub async fn shutdown(&self) -> ExitReason {
         if !matches!(*self.root(), Root::Running { .. }) {
             return ExitReason::Shutdown; // no tree was started

@@ -518,6 +518,11 @@ impl Sandbox {
     /// # Errors
     /// The exit reason if the guest trapped or was killed, or if the sandbox had
     /// already ended; the Store is not entered again after that.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes abandons the guest mid-call, and a
+    /// Store left mid-call cannot be entered again: the sandbox ends, and later calls
+    /// return `killed(brutal_kill)`.
     pub async fn handle(
         &mut self,
         sender: Option<String>,
@@ -532,12 +537,18 @@ impl Sandbox {
     ///
     /// # Errors
     /// As [`Sandbox::handle`].
+    ///
+    /// # Cancel safety
+    /// As [`Sandbox::handle`]: dropped mid-call, the sandbox ends; the message stays
+    /// the caller's.
     pub async fn handle_envelope(&mut self, msg: &Envelope) -> Result<Handled, ExitReason> {
         self.prepare(self.limits.call_deadline)?;
-        let Self { store, guest, kill, heartbeat, host_waits, limits, .. } = self;
+        let Self { store, guest, kill, heartbeat, host_waits, limits, dead, .. } = self;
+        let abandoned = Abandoned(Some(dead));
         let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
         let call = guest.warden_plugin_guest().call_handle(&mut *store, msg);
         let result = guarded(kill, host_waits, watch, call).await;
+        abandoned.disarm();
         match result {
             Ok(reply) => {
                 let exit = self.store.data_mut().exit_request.take();
@@ -596,6 +607,24 @@ impl Sandbox {
         let reason = classify(ended, self.store.data_mut());
         self.dead = Some(reason.clone());
         reason
+    }
+}
+
+/// Ends the sandbox if dropped armed: an export call whose future was dropped left the
+/// Store mid-call.
+struct Abandoned<'a>(Option<&'a mut Option<ExitReason>>);
+
+impl Abandoned<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(dead) = self.0.take() {
+            *dead = Some(ExitReason::Killed { cause: KillCause::BrutalKill });
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// A partial line longer than this is logged as it is, so a guest that never writes a
 /// newline cannot make the host buffer without bound; a longer log line is cut.
@@ -155,6 +156,13 @@ impl StdoutStream for TracingStream {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(LineWriter { stream: self.clone(), partial: Vec::new() })
     }
+
+    /// A stream that handles the lines within the guest's own write call, so what they
+    /// cost counts against its CPU deadline. (wasmtime-wasi's default adapter writes on
+    /// a task of its own while the guest waits for the flush, off the guest's clock.)
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(LineWriter { stream: self.clone(), partial: Vec::new() })
+    }
 }
 
 struct LineWriter {
@@ -210,6 +218,30 @@ impl LineWriter {
             });
         }
     }
+}
+
+/// Bytes a guest may write in one call: the epoch (and the deadline) is checked
+/// between calls, so one call's cost stays small.
+const WRITE_PERMIT: usize = 4096;
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        LineWriter::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
 }
 
 impl AsyncWrite for LineWriter {

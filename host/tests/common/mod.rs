@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use warden_tests::{CHAOS, ECHO};
+use warden_tests::{CHAOS, ECHO, HOSTILE};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -30,7 +30,8 @@ pub(crate) fn cmd() -> Command {
 pub(crate) fn manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tree.toml");
-    std::fs::write(&path, text.replace("CHAOS", CHAOS).replace("ECHO", ECHO)).unwrap();
+    let text = text.replace("CHAOS", CHAOS).replace("ECHO", ECHO).replace("HOSTILE", HOSTILE);
+    std::fs::write(&path, text).unwrap();
     (dir, path)
 }
 
@@ -47,14 +48,15 @@ impl Running {
 
     /// `warden run MANIFEST --events jsonl` with `args` after it.
     pub(crate) fn start_with(manifest: &std::path::Path, args: &[&str]) -> Running {
-        let mut child = cmd()
-            .args(["run", manifest.to_str().unwrap(), "--events", "jsonl"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        Running::spawn(
+            cmd().args(["run", manifest.to_str().unwrap(), "--events", "jsonl"]).args(args),
+        )
+    }
+
+    /// Runs `command` (a `warden run ... --events jsonl`) with piped stdin and stdout;
+    /// stderr as the command says, inherited if it says nothing.
+    pub(crate) fn spawn(command: &mut Command) -> Running {
+        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -67,8 +69,13 @@ impl Running {
     }
 
     pub(crate) fn command(&mut self, json: &str) {
+        self.write(format!("{json}\n").as_bytes());
+    }
+
+    /// Writes raw bytes to its stdin.
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{json}").unwrap();
+        stdin.write_all(bytes).unwrap();
         stdin.flush().unwrap();
     }
 
