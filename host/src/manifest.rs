@@ -16,7 +16,7 @@
 //! shutdown = "5s"                 # or "brutal_kill", "infinity"
 //! config = { fail_init_from = 3 } # handed to init as JSON
 //! limits = { memory = "16MiB", deadline = "1s", message_size = "64KiB", mailbox = 256,
-//!            timers = 1024, timer_bytes = "4MiB" }
+//!            timers = 1024, timer_bytes = "4MiB", output = "1MiB" }
 //! grants = { targets = ["root/pool/*"] }  # whom it may message (itself always)
 //! heartbeat = { timeout = "200ms" }       # or { detector = "phi", threshold = 8 }
 //! circuit = { failures = 3, reset = "1s" }
@@ -222,6 +222,10 @@ pub struct LimitsEntry {
     pub timers: Option<usize>,
     /// Bytes of payload its pending timers may hold, e.g. "1MiB"; default 4 MiB.
     pub timer_bytes: Option<String>,
+    /// Bytes a second its stdout, stderr and log lines may take together (each line
+    /// costs 64 bytes more), e.g. "64KiB"; past it lines are dropped, counted. Default
+    /// 1 MiB.
+    pub output: Option<String>,
 }
 
 /// Capabilities.
@@ -666,6 +670,12 @@ fn child_spec(
                     }
                 }
                 limits.fuel_per_call = l.fuel;
+                if let Some(output) = &l.output {
+                    match bytes(output) {
+                        Ok(n) => limits.output_per_second = n,
+                        Err(e) => problem(format!("limits.output: {e}")),
+                    }
+                }
             }
             let mut mailbox = MailboxConfig::default();
             if let Some(l) = &entry.limits {

@@ -191,11 +191,16 @@ pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
             YELLOW,
             format!("#{incarnation} missed its heartbeat: silent for {since_ms} ms"),
         ),
-        Event::DeadLetter { path, reason, size, crashes, .. } => (
-            path.as_str(),
-            MAGENTA,
-            format!("dead letter ({reason}): {size} bytes, {crashes} crashes"),
-        ),
+        Event::DeadLetter { path, reason, sender, size, crashes, .. } => {
+            let mut what = format!("dead letter ({reason}): {size} bytes");
+            if let Some(sender) = sender {
+                let _ = write!(what, " from {sender}");
+            }
+            if *crashes > 1 {
+                let _ = write!(what, ", after {crashes} crashes");
+            }
+            (path.as_str(), MAGENTA, what)
+        }
         Event::CircuitChanged { path, state, failures } => {
             let state = serde_name(state);
             (path.as_str(), BLUE, format!("circuit {state} after {failures} failures"))

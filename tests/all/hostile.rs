@@ -138,6 +138,37 @@ async fn durations_too_long_for_the_clock_are_clamped_never_a_panic() {
 }
 
 #[tokio::test]
+async fn an_open_circuit_goes_with_its_child_and_reports_nothing_after() {
+    // The breaker's reset timer once held its mailbox and outlived the child: a
+    // removed child's circuit half-opened, an event about a child that was gone.
+    let mut tree = start(vec![
+        ChildSpec::plugin("c", {
+            let mut start = PluginStart::new(CHAOS);
+            start.mailbox.circuit =
+                Some(CircuitConfig { failures: 1, reset: Duration::from_millis(100) });
+            start
+        }),
+        hostile("h", |_| {}),
+        chaos("victim"),
+    ])
+    .await;
+    assert!(tree.call("root/c", "trap").await.is_err());
+    tree.expect(started("root/c", 2)).await;
+    let host = tree.host().clone();
+    host.terminate_child("root", "c").await.unwrap();
+    host.delete_child("root", "c").await.unwrap();
+    // A sentinel well after the reset: nothing about `c` may come before it.
+    assert_eq!(text(tree.call("root/h", "after:300:root/victim:trap").await), "ok");
+    tree.expect(exited("root/victim")).await;
+    let late = tree.seen().iter().find(|r| {
+        matches!(&r.event, Event::CircuitChanged { path, state, .. }
+            if path == "root/c" && *state != warden::messaging::CircuitState::Open)
+    });
+    assert!(late.is_none(), "{late:?}");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_memory_limit_the_engine_cannot_honour_is_refused_with_the_maximum() {
     // The engine's pool gives each memory 256 MiB: a 1 GiB limit would silently be
     // 256 MiB, and a large allocation an anonymous abort instead of `memory_limit`.

@@ -292,6 +292,8 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out[0].contains("2 lines (272 bytes)"), "{out:?}");
         assert_eq!(out[1], "next");
+        // What reaches the log is escaped: one guest line, one log line, no escapes.
+        assert_eq!(spent(&budget, &[b"a\nforged\x1b[2J"]), ["a\\nforged\\u{1b}[2J"]);
     }
 
     #[test]
