@@ -513,3 +513,22 @@ async fn an_embedder_calling_into_a_cycle_gets_its_answer() {
     assert_eq!(second.as_deref(), Ok(&b"meanwhile"[..]));
     tree.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_cut_short_by_a_sibling_restart_is_not_the_childs_fault() {
+    // one_for_all: a's crash stops b mid-message (brutally); that message stays at the
+    // head of b's mailbox for b's next incarnation, not a dead letter.
+    let mut b = chaos("b", "", |_| {});
+    b.shutdown = warden::sandbox::Shutdown::BrutalKill;
+    let mut spec = SupervisorSpec::new(Strategy::OneForAll, vec![chaos("a", "", |_| {}), b]);
+    spec.intensity = 10;
+    let mut tree = TestTree::start(spec).await.expect("the tree starts");
+    tree.send("root/b", "busy:300").unwrap();
+    assert!(tree.call("root/a", "trap").await.is_err());
+    tree.expect(started("root/b", 2)).await;
+    tree.within(tree.host().messages_settled()).await;
+    let stats = tree.host().message_stats();
+    assert_eq!((stats.dead_letters, stats.handled, stats.failed), (0, 1, 1), "{stats:?}");
+    assert!(tree.seen().iter().all(|r| !matches!(r.event, Event::DeadLetter { .. })));
+    tree.shutdown().await;
+}

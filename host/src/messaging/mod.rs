@@ -21,12 +21,14 @@
 mod breaker;
 mod dead_letters;
 mod mailbox;
+mod outbox;
 mod post;
 mod timers;
 
 pub use breaker::CircuitState;
 pub(crate) use mailbox::{Letter, Mailbox};
-pub(crate) use post::{Outbox, Post};
+pub(crate) use outbox::Outbox;
+pub(crate) use post::Post;
 pub use timers::TimerLimits;
 
 use std::time::Duration;

@@ -4,10 +4,9 @@
 use super::breaker::{Admit, Outcome};
 use super::dead_letters::{DeadLetter, DeadLetters};
 use super::mailbox::{Letter, Mailbox};
-use super::timers::Timers;
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{Event, EventBus};
-use crate::sandbox::{BoxFuture, Envelope, MessageError, Messenger};
+use crate::sandbox::{Envelope, MessageError};
 use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -418,42 +417,6 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.post.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.caller);
-    }
-}
-
-/// Messaging as one incarnation of a child sees it: it sends as itself, within its
-/// allow-list, and owns its `send-after` timers (dropped with it).
-#[derive(Debug)]
-pub(crate) struct Outbox {
-    post: Arc<Post>,
-    me: Arc<Mailbox>,
-    timers: Timers,
-}
-
-impl Outbox {
-    pub(crate) fn new(post: Arc<Post>, me: Arc<Mailbox>) -> Self {
-        let timers = Timers::new(me.config.timers);
-        Self { post, me, timers }
-    }
-}
-
-impl Messenger for Outbox {
-    fn send(&self, to: &str, payload: Vec<u8>) -> Result<(), MessageError> {
-        self.post.send(Some(&self.me), to, payload)
-    }
-
-    fn send_after(&self, to: &str, payload: Vec<u8>, delay: Duration) -> Result<(), MessageError> {
-        self.timers.set(&self.post, &self.me, to, payload, delay)
-    }
-
-    fn call(
-        &self,
-        to: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
-        let (post, me, to) = (Arc::clone(&self.post), Arc::clone(&self.me), to.to_owned());
-        Box::pin(async move { post.call(Some(&me), &to, payload, timeout).await })
     }
 }
 
