@@ -833,7 +833,7 @@ impl RawEcho {
         let pre = linker.instantiate_pre(&component)?;
         // Looked up once, as `bindgen!`'s pre-instantiation does for Warden.
         let guest = component
-            .get_export_index(None, "warden:plugin/guest@0.1.0")
+            .get_export_index(None, "warden:plugin/guest@0.2.0")
             .context("no guest export")?;
         let init = component.get_export_index(Some(&guest), "init").context("no init")?;
         let handle = component.get_export_index(Some(&guest), "handle").context("no handle")?;

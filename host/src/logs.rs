@@ -55,21 +55,29 @@ fn write_all(lines: &Receiver<Vec<u8>>, shared: &Shared) {
     }
 }
 
-impl Write for Logs {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl Logs {
+    /// Queues `line` unless the queue is full; counted as pending before it can be
+    /// written, so the writer never counts below zero.
+    fn queue(&self, line: Vec<u8>) -> bool {
         *self.shared.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        match self.queue.try_send(line.to_vec()) {
-            Ok(()) => {}
+        match self.queue.try_send(line) {
+            Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 *self.shared.pending.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-                let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Said in the stream itself once stderr drains again.
-                if dropped.is_power_of_two() {
-                    let note = format!("warden: {dropped} log lines dropped: stderr is slow\n");
-                    if self.queue.try_send(note.into_bytes()).is_ok() {
-                        *self.shared.pending.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-                    }
-                }
+                false
+            }
+        }
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        if !self.queue(line.to_vec()) {
+            let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Said in the stream itself once stderr drains again.
+            if dropped.is_power_of_two() {
+                let note = format!("warden: {dropped} log lines dropped: stderr is slow\n");
+                self.queue(note.into_bytes());
             }
         }
         Ok(line.len())

@@ -203,8 +203,10 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
                 stop,
             ));
             let (code, asked) = tokio::select! {
-                _ = host.wait() => {
-                    (if host.root_gave_up() { ExitCode::from(1) } else { ExitCode::SUCCESS }, None)
+                reason = host.wait() => {
+                    // Gave up, or ended for any reason but a clean stop (a host panic).
+                    let failed = host.root_gave_up() || !reason.is_normal();
+                    (if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }, None)
                 }
                 Some(id) = shutdown_rx.recv() => {
                     host.shutdown().await;

@@ -34,7 +34,7 @@ async fn a_component_without_the_guest_export() {
     let component = wat::parse_str("(component)").unwrap();
     let err = refused("empty.wasm", &component).await;
     assert!(matches!(err, LoadError::BadExports { .. }), "{err:?}");
-    assert!(err.to_string().contains("warden:plugin/guest@0.1.0"), "{err}");
+    assert!(err.to_string().contains("warden:plugin/guest@0.2.0"), "{err}");
 }
 
 #[tokio::test]
@@ -53,7 +53,7 @@ async fn a_component_whose_init_has_the_wrong_signature() {
                 (export "init" (func $init))
                 (export "handle" (func $handle))
                 (export "terminate" (func $terminate)))
-            (export "warden:plugin/guest@0.1.0" (instance $guest)))"#,
+            (export "warden:plugin/guest@0.2.0" (instance $guest)))"#,
     )
     .unwrap();
     let err = refused("wrong-signature.wasm", &component).await;

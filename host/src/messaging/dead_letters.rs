@@ -58,14 +58,20 @@ impl DeadLetters {
         let now = Instant::now();
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if windows.len() > SWEEP_ABOVE {
-            windows.retain(|_, w| w.ends > now || w.flush.is_some());
+            windows.retain(|_, w| {
+                w.ends > now || w.flush.as_ref().is_some_and(|f| !f.0.is_finished())
+            });
         }
         let window = match windows.get_mut(letter.path.as_str()) {
             Some(w) if w.ends > now => w,
-            _ => windows
-                .entry(Arc::from(letter.path.as_str()))
-                .insert_entry(Window::new(now))
-                .into_mut(),
+            stale => {
+                // A window that ended before its flush ran: its count is told now.
+                if let Some(old) = stale {
+                    self.summarize(&letter.path, &old.suppressed);
+                }
+                let path = Arc::from(letter.path.as_str());
+                windows.entry(path).insert_entry(Window::new(now)).into_mut()
+            }
         };
         if window.shown < PER_WINDOW {
             window.shown += 1;
@@ -84,11 +90,22 @@ impl DeadLetters {
             let path = letter.path;
             window.flush = Some(Owned(runtime.spawn(async move {
                 tokio::time::sleep_until(ends).await;
-                let count = std::mem::take(&mut *count.lock().unwrap_or_else(|p| p.into_inner()));
-                let ms = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
-                events.emit(Event::DeadLettersSuppressed { path, count, window_ms: ms });
+                summarize(&events, &path, &count);
             })));
         }
+    }
+
+    fn summarize(&self, path: &str, count: &Mutex<u64>) {
+        summarize(&self.events, path, count);
+    }
+}
+
+/// Publishes how many dead letters of `path` were not shown, if any (taking the count).
+fn summarize(events: &EventBus, path: &str, count: &Mutex<u64>) {
+    let count = std::mem::take(&mut *count.lock().unwrap_or_else(|p| p.into_inner()));
+    if count > 0 {
+        let window_ms = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
+        events.emit(Event::DeadLettersSuppressed { path: path.to_owned(), count, window_ms });
     }
 }
 

@@ -79,11 +79,31 @@ impl Post {
         }
     }
 
+    /// Answers a call delivered to `callee`. Its caller stops waiting on `callee` now,
+    /// not when its task next runs: `callee` may call it back at once, and that is no
+    /// deadlock.
+    pub(crate) fn answer(
+        &self,
+        callee: &Mailbox,
+        letter: &mut Letter,
+        answer: Result<Vec<u8>, MessageError>,
+    ) {
+        let Some(reply) = letter.reply.take() else { return };
+        if let Some(caller) = &letter.envelope.sender {
+            let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+            if waits.get(caller.as_str()).is_some_and(|on| *on == callee.path) {
+                waits.remove(caller.as_str());
+            }
+        }
+        let _ = reply.send(answer);
+    }
+
     /// Disposes of an accepted letter whose mailbox was closed.
-    pub(crate) fn removed(&self, mailbox: &Mailbox, letter: Letter) {
+    pub(crate) fn removed(&self, mailbox: &Mailbox, mut letter: Letter) {
         match letter.reply {
-            Some(reply) => {
-                let _ = reply.send(Err(MessageError::UnknownTarget(mailbox.path.to_string())));
+            Some(_) => {
+                let gone = Err(MessageError::UnknownTarget(mailbox.path.to_string()));
+                self.answer(mailbox, &mut letter, gone);
                 self.failed();
             }
             None => self.dead_letter(&mailbox.path, letter, "target_removed", None),
@@ -257,7 +277,7 @@ impl Post {
             }
         }
         waits.insert(Arc::clone(caller), Arc::clone(callee));
-        Ok(Waiting { post: self, caller: Arc::clone(caller) })
+        Ok(Waiting { post: self, caller: Arc::clone(caller), callee: Arc::clone(callee) })
     }
 
     /// Checks a `send-after` as it is set: refused now is a rejected send; accepted, it
@@ -408,15 +428,20 @@ impl Drop for Admission<'_> {
     }
 }
 
-/// A blocked caller's entry in the wait graph, removed on drop.
+/// A blocked caller's entry in the wait graph, removed on drop unless its answer
+/// removed it first.
 struct Waiting<'a> {
     post: &'a Post,
     caller: Arc<str>,
+    callee: Arc<str>,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.post.waits.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.caller);
+        let mut waits = self.post.waits.lock().unwrap_or_else(|p| p.into_inner());
+        if waits.get(&self.caller).is_some_and(|on| *on == self.callee) {
+            waits.remove(&self.caller);
+        }
     }
 }
 
@@ -478,6 +503,35 @@ mod tests {
             Err(MessageError::UnknownTarget("root/a".into()))
         );
         post.settled().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_callee_may_call_back_its_caller_as_soon_as_it_has_answered() {
+        let (post, _) = post();
+        let a = post.open("root/a", &config(8));
+        let b = post.open("root/b", &config(8));
+        // a calls b and waits.
+        let asking = {
+            let (post, a) = (Arc::clone(&post), Arc::clone(&a));
+            tokio::spawn(async move {
+                post.call(Some(&a), "root/b", b"q".to_vec(), Duration::from_secs(5)).await
+            })
+        };
+        tokio::task::yield_now().await;
+        // b answers; a's task has not run since (one thread, no yield in between).
+        let mut letter = b.try_next().expect("a's call");
+        post.answer(&b, &mut letter, Ok(b"a".to_vec()));
+        post.handled();
+        // b calls a at once: a waits on b no more, so this is no deadlock.
+        let back = post.call(Some(&b), "root/a", b"back".to_vec(), Duration::from_millis(1));
+        assert_eq!(back.await, Err(MessageError::Timeout), "queued, not refused");
+        // While a does wait on b, b calling a is one.
+        let waiting = post.wait_on(&a.path, &b.path).unwrap();
+        let cycle = post.call(Some(&b), "root/a", b"back".to_vec(), Duration::from_secs(5)).await;
+        let expected = ["root/a", "root/b", "root/a"].map(String::from).to_vec();
+        assert_eq!(cycle, Err(MessageError::Deadlock(expected)));
+        drop(waiting);
+        assert_eq!(asking.await.unwrap(), Ok(b"a".to_vec()));
     }
 
     #[test]

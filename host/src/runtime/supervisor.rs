@@ -157,10 +157,14 @@ impl Supervisor {
             Err(message) => {
                 let reason = ExitReason::HostPanic { message };
                 tracing::error!(supervisor = path, "{reason}");
-                shared.unregister(&path);
+                // Its children end with it (their tasks are its own), unannounced.
+                self.children.clear();
+                shared
+                    .emit(Event::SupervisorStopped { path: path.clone(), reason: reason.clone() });
                 reason
             }
         };
+        self.close(&mut rx);
         match ready.take() {
             // Failed while starting: the starter is told, not the parent.
             Some(ready) => {
@@ -200,19 +204,30 @@ impl Supervisor {
             };
             self.handle(msg);
         };
+        reason
+    }
+
+    /// What an exited supervisor leaves: no longer a target of requests, its
+    /// children's mailboxes gone with their specs, and every request it still holds
+    /// answered, not dropped.
+    fn close(&mut self, rx: &mut mpsc::UnboundedReceiver<SupMsg>) {
         self.shared.unregister(self.core.path());
-        // Its children's specs end with it, and so do their mailboxes.
-        for (id, _) in self.mailboxes.drain() {
+        for (id, _) in std::mem::take(&mut self.mailboxes) {
             self.shared.post.forget(&self.core.child_path(&id));
         }
-        // Requests that came too late are answered, not dropped.
+        let shutting_down = || Err(HostError::Admin(AdminError::ShuttingDown));
+        for (reply, _) in self.deferred.drain(..) {
+            let _ = reply.send(shutting_down());
+        }
+        if let Some(reply) = self.admin.take() {
+            let _ = reply.send(shutting_down());
+        }
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             if let SupMsg::Admin(_, reply) = msg {
-                let _ = reply.send(Err(HostError::Admin(AdminError::ShuttingDown)));
+                let _ = reply.send(shutting_down());
             }
         }
-        reason
     }
 
     fn handle(&mut self, msg: SupMsg) {
@@ -344,7 +359,13 @@ impl Supervisor {
                 Directive::Emit(Event::ChildExited { path, incarnation, .. })
                     if self.announced.remove(&(path.clone(), incarnation)) => {}
                 Directive::Emit(event) => self.shared.emit(event),
-                Directive::Exit(reason) => return Some(reason),
+                Directive::Exit(reason) => {
+                    // What was asked and done before the supervisor exits is answered.
+                    for (reply, answer) in self.deferred.drain(..) {
+                        let _ = reply.send(answer);
+                    }
+                    return Some(reason);
+                }
             }
         }
         self.announced.clear();

@@ -164,17 +164,19 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
         let outcome = active.handle_envelope(&held.letter().envelope).await;
-        let letter = held.take();
         match outcome {
             Ok(handled) => {
-                post.handled();
                 // An exit it asked for is announced before the reply it came with.
                 if let Some(reason) = &handled.exit {
                     announce(&shared, path, incarnation, reason);
                 }
-                if let Some(reply) = letter.reply {
-                    let _ = reply.send(handled.reply.map_err(MessageError::Application));
-                }
+                let mut letter = held.take();
+                post.handled();
+                post.answer(
+                    &mailbox,
+                    &mut letter,
+                    handled.reply.map_err(MessageError::Application),
+                );
                 if let Some(reason) = handled.exit {
                     return Exit::Ended(reason);
                 }
@@ -194,7 +196,7 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
                 announce(&shared, path, incarnation, &reason);
                 // Stopped by its supervisor mid-message: not the message's fault.
                 let blamed = !stopped_by_supervisor(&reason);
-                settle(letter, &reason, blamed, &mailbox, &shared);
+                settle(held.take(), &reason, blamed, &mailbox, &shared);
                 return if blamed { Exit::Ended(reason) } else { Exit::Stopped(reason) };
             }
         }
@@ -217,8 +219,8 @@ fn settle(
     mailbox: &Mailbox,
     shared: &Shared,
 ) {
-    if let Some(reply) = letter.reply.take() {
-        let _ = reply.send(Err(MessageError::CalleeCrashed(reason.clone())));
+    if letter.reply.is_some() {
+        shared.post.answer(mailbox, &mut letter, Err(MessageError::CalleeCrashed(reason.clone())));
         shared.post.failed();
         return;
     }

@@ -275,7 +275,7 @@ pub(crate) fn check_exports(
         .map_err(|e| format!("{e:#}"))?;
     // Check each export on its own so the error names the function at fault.
     use bindings::warden::plugin::types::{Context, Envelope, ExitReason as WitExit};
-    const GUEST: &str = "warden:plugin/guest@0.1.0";
+    const GUEST: &str = "warden:plugin/guest@0.2.0";
     let guest = instance
         .get_export_index(&mut store, None, GUEST)
         .ok_or_else(|| format!("no exported instance `{GUEST}`"))?;

@@ -88,16 +88,18 @@ impl Budget {
         mut emit: impl FnMut(&str),
     ) {
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let earned =
-            now.saturating_duration_since(bucket.refilled).as_secs_f64() * self.per_second as f64;
+        let per_second = self.per_second as f64;
+        let earned = now.saturating_duration_since(bucket.refilled).as_secs_f64() * per_second;
         if earned >= 1.0 {
-            bucket.available = (bucket.available + earned as u64).min(self.per_second);
+            let earned = earned.min(per_second) as u64;
+            bucket.available = bucket.available.saturating_add(earned).min(self.per_second);
             bucket.refilled = now;
         }
         for line in lines {
-            let cost = line.len() as u64 + LINE_COST;
-            if cost > bucket.available {
-                bucket.available = 0;
+            // A line dearer than a whole second's budget passes when the budget is full
+            // (it is already cut at MAX_LINE), rather than never.
+            let cost = (line.len() as u64 + LINE_COST).min(self.per_second);
+            if cost > bucket.available || self.per_second == 0 {
                 bucket.dropped_lines += 1;
                 bucket.dropped_bytes += line.len() as u64;
                 continue;
@@ -112,7 +114,12 @@ impl Budget {
                     self.per_second
                 ));
             }
-            emit(&printable(&String::from_utf8_lossy(line)));
+            let text = String::from_utf8_lossy(line);
+            let shown = printable(&text);
+            // Escapes make a line longer: what is written is what is charged.
+            let extra = shown.len().saturating_sub(line.len()) as u64;
+            bucket.available = bucket.available.saturating_sub(extra);
+            emit(&shown);
         }
     }
 }

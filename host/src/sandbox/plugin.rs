@@ -60,7 +60,7 @@ pub enum LoadError {
     },
     /// The component does not export the `warden:plugin/guest` interface as the host
     /// expects.
-    #[error("{file}: does not export `warden:plugin/guest@0.1.0` as expected: {message}")]
+    #[error("{file}: does not export `warden:plugin/guest@0.2.0` as expected: {message}")]
     BadExports {
         /// The plugin file.
         file: String,

@@ -177,8 +177,10 @@ struct Child {
     /// Consecutive restart attempts, for backoff; reset after a stable run.
     attempt: u32,
     started_at: Option<Instant>,
-    /// Set while this child is being stopped by the supervisor itself.
-    stopping: bool,
+    /// The incarnation the supervisor itself is stopping, while it does: a group
+    /// restart numbers the next incarnation before the stop is carried out, and the
+    /// `child_exited` it reports is the stopped one's.
+    stopping: Option<u64>,
     /// Whether the pending restart timer is a retry of a failed start, which counts
     /// toward the intensity when it fires (OTP's try_again); a delayed restart after a
     /// crash was counted at the crash.
@@ -408,10 +410,10 @@ impl Core {
 
     fn on_stopped(&mut self, id: &str, reason: ExitReason) {
         let Some(i) = self.find(id) else { return };
-        let incarnation = self.children[i].incarnation;
+        let child = &mut self.children[i];
+        let incarnation = child.stopping.take().unwrap_or(child.incarnation);
         self.emit(Event::ChildExited { path: self.child_path(id), incarnation, reason });
         let child = &mut self.children[i];
-        child.stopping = false;
         if child.state == ChildState::Running {
             child.state = ChildState::Stopped;
         }
@@ -432,7 +434,9 @@ impl Core {
     fn on_exited(&mut self, id: &str, incarnation: u64, reason: ExitReason, now: Instant) {
         let Some(i) = self.find(id) else { return };
         let child = &self.children[i];
-        if child.incarnation != incarnation || child.state != ChildState::Running || child.stopping
+        if child.incarnation != incarnation
+            || child.state != ChildState::Running
+            || child.stopping.is_some()
         {
             return; // stale, or part of a stop the supervisor asked for
         }
@@ -590,8 +594,8 @@ impl Core {
             // One pass: mark and collect the running children not already being stopped.
             let mut running = Vec::new();
             for child in &mut self.children {
-                if child.state == ChildState::Running && !child.stopping {
-                    child.stopping = true;
+                if child.state == ChildState::Running && child.stopping.is_none() {
+                    child.stopping = Some(child.incarnation);
                     running.push(child.spec.id.clone());
                 }
             }
@@ -872,10 +876,10 @@ impl Core {
     fn push_stop(&mut self, id: &str) {
         let Some(i) = self.find(id) else { return };
         let child = &mut self.children[i];
-        if child.state != ChildState::Running || child.stopping {
+        if child.state != ChildState::Running || child.stopping.is_some() {
             return;
         }
-        child.stopping = true;
+        child.stopping = Some(child.incarnation);
         let shutdown = child.spec.shutdown;
         self.agenda.push_back(Directive::Stop { child: id.to_owned(), shutdown });
     }
@@ -911,7 +915,7 @@ impl Child {
             generation: 0,
             attempt: 0,
             started_at: None,
-            stopping: false,
+            stopping: None,
             retry: false,
         }
     }

@@ -145,7 +145,9 @@ impl Sim {
 fn describe(event: &Event) -> String {
     match event {
         Event::ChildStarted { path, incarnation } => format!("started {path} #{incarnation}"),
-        Event::ChildExited { path, reason, .. } => format!("exited {path} {reason}"),
+        Event::ChildExited { path, incarnation, reason } => {
+            format!("exited {path} #{incarnation} {reason}")
+        }
         Event::ChildRestarting { path, attempt, delay_ms } => {
             format!("restarting {path} attempt {attempt} delay {delay_ms}")
         }
@@ -192,7 +194,7 @@ fn one_for_one_restarts_only_the_failed_child() {
     assert_eq!(
         sim.take_log(),
         [
-            "exited root/b trap unreachable: boom",
+            "exited root/b #1 trap unreachable: boom",
             "restarting root/b attempt 1 delay 0",
             "start b #2",
             "started root/b #2"
@@ -208,12 +210,12 @@ fn one_for_all_stops_the_others_newest_first_then_starts_all_in_order() {
     assert_eq!(
         sim.take_log(),
         [
-            "exited root/b trap unreachable: boom",
+            "exited root/b #1 trap unreachable: boom",
             "restarting root/b attempt 1 delay 0",
             "stop c",
-            "exited root/c shutdown",
+            "exited root/c #1 shutdown",
             "stop a",
-            "exited root/a shutdown",
+            "exited root/a #1 shutdown",
             "start a #2",
             "started root/a #2",
             "start b #2",
@@ -236,10 +238,10 @@ fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
     assert_eq!(
         log,
         [
-            "exited root/b trap unreachable: boom",
+            "exited root/b #1 trap unreachable: boom",
             "restarting root/b attempt 1 delay 0",
             "stop c",
-            "exited root/c shutdown",
+            "exited root/c #1 shutdown",
             "start b #2",
             "started root/b #2",
             "start c #2",
@@ -313,12 +315,12 @@ fn default_intensity_gives_up_at_the_second_restart_within_five_seconds() {
     assert_eq!(
         sim.take_log(),
         [
-            "exited root/b trap unreachable: boom",
+            "exited root/b #2 trap unreachable: boom",
             "gave_up root reached_max_restart_intensity",
             "stop c",
-            "exited root/c shutdown",
+            "exited root/c #1 shutdown",
             "stop a",
-            "exited root/a shutdown",
+            "exited root/a #1 shutdown",
             "sup_stopped root shutdown",
             "exit shutdown"
         ]
@@ -369,7 +371,7 @@ fn a_failed_restart_is_retried_counted_and_shown_as_restarting() {
     assert_eq!(
         sim.take_log(),
         [
-            "exited root/b trap unreachable: boom",
+            "exited root/b #1 trap unreachable: boom",
             "restarting root/b attempt 1 delay 0",
             "start b #2",
             "start_failed root/b",
@@ -427,7 +429,7 @@ fn a_start_failure_at_start_up_stops_the_started_children_and_names_the_child() 
             "start b #1",
             "start_failed root/b",
             "stop a",
-            "exited root/a shutdown",
+            "exited root/a #1 shutdown",
             "sup_stopped root start failed: failed_to_start_child b: start failed: b refuses",
             "exit start failed: failed_to_start_child b: start failed: b refuses"
         ]
@@ -452,7 +454,7 @@ fn admin_requests_answer_as_otp_does() {
     sim.take_log();
     assert_eq!(sim.core.terminate_child("a"), Ok(()));
     sim.run();
-    assert_eq!(sim.take_log(), ["stop a", "exited root/a shutdown"]);
+    assert_eq!(sim.take_log(), ["stop a", "exited root/a #1 shutdown"]);
     assert_eq!(sim.core.terminate_child("a"), Ok(()), "ok even when stopped");
     assert_eq!(
         sim.core.start_child(worker("a", Restart::Permanent)),
@@ -492,7 +494,7 @@ fn significant_children_shut_the_supervisor_down() {
     sim.exit("s", ExitReason::Normal);
     assert_eq!(
         sim.take_log()[1..],
-        ["stop a", "exited root/a shutdown", "sup_stopped root shutdown", "exit shutdown"]
+        ["stop a", "exited root/a #1 shutdown", "sup_stopped root shutdown", "exit shutdown"]
     );
 
     let mut s1 = worker("s1", Restart::Temporary);
@@ -646,8 +648,8 @@ fn dynamic_children_start_from_the_template_restart_with_their_config_and_stop_t
         [
             "stop_all w-1,w-2",
             // Stopped together; reported newest first.
-            "exited root/w-2 shutdown",
-            "exited root/w-1 shutdown",
+            "exited root/w-2 #2 shutdown",
+            "exited root/w-1 #1 shutdown",
             "sup_stopped root shutdown",
             "exit shutdown"
         ]
@@ -664,11 +666,11 @@ fn shutdown_stops_children_newest_first() {
         sim.take_log(),
         [
             "stop c",
-            "exited root/c shutdown",
+            "exited root/c #1 shutdown",
             "stop b",
-            "exited root/b shutdown",
+            "exited root/b #1 shutdown",
             "stop a",
-            "exited root/a shutdown",
+            "exited root/a #1 shutdown",
             "sup_stopped root shutdown",
             "exit shutdown"
         ]
