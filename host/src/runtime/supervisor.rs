@@ -191,9 +191,9 @@ impl Supervisor {
         ready: &mut Option<oneshot::Sender<Result<(), ExitReason>>>,
     ) -> ExitReason {
         self.core.init(Instant::now());
-        let reason = loop {
+        loop {
             if let Some(reason) = self.drain().await {
-                break reason;
+                return reason;
             }
             if let Some(ready) = ready.take() {
                 let _ = ready.send(Ok(()));
@@ -203,8 +203,7 @@ impl Supervisor {
                 continue;
             };
             self.handle(msg);
-        };
-        reason
+        }
     }
 
     /// What an exited supervisor leaves: no longer a target of requests, its
