@@ -284,9 +284,23 @@ async fn every_message_is_accounted_for_under_load_with_random_crashes() {
     let mut events = host.subscribe();
     let dead_letters = tokio::spawn(async move {
         let mut n = 0u64;
+        // Every incarnation's start is published before its exit, however fast a
+        // restarted child crashes on what was queued for it.
+        // (The first incarnations started before this subscription.)
+        let mut started: std::collections::HashSet<(String, u64)> =
+            (0..4).map(|i| (format!("root/c{i}"), 1)).collect();
         while let Ok(record) = events.recv().await {
             match record.event {
                 Event::DeadLetter { .. } => n += 1,
+                Event::ChildStarted { path, incarnation } => {
+                    started.insert((path, incarnation));
+                }
+                Event::ChildExited { path, incarnation, .. } => {
+                    assert!(
+                        started.contains(&(path.clone(), incarnation)),
+                        "{path} #{incarnation}"
+                    );
+                }
                 Event::SupervisorStopped { ref path, .. } if path == "root" => break,
                 _ => {}
             }
@@ -530,5 +544,32 @@ async fn a_message_cut_short_by_a_sibling_restart_is_not_the_childs_fault() {
     let stats = tree.host().message_stats();
     assert_eq!((stats.dead_letters, stats.handled, stats.failed), (0, 1, 1), "{stats:?}");
     assert!(tree.seen().iter().all(|r| !matches!(r.event, Event::DeadLetter { .. })));
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_child_crashing_at_once_is_announced_started_then_exited() {
+    // Twenty bad messages queued: each incarnation crashes on its first message,
+    // microseconds after it started; its start is still published before its exit.
+    let mut tree = start(vec![chaos("c", "", |_| {})]).await;
+    for _ in 0..20 {
+        tree.send("root/c", "trap").unwrap();
+    }
+    tree.expect(started("root/c", 21)).await;
+    let mut started_ones = std::collections::HashSet::from([1]);
+    for record in tree.seen() {
+        match &record.event {
+            Event::ChildStarted { incarnation, .. } => {
+                started_ones.insert(*incarnation);
+            }
+            Event::ChildExited { incarnation, .. } => {
+                assert!(
+                    started_ones.contains(incarnation),
+                    "#{incarnation} exited before it started"
+                );
+            }
+            _ => {}
+        }
+    }
     tree.shutdown().await;
 }

@@ -44,6 +44,9 @@ pub(crate) struct Parent {
 enum Running {
     Worker {
         incarnation: u64,
+        /// Lets the worker take its first message once its `child_started` is out,
+        /// so that no exit of this incarnation is published before its start.
+        go: Option<oneshot::Sender<()>>,
         stop: oneshot::Sender<Shutdown>,
         kill: KillSwitch,
         task: Owned<ExitReason>,
@@ -357,6 +360,17 @@ impl Supervisor {
                 }
                 Directive::Emit(Event::ChildExited { path, incarnation, .. })
                     if self.announced.remove(&(path.clone(), incarnation)) => {}
+                Directive::Emit(Event::ChildStarted { path, incarnation }) => {
+                    let id = path.rsplit('/').next().unwrap_or_default().to_owned();
+                    self.shared.emit(Event::ChildStarted { path, incarnation });
+                    if let Some(Running::Worker { incarnation: running, go, .. }) =
+                        self.children.get_mut(&id)
+                        && *running == incarnation
+                        && let Some(go) = go.take()
+                    {
+                        let _ = go.send(());
+                    }
+                }
                 Directive::Emit(event) => self.shared.emit(event),
                 Directive::Exit(reason) => {
                     // What was asked and done before the supervisor exits is answered.
@@ -421,17 +435,19 @@ impl Supervisor {
                     _ => Some(sandbox),
                 };
                 let (stop, stopped) = oneshot::channel();
+                let (go, started) = oneshot::channel();
                 let task = Owned(tokio::spawn(worker::run(worker::Worker {
                     id: id.to_owned(),
                     incarnation,
                     sandbox,
                     mailbox,
                     shared: Arc::clone(&self.shared),
+                    started,
                     stop: stopped,
                     supervisor: self.me.clone(),
                     hibernate,
                 })));
-                Running::Worker { incarnation, stop, kill, task }
+                Running::Worker { incarnation, go: Some(go), stop, kill, task }
             }
             ChildStart::Supervisor(sub) => {
                 let parent = Parent { tx: self.me.clone(), id: id.to_owned(), incarnation };

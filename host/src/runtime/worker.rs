@@ -37,6 +37,9 @@ pub(crate) struct Worker {
     pub(crate) sandbox: Option<Sandbox>,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) shared: Arc<Shared>,
+    /// Fires once the incarnation's `child_started` is published: until then no
+    /// message is taken, so its exit cannot be published before its start.
+    pub(crate) started: oneshot::Receiver<()>,
     /// The supervisor's order to stop (the supervisor enforces the shutdown timeout
     /// through the kill switch).
     pub(crate) stop: oneshot::Receiver<Shutdown>,
@@ -98,9 +101,12 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
 }
 
 async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Exit {
-    let Worker { incarnation, mut sandbox, mailbox, shared, mut stop, hibernate, .. } = worker;
+    let Worker {
+        incarnation, mut sandbox, mailbox, shared, mut started, mut stop, hibernate, ..
+    } = worker;
     let post = &shared.post;
     let path = &mailbox.path;
+    let mut announced_start = false;
     loop {
         let idle_after = match (&hibernate, &sandbox) {
             (Some(h), Some(_)) => Some(h.after),
@@ -137,7 +143,12 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
                 announce(&shared, path, incarnation, &reason);
                 return Exit::Stopped(reason);
             }
-            letter = mailbox.next() => letter,
+            // A supervisor gone without a word counts as a go: its stop follows.
+            _ = &mut started, if !announced_start => {
+                announced_start = true;
+                continue;
+            }
+            letter = mailbox.next(), if announced_start => letter,
             () = idle => {
                 sandbox = None;
                 continue;
