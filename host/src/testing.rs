@@ -152,7 +152,8 @@ pub fn supervisor_stopped(path: &str) -> Pattern {
     )
 }
 
-/// `dead_letter` for `path` with reason `reason` (`poison`, `target_removed`, ...).
+/// `dead_letter` for `path` with reason `reason` (`crashed`, `poison`,
+/// `target_removed`, ...).
 pub fn dead_letter(path: &str, reason: &str) -> Pattern {
     let (p, r) = (path.to_owned(), reason.to_owned());
     Pattern::new(
@@ -383,8 +384,7 @@ impl TestTree {
     }
 
     /// Injects `fault` into the chaos child at `path` with a call (so it happens once,
-    /// and is not delivered again as a crashed `send` would be); returns the exit
-    /// reason it crashed with.
+    /// whatever the child's `poison_after`); returns the exit reason it crashed with.
     ///
     /// # Panics
     /// The child did not crash (it is not a chaos plugin, or the fault was caught).

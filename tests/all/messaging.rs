@@ -1,5 +1,5 @@
 //! Messaging between real plugins: mailboxes that survive restarts, calls answered
-//! at once when the callee crashes, limits and allow-lists, poison messages, the
+//! at once when the callee crashes, limits and allow-lists, dead letters, the
 //! account of every message, heartbeats, the circuit breaker, call cycles. Every wait
 //! is for an event or an answer, with a deadline; nothing sleeps.
 

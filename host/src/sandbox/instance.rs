@@ -532,8 +532,8 @@ impl Sandbox {
         self.handle_envelope(&Envelope { sender, payload, expects_reply }).await
     }
 
-    /// Handles one message, leaving it with the caller (a crashed message can be
-    /// delivered again).
+    /// Handles one message, leaving it with the caller (who decides what becomes of
+    /// it when the guest crashes on it).
     ///
     /// # Errors
     /// As [`Sandbox::handle`].
