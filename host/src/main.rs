@@ -186,7 +186,8 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
     let (replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
     let (since, events) = (host.last_event_seq(), host.subscribe());
     let runtime = tokio::runtime::Handle::current();
-    let printer = printer::Printer::start(runtime, events, since, replies_rx, format)?;
+    let clock = host.clock_us();
+    let printer = printer::Printer::start(runtime, events, since, clock, replies_rx, format)?;
     let code = match host.start(spec).await {
         Err(e) => {
             eprintln!("{}: {e}", manifest.display());

@@ -38,18 +38,22 @@ pub(crate) struct Printer {
 
 impl Printer {
     /// Prints `events` (subscribed when event number `since` was the last) and
-    /// `replies` until both are closed.
+    /// `replies` until both are closed; `clock_us` is the host's clock now (for the
+    /// time of an `events_dropped` note).
     pub(crate) fn start(
         runtime: tokio::runtime::Handle,
         events: broadcast::Receiver<EventRecord>,
         since: u64,
+        clock_us: u64,
         replies: mpsc::UnboundedReceiver<Reply>,
         format: Format,
     ) -> std::io::Result<Self> {
         let (finished, done) = oneshot::channel();
+        let started = std::time::Instant::now();
+        let clock = move || clock_us + u64::try_from(started.elapsed().as_micros()).unwrap_or(0);
         std::thread::Builder::new().name("warden-printer".into()).spawn(move || {
             let out = std::io::stdout().lock();
-            runtime.block_on(print(events, since, replies, format, out));
+            runtime.block_on(print(events, since, replies, format, out, clock));
             let _ = finished.send(());
         })?;
         Ok(Self { done })
@@ -68,6 +72,7 @@ async fn print(
     mut replies: mpsc::UnboundedReceiver<Reply>,
     format: Format,
     mut out: impl Write,
+    clock: impl Fn() -> u64,
 ) {
     // The number of the last event printed or lost.
     let mut last = since;
@@ -96,7 +101,7 @@ async fn print(
                 }
                 Err(RecvError::Lagged(n)) => {
                     last += n;
-                    write(&mut out, format, &dropped(n, 0));
+                    write(&mut out, format, &dropped(n, clock()));
                 }
                 Err(RecvError::Closed) => events_open = false,
             },
@@ -158,7 +163,7 @@ mod tests {
         replies_tx.send(reply(3, 4)).unwrap();
         drop((events_tx, replies_tx));
         let mut out = Vec::new();
-        print(events, 0, replies, Format::Jsonl, &mut out).await;
+        print(events, 0, replies, Format::Jsonl, &mut out, || 7).await;
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
             .unwrap()
             .lines()

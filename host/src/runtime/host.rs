@@ -304,8 +304,9 @@ impl Host {
     }
 
     /// Publishes `event` on the event stream, after every event published before it
-    /// (the CLI sends its replies this way, so a reply follows the events its command
-    /// caused).
+    /// (an embedder's own events, say). Like every event, it is lost to a subscriber
+    /// that has fallen too far behind: the CLI sends its replies beside the stream,
+    /// not on it.
     pub fn publish(&self, event: Event) {
         self.shared.emit(event);
     }
