@@ -46,8 +46,9 @@ pub(crate) struct Reply {
 impl Reply {
     /// The reply to the command `id`, to be printed after every event published so far.
     pub(crate) fn new(host: &Host, id: Option<Value>, outcome: Result<Value, String>) -> Self {
+        // `result` is always there on success (`null` for a command with nothing to
+        // return), as the CLI contract has it.
         let (ok, result, error) = match outcome {
-            Ok(Value::Null) => (true, None, None),
             Ok(result) => (true, Some(result), None),
             Err(error) => (false, None, Some(error)),
         };

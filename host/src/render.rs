@@ -208,8 +208,8 @@ pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
         Event::Reply { id, ok, result, error } => {
             let id = id.as_ref().map_or_else(String::new, |id| format!("{id} "));
             let body = match (ok, result, error) {
+                (true, None | Some(serde_json::Value::Null), _) => "ok".into(),
                 (true, Some(result), _) => format!("ok {result}"),
-                (true, None, _) => "ok".into(),
                 (false, _, Some(error)) => format!("error: {error}"),
                 (false, _, None) => "error".into(),
             };
