@@ -231,13 +231,36 @@ fn parse(line: &[u8]) -> (Option<Value>, Result<Command, String>) {
         return (None, Err("malformed command: expected a JSON object".into()));
     };
     let id = object.get("id").cloned();
-    let name = object.get("cmd").and_then(Value::as_str).map(str::to_owned);
-    let command = serde_json::from_value(value).map_err(|e| match name {
-        Some(name) => format!("{name}: {e}"),
-        None => format!("malformed command: {e}"),
+    let Some(name) = object.get("cmd").and_then(Value::as_str).map(str::to_owned) else {
+        return (id, Err("malformed command: no \"cmd\"".into()));
+    };
+    let command = serde_json::from_value(value).map_err(|e| {
+        let e = e.to_string();
+        if e.starts_with("unknown variant") {
+            format!("unknown command {name:?} (the commands: {})", COMMANDS.join(", "))
+        } else if let Some(field) =
+            e.strip_prefix("missing field `").and_then(|f| f.split('`').next())
+        {
+            format!("{name}: needs a string \"{field}\"")
+        } else {
+            format!("{name}: {e}")
+        }
     });
     (id, command)
 }
+
+/// Every command's name, for the error that names an unknown one.
+const COMMANDS: &[&str] = &[
+    "send",
+    "call",
+    "start_child",
+    "terminate_child",
+    "restart_child",
+    "delete_child",
+    "which_children",
+    "count_children",
+    "shutdown",
+];
 
 async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Result<Value, String> {
     match command {
@@ -348,11 +371,18 @@ mod tests {
     fn a_bad_command_keeps_its_id_and_says_what_is_wrong() {
         let (id, command) = parse(br#"{"cmd":"terminate_child","id":7,"supervisor":"root"}"#);
         assert_eq!(id, Some(json!(7)));
-        assert_eq!(command.unwrap_err(), "terminate_child: missing field `child`");
+        assert_eq!(command.unwrap_err(), "terminate_child: needs a string \"child\"");
         let (_, command) = parse(br#"{"cmd":"dance","id":"x"}"#);
-        assert!(command.unwrap_err().starts_with("dance: unknown variant `dance`"));
+        assert!(command.unwrap_err().starts_with("unknown command \"dance\" (the commands: send,"));
         let (_, command) = parse(br#"{"id":1}"#);
-        assert!(command.unwrap_err().starts_with("malformed command: missing field `cmd`"));
+        assert_eq!(command.unwrap_err(), "malformed command: no \"cmd\"");
+        let (_, command) =
+            parse(br#"{"cmd":"call","to":"root/a","payload":"x","timeout_ms":"soon"}"#);
+        assert!(command.unwrap_err().starts_with("call: invalid type: string \"soon\""));
+        for name in COMMANDS {
+            let (_, command) = parse(format!(r#"{{"cmd":"{name}"}}"#).as_bytes());
+            assert!(!command.is_err_and(|e| e.starts_with("unknown command")), "{name}");
+        }
         let (_, command) = parse(br#"{"cmd":"send","to":"root/a"}"#);
         assert!(matches!(command, Ok(Command::Send { .. })), "payload checked when run");
     }

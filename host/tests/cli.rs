@@ -588,7 +588,7 @@ fn commands_run_concurrently_and_a_bad_line_gets_an_error_not_the_end() {
     assert!(bad["error"].as_str().unwrap().starts_with("malformed command"), "{bad}");
     warden.command(r#"{"cmd":"frobnicate","id":"x"}"#);
     let unknown = warden.expect("reply x", |e| e["event"] == "reply" && e["id"] == "x").0;
-    assert!(unknown["error"].as_str().unwrap().contains("unknown variant `frobnicate`"));
+    assert!(unknown["error"].as_str().unwrap().starts_with("unknown command \"frobnicate\""));
     warden.command(r#"{"cmd":"call","id":3,"to":"root/c","payload":"still here"}"#);
     assert_eq!(warden.reply(3)["result"], "still here");
 
