@@ -1,17 +1,19 @@
 //! The embedding API: a [`Host`] runs one supervision tree.
 
-use super::supervisor::{self, SupMsg};
+use super::error::HostError;
+use super::protocol::{AdminReply, AdminRequest, SupMsg};
+use super::shared::Shared;
+use super::supervisor;
 use crate::ExitReason;
 use crate::events::{Event, EventBus, EventRecord};
-use crate::messaging::{CircuitState, MessageStats, Post};
-use crate::sandbox::{Engine, EngineConfig, LoadError, MessageError, Plugin, SandboxError};
-use crate::state::{DiskStore, MemoryStore, OpenError, StateStore};
-use crate::supervisor::{AdminError, ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
+use crate::messaging::{CircuitState, MessageStats};
+use crate::sandbox::{Engine, EngineConfig, MessageError};
+use crate::state::{DiskStore, MemoryStore, StateStore};
+use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
 use crate::task::Owned;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot};
 
 /// How many events a subscriber may fall behind before it loses the oldest.
 const EVENT_BACKLOG: usize = 1 << 16;
@@ -25,131 +27,6 @@ pub struct MailboxInfo {
     pub capacity: usize,
     /// The circuit breaker's state, if it has one.
     pub circuit: Option<CircuitState>,
-}
-
-/// Why a host request failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum HostError {
-    /// No supervisor or child at that path.
-    #[error("not_found")]
-    NotFound,
-    /// The supervisor refused the request (OTP's answer).
-    #[error("{0}")]
-    Admin(AdminError),
-    /// The child the request started failed to start.
-    #[error("{0}")]
-    StartFailed(ExitReason),
-    /// The tree could not start.
-    #[error("the tree did not start: {0}")]
-    TreeStart(ExitReason),
-    /// A tree is already running in this host.
-    #[error("a tree is already running")]
-    AlreadyRunning,
-    /// The engine could not be created.
-    #[error(transparent)]
-    Engine(#[from] SandboxError),
-    /// The state's data directory could not be opened.
-    #[error(transparent)]
-    State(#[from] OpenError),
-    /// The supervisor ended before answering.
-    #[error("the supervisor is gone")]
-    Gone,
-}
-
-pub(crate) enum AdminRequest {
-    WhichChildren,
-    CountChildren,
-    StartChild(Box<ChildSpec>),
-    StartDynamic { name: Option<String>, config: Option<Vec<u8>> },
-    TerminateChild(String),
-    RestartChild(String),
-    DeleteChild(String),
-}
-
-pub(crate) enum AdminReply {
-    Ok,
-    Pending,
-    Started(String),
-    Children(Vec<ChildInfo>),
-    Counts(ChildCounts),
-}
-
-/// What every task of the tree shares.
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    pub(crate) state: Arc<dyn StateStore>,
-    pub(crate) events: Arc<EventBus>,
-    /// Every child's mailbox, by path.
-    pub(crate) post: Arc<Post>,
-    /// Every supervisor's channel, by path.
-    supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<SupMsg>>>,
-    /// Plugins by file path: a restart must not re-read and re-hash the file.
-    plugins: Mutex<HashMap<std::path::PathBuf, Plugin>>,
-    root_exit: watch::Sender<Option<ExitReason>>,
-    /// Set when the root supervisor gave up (its exit reason is `shutdown` either way,
-    /// as in OTP).
-    root_gave_up: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, event: Event) {
-        if matches!(&event, Event::SupervisorGaveUp { path, .. } if path == "root") {
-            self.root_gave_up.store(true, std::sync::atomic::Ordering::Release);
-        }
-        self.events.emit(event);
-    }
-
-    /// The plugin at `file`, loaded (read, hashed, compiled) the first time only, on
-    /// a blocking thread: compiling takes tens of milliseconds a plugin. A file changed
-    /// on disk is picked up by a new host, not by restarts.
-    pub(crate) async fn plugin(&self, file: &std::path::Path) -> Result<Plugin, LoadError> {
-        if let Some(plugin) = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file) {
-            return Ok(plugin.clone());
-        }
-        let (engine, path) = (self.engine.clone(), file.to_owned());
-        let plugin = match tokio::task::spawn_blocking(move || engine.load_file(path)).await {
-            Ok(loaded) => loaded?,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => {
-                    let file = file.display().to_string();
-                    let message = "the runtime is shutting down".to_owned();
-                    return Err(LoadError::Read { file, message });
-                }
-            },
-        };
-        self.plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(file.to_owned(), plugin.clone());
-        Ok(plugin)
-    }
-
-    pub(crate) fn register(&self, path: &str, tx: mpsc::UnboundedSender<SupMsg>) {
-        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), tx);
-    }
-
-    pub(crate) fn unregister(&self, path: &str) {
-        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
-    }
-
-    fn supervisor(&self, path: &str) -> Option<mpsc::UnboundedSender<SupMsg>> {
-        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
-    }
-
-    pub(crate) fn root_exited(&self, reason: ExitReason) {
-        // send_replace: `send` drops the value when nobody is subscribed yet.
-        self.root_exit.send_replace(Some(reason));
-    }
-
-    pub(crate) fn seed(&self) -> u64 {
-        // Distinct per supervisor start; never zero (xorshift's fixed point).
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        nanos | 1
-    }
 }
 
 /// Runs one supervision tree of plugins. Cheap to clone, `Send + Sync`; the tree is
@@ -256,18 +133,8 @@ impl HostBuilder {
             None => Engine::with_config(self.engine.unwrap_or_default())?,
         };
         let events = Arc::new(EventBus::new(EVENT_BACKLOG));
-        let (root_exit, _) = watch::channel(None);
         Ok(Host {
-            shared: Arc::new(Shared {
-                engine,
-                state,
-                post: Arc::new(Post::new(Arc::clone(&events))),
-                events,
-                supervisors: Mutex::new(HashMap::new()),
-                plugins: Mutex::new(HashMap::new()),
-                root_exit,
-                root_gave_up: std::sync::atomic::AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared::new(engine, state, events)),
             root: Arc::new(Mutex::new(Root::None)),
         })
     }
@@ -331,8 +198,7 @@ impl Host {
         }
         // Back to `None` unless the start completes, also when this future is dropped.
         let starting = Starting(self);
-        self.shared.root_exit.send_replace(None);
-        self.shared.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
+        self.shared.root_starting();
         let started = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None).await;
         let (_, task) = started.map_err(HostError::TreeStart)?;
         std::mem::forget(starting);
@@ -494,16 +360,14 @@ impl Host {
     /// clean shutdown or after giving up: see the `supervisor_gave_up` event). Cancel
     /// safe.
     pub async fn wait(&self) -> ExitReason {
-        let mut exit = self.shared.root_exit.subscribe();
-        let reason = exit.wait_for(Option::is_some).await.map(|r| r.clone());
-        reason.ok().flatten().unwrap_or(ExitReason::Shutdown)
+        self.shared.root_exit().await
     }
 
     /// Whether the root supervisor gave up (reached its restart intensity). Its exit
     /// reason is `shutdown` either way, as in OTP; this tells a clean stop from a
     /// failure (`warden run` exits non-zero on it).
     pub fn root_gave_up(&self) -> bool {
-        self.shared.root_gave_up.load(std::sync::atomic::Ordering::Acquire)
+        self.shared.root_gave_up()
     }
 
     /// Stops the tree in order (children newest first, each waited for) and returns

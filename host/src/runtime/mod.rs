@@ -11,9 +11,13 @@
 //! A child's exit reaches its supervisor as a message; a supervisor's exit reaches
 //! its parent the same way, which is how giving up escalates.
 
+mod error;
 mod host;
+mod protocol;
+mod shared;
 mod supervisor;
 mod worker;
 
 pub use crate::events::EventRecord;
-pub use host::{Host, HostBuilder, HostError, MailboxInfo};
+pub use error::HostError;
+pub use host::{Host, HostBuilder, MailboxInfo};

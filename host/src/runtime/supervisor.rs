@@ -1,7 +1,9 @@
 //! A supervisor task: carries out its [`Core`]'s directives with real sandboxes and
 //! nested supervisors, and feeds back what happened.
 
-use super::host::{AdminReply, AdminRequest, HostError, Shared};
+use super::error::HostError;
+use super::protocol::{AdminReply, AdminRequest, Answer, SupMsg};
+use super::shared::Shared;
 use super::worker;
 use crate::events::Event;
 use crate::messaging::{Mailbox, Outbox};
@@ -14,22 +16,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-
-/// What a supervisor task receives.
-pub(crate) enum SupMsg {
-    /// A child's incarnation ended on its own; `announced` when the child published
-    /// its `child_exited` itself (a worker does).
-    ChildExited { id: String, incarnation: u64, reason: ExitReason, announced: bool },
-    /// A restart timer fired.
-    Timer { id: String, generation: u64 },
-    /// An admin request.
-    Admin(AdminRequest, Answer),
-    /// Shut down: children newest first, then exit `shutdown`.
-    Shutdown,
-}
-
-/// Where an admin request's answer goes.
-type Answer = oneshot::Sender<Result<AdminReply, HostError>>;
 
 /// A started supervisor: its channel and its task.
 pub(crate) type Started = (mpsc::UnboundedSender<SupMsg>, Owned<ExitReason>);
@@ -155,7 +141,7 @@ impl Supervisor {
         let shared = Arc::clone(&self.shared);
         let path = self.core.path().to_owned();
         let mut ready = Some(ready);
-        let reason = match worker::catch_panic(self.serve(&mut rx, &mut ready)).await {
+        let reason = match crate::task::catch_panic(self.serve(&mut rx, &mut ready)).await {
             Ok(reason) => reason,
             Err(message) => {
                 let reason = ExitReason::HostPanic { message };
@@ -534,7 +520,9 @@ async fn stop_running(running: Running, shutdown: Shutdown) -> Result<ExitReason
 /// aborted (its owner was dropped).
 fn joined(result: Result<ExitReason, tokio::task::JoinError>) -> Result<ExitReason, ExitReason> {
     result.map_err(|e| match e.try_into_panic() {
-        Ok(payload) => ExitReason::HostPanic { message: worker::panic_message(payload.as_ref()) },
+        Ok(payload) => {
+            ExitReason::HostPanic { message: crate::task::panic_message(payload.as_ref()) }
+        }
         Err(_) => ExitReason::Killed { cause: KillCause::BrutalKill },
     })
 }

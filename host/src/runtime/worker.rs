@@ -17,13 +17,12 @@
 //! activations. An activation that fails to start ends the incarnation like a crash,
 //! but its message is not at fault (a call is answered, a send goes back).
 
-use super::host::Shared;
-use super::supervisor::SupMsg;
+use super::protocol::SupMsg;
+use super::shared::Shared;
 use crate::events::Event;
 use crate::messaging::{Letter, Mailbox};
 use crate::sandbox::{MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -77,7 +76,7 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
     let mailbox = Arc::clone(&worker.mailbox);
     // Where the letter being handled goes if the host panics handling it.
     let unwound = std::sync::Mutex::new(None);
-    let reason = match catch_panic(serve(worker, &unwound)).await {
+    let reason = match crate::task::catch_panic(serve(worker, &unwound)).await {
         Ok(Exit::Stopped(reason)) => return reason,
         Ok(Exit::Ended(reason)) => reason,
         Err(message) => {
@@ -287,25 +286,5 @@ impl Drop for Held<'_> {
         } else {
             requeue(self.mailbox, self.shared, letter);
         }
-    }
-}
-
-/// Runs `future`, turning a panic in any of its polls into the panic's message.
-pub(crate) async fn catch_panic<T>(future: impl Future<Output = T>) -> Result<T, String> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(polled) => polled.map(Ok),
-            Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
-        }
-    })
-    .await
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(s), _) => (*s).to_owned(),
-        (_, Some(s)) => s.clone(),
-        _ => "a panic without a message".to_owned(),
     }
 }

@@ -1,0 +1,36 @@
+//! Why a request to the host failed.
+
+use crate::ExitReason;
+use crate::sandbox::SandboxError;
+use crate::state::OpenError;
+use crate::supervisor::AdminError;
+
+/// Why a host request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// No supervisor or child at that path.
+    #[error("not_found")]
+    NotFound,
+    /// The supervisor refused the request (OTP's answer).
+    #[error("{0}")]
+    Admin(AdminError),
+    /// The child the request started failed to start.
+    #[error("{0}")]
+    StartFailed(ExitReason),
+    /// The tree could not start.
+    #[error("the tree did not start: {0}")]
+    TreeStart(ExitReason),
+    /// A tree is already running in this host.
+    #[error("a tree is already running")]
+    AlreadyRunning,
+    /// The engine could not be created.
+    #[error(transparent)]
+    Engine(#[from] SandboxError),
+    /// The state's data directory could not be opened.
+    #[error(transparent)]
+    State(#[from] OpenError),
+    /// The supervisor ended before answering.
+    #[error("the supervisor is gone")]
+    Gone,
+}

@@ -1,0 +1,42 @@
+//! What a supervisor task receives: its children's exits, its timers, and the
+//! requests of the `Host`. The types the host, the supervisors and the workers
+//! exchange live here, below all three.
+
+use super::error::HostError;
+use crate::ExitReason;
+use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec};
+use tokio::sync::oneshot;
+
+/// What a supervisor task receives.
+pub(crate) enum SupMsg {
+    /// A child's incarnation ended on its own; `announced` when the child published
+    /// its `child_exited` itself (a worker does).
+    ChildExited { id: String, incarnation: u64, reason: ExitReason, announced: bool },
+    /// A restart timer fired.
+    Timer { id: String, generation: u64 },
+    /// An admin request.
+    Admin(AdminRequest, Answer),
+    /// Shut down: children newest first, then exit `shutdown`.
+    Shutdown,
+}
+
+/// Where an admin request's answer goes.
+pub(crate) type Answer = oneshot::Sender<Result<AdminReply, HostError>>;
+
+pub(crate) enum AdminRequest {
+    WhichChildren,
+    CountChildren,
+    StartChild(Box<ChildSpec>),
+    StartDynamic { name: Option<String>, config: Option<Vec<u8>> },
+    TerminateChild(String),
+    RestartChild(String),
+    DeleteChild(String),
+}
+
+pub(crate) enum AdminReply {
+    Ok,
+    Pending,
+    Started(String),
+    Children(Vec<ChildInfo>),
+    Counts(ChildCounts),
+}

@@ -1,0 +1,120 @@
+//! What every task of one tree shares: the engine, the state store, the event bus,
+//! the post office, and every supervisor's channel by path.
+
+use super::protocol::SupMsg;
+use crate::ExitReason;
+use crate::events::{Event, EventBus};
+use crate::messaging::Post;
+use crate::sandbox::{Engine, LoadError, Plugin};
+use crate::state::StateStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// What every task of the tree shares.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) events: Arc<EventBus>,
+    /// Every child's mailbox, by path.
+    pub(crate) post: Arc<Post>,
+    /// Every supervisor's channel, by path.
+    supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<SupMsg>>>,
+    /// Plugins by file path: a restart must not re-read and re-hash the file.
+    plugins: Mutex<HashMap<std::path::PathBuf, Plugin>>,
+    root_exit: watch::Sender<Option<ExitReason>>,
+    /// Set when the root supervisor gave up (its exit reason is `shutdown` either way,
+    /// as in OTP).
+    root_gave_up: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(engine: Engine, state: Arc<dyn StateStore>, events: Arc<EventBus>) -> Self {
+        Self {
+            engine,
+            state,
+            post: Arc::new(Post::new(Arc::clone(&events))),
+            events,
+            supervisors: Mutex::new(HashMap::new()),
+            plugins: Mutex::new(HashMap::new()),
+            root_exit: watch::channel(None).0,
+            root_gave_up: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A new tree starts: no exit, no giving up yet.
+    pub(crate) fn root_starting(&self) {
+        self.root_exit.send_replace(None);
+        self.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits until the root supervisor exits; its reason.
+    pub(crate) async fn root_exit(&self) -> ExitReason {
+        let mut exit = self.root_exit.subscribe();
+        let reason = exit.wait_for(Option::is_some).await.map(|r| r.clone());
+        reason.ok().flatten().unwrap_or(ExitReason::Shutdown)
+    }
+
+    /// Whether the root supervisor gave up.
+    pub(crate) fn root_gave_up(&self) -> bool {
+        self.root_gave_up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        if matches!(&event, Event::SupervisorGaveUp { path, .. } if path == "root") {
+            self.root_gave_up.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.events.emit(event);
+    }
+
+    /// The plugin at `file`, loaded (read, hashed, compiled) the first time only, on
+    /// a blocking thread: compiling takes tens of milliseconds a plugin. A file changed
+    /// on disk is picked up by a new host, not by restarts.
+    pub(crate) async fn plugin(&self, file: &std::path::Path) -> Result<Plugin, LoadError> {
+        if let Some(plugin) = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file) {
+            return Ok(plugin.clone());
+        }
+        let (engine, path) = (self.engine.clone(), file.to_owned());
+        let plugin = match tokio::task::spawn_blocking(move || engine.load_file(path)).await {
+            Ok(loaded) => loaded?,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    let file = file.display().to_string();
+                    let message = "the runtime is shutting down".to_owned();
+                    return Err(LoadError::Read { file, message });
+                }
+            },
+        };
+        self.plugins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file.to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    pub(crate) fn register(&self, path: &str, tx: mpsc::UnboundedSender<SupMsg>) {
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), tx);
+    }
+
+    pub(crate) fn unregister(&self, path: &str) {
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+    }
+
+    pub(crate) fn supervisor(&self, path: &str) -> Option<mpsc::UnboundedSender<SupMsg>> {
+        self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
+    }
+
+    pub(crate) fn root_exited(&self, reason: ExitReason) {
+        // send_replace: `send` drops the value when nobody is subscribed yet.
+        self.root_exit.send_replace(Some(reason));
+    }
+
+    pub(crate) fn seed(&self) -> u64 {
+        // Distinct per supervisor start; never zero (xorshift's fixed point).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        nanos | 1
+    }
+}
