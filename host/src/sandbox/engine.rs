@@ -2,12 +2,14 @@
 //! capacity guard that refuses instances before the process reaches a ceiling.
 
 use super::bindings;
-use super::instance::ChildState;
-use super::plugin::{LoadError, Plugin, PluginInner};
+use super::capacity::{Capacity, Slot};
+pub use super::error::SandboxError;
+use super::store::StoreData;
+use std::any::Any;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
@@ -62,42 +64,6 @@ impl Default for EngineConfig {
 /// are small, and zeroing a whole 20,000-entry slot would cost more than it saves.
 const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 
-/// Errors creating an engine or an instance.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SandboxError {
-    /// The engine configuration was refused.
-    #[error("cannot configure the wasm engine: {0}")]
-    Config(String),
-    /// No more instances may be created now.
-    #[error(
-        "cannot start another instance: {live} are live and the limit is {limit} ({why}); \
-         stop some children, or raise the limit"
-    )]
-    Capacity {
-        /// Instances live now.
-        live: usize,
-        /// The limit in force.
-        limit: usize,
-        /// Where the limit comes from.
-        why: String,
-    },
-    /// Instantiating the component failed.
-    #[error("cannot instantiate {plugin}: {message}")]
-    Instantiate {
-        /// The plugin's name.
-        plugin: String,
-        /// wasmtime's explanation.
-        message: String,
-    },
-}
-
-/// Memory mappings one live instance costs, measured on Linux (WASMTIME-NOTES.md:
-/// ~6-7), rounded up for safety.
-const MAPS_PER_INSTANCE: usize = 8;
-/// Mappings left for everything else the process does.
-const MAPS_RESERVE: usize = 4_096;
-
 /// The shared engine. Cheap to clone; dropping the last clone stops the ticker.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -106,14 +72,15 @@ pub struct Engine {
 
 pub(crate) struct EngineInner {
     pub(crate) engine: wasmtime::Engine,
-    pub(crate) linker: Linker<ChildState>,
+    pub(crate) linker: Linker<StoreData>,
     pub(crate) config: EngineConfig,
-    pub(crate) capacity: Capacity,
+    pub(crate) capacity: Arc<Capacity>,
     cache: Option<wasmtime::Cache>,
     /// Loaded plugins by content hash. Weak: a plugin holds its engine, so a strong
     /// entry would keep every engine that ever loaded a plugin alive (with its pool's
-    /// reservation of address space) after its last user dropped it.
-    plugins: Mutex<HashMap<[u8; 32], std::sync::Weak<PluginInner>>>,
+    /// reservation of address space) after its last user dropped it. Opaque here:
+    /// plugins are built on the engine, not the other way round.
+    pub(crate) plugins: Mutex<HashMap<[u8; 32], Weak<dyn Any + Send + Sync>>>,
     _ticker: Ticker,
 }
 
@@ -127,6 +94,11 @@ impl std::fmt::Debug for EngineInner {
 }
 
 impl Engine {
+    /// Takes a slot for one live instance, or says why not.
+    pub(crate) fn acquire_slot(&self) -> Result<Slot, SandboxError> {
+        self.inner.capacity.acquire()
+    }
+
     /// An engine with the default configuration.
     ///
     /// # Errors
@@ -142,11 +114,11 @@ impl Engine {
     /// [`SandboxError::Config`] if wasmtime refuses the configuration.
     pub fn with_config(config: EngineConfig) -> Result<Self, SandboxError> {
         let err = |e: wasmtime::Error| SandboxError::Config(format!("{e:#}"));
-        let capacity = Capacity::new(config.max_instances);
+        let capacity = Arc::new(Capacity::new(config.max_instances));
         let mut wasm = wasmtime::Config::new();
         wasm.epoch_interruption(true).consume_fuel(config.fuel).wasm_component_model(true);
         if config.pooling {
-            let slots = u32::try_from(capacity.limit).unwrap_or(u32::MAX);
+            let slots = u32::try_from(capacity.instances().1).unwrap_or(u32::MAX);
             let mut pool = wasmtime::PoolingAllocationConfig::default();
             // A Rust wasm32-wasip2 component holds a handful of core instances, one or
             // two memories and a few tables; room for more keeps odd guests working.
@@ -198,38 +170,6 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Loads, validates and pre-instantiates the component at `path`. Loading the same
-    /// bytes again returns the same compiled plugin.
-    ///
-    /// # Errors
-    /// [`LoadError`] naming the file and what is wrong with it.
-    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
-            file: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        self.load(&path.display().to_string(), &bytes)
-    }
-
-    /// Loads, validates and pre-instantiates a component from `bytes`; `name` is used
-    /// in errors and logs.
-    ///
-    /// # Errors
-    /// [`LoadError`] naming `name` and what is wrong.
-    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
-        use sha2::Digest;
-        let hash: [u8; 32] = sha2::Sha256::digest(bytes).into();
-        if let Some(inner) = self.plugins().get(&hash).and_then(std::sync::Weak::upgrade) {
-            return Ok(Plugin { inner });
-        }
-        let plugin = Plugin::compile(self, name, bytes, hash)?;
-        let mut plugins = self.plugins();
-        plugins.retain(|_, p| p.strong_count() > 0);
-        plugins.insert(hash, Arc::downgrade(&plugin.inner));
-        Ok(plugin)
-    }
-
     /// Compiled components found in and missing from the on-disk cache so far, as
     /// `(hits, misses)`; `None` without a cache directory.
     pub fn compile_cache_stats(&self) -> Option<(usize, usize)> {
@@ -238,7 +178,7 @@ impl Engine {
 
     /// Instances live now, and the most allowed at once.
     pub fn instances(&self) -> (usize, usize) {
-        (self.inner.capacity.live.load(Ordering::Acquire), self.inner.capacity.limit)
+        self.inner.capacity.instances()
     }
 
     /// How many epoch ticks `d` spans, at least one.
@@ -246,86 +186,6 @@ impl Engine {
         let tick = self.inner.config.epoch_tick.as_micros().max(1);
         u64::try_from(d.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
     }
-
-    fn plugins(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], std::sync::Weak<PluginInner>>> {
-        self.inner.plugins.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Counts live instances against a limit derived from the pool size and the kernel's
-/// mapping ceiling, so the host refuses an instance instead of aborting.
-#[derive(Debug)]
-pub(crate) struct Capacity {
-    pub(crate) live: AtomicUsize,
-    pub(crate) limit: usize,
-    why: String,
-}
-
-impl Capacity {
-    fn new(configured: usize) -> Self {
-        if let Some(max_maps) = max_map_count() {
-            let by_maps = max_maps.saturating_sub(MAPS_RESERVE) / MAPS_PER_INSTANCE;
-            if by_maps < configured {
-                return Self {
-                    live: AtomicUsize::new(0),
-                    limit: by_maps,
-                    why: format!(
-                        "vm.max_map_count is {max_maps} and each instance needs about \
-                         {MAPS_PER_INSTANCE} mappings; raise it with `sysctl vm.max_map_count=N`"
-                    ),
-                };
-            }
-        }
-        Self {
-            live: AtomicUsize::new(0),
-            limit: configured,
-            why: "EngineConfig::max_instances".to_owned(),
-        }
-    }
-}
-
-impl EngineInner {
-    /// Takes a slot for one live instance, or says why not.
-    pub(crate) fn acquire_slot(self: &Arc<Self>) -> Result<Slot, SandboxError> {
-        let cap = &self.capacity;
-        let mut live = cap.live.load(Ordering::Acquire);
-        loop {
-            if live >= cap.limit {
-                return Err(SandboxError::Capacity {
-                    live,
-                    limit: cap.limit,
-                    why: cap.why.clone(),
-                });
-            }
-            match cap.live.compare_exchange_weak(
-                live,
-                live + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Ok(Slot { engine: Arc::clone(self) }),
-                Err(now) => live = now,
-            }
-        }
-    }
-}
-
-/// One live instance's share of [`Capacity`]; released on drop.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    engine: Arc<EngineInner>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.engine.capacity.live.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn max_map_count() -> Option<usize> {
-    std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
 }
 
 /// Advances the engine's epoch every tick on a thread of its own, so CPU deadlines

@@ -1,20 +1,21 @@
 //! The `runtime` and `state` imports, implemented over the sandbox's services.
 //! Nothing here panics on guest input or blocks a runtime thread.
 
+use super::bindings;
 use super::bindings::warden::plugin::{runtime, state, types};
-use super::instance::{ChildState, to_wit_exit};
 use super::output;
 use super::services::MessageError;
-use crate::ExitReason;
+use super::store::StoreData;
 use crate::state::{Op, StateError};
+use crate::{ExitReason, KillCause, TrapKind};
 use std::time::Duration;
 
 /// Longest abort message kept from a guest; the rest is cut.
 const MAX_ABORT_MESSAGE: usize = 4096;
 
-impl types::Host for ChildState {}
+impl types::Host for StoreData {}
 
-impl runtime::Host for ChildState {
+impl runtime::Host for StoreData {
     fn heartbeat(&mut self) {
         self.heartbeat.beat();
     }
@@ -83,7 +84,7 @@ impl runtime::Host for ChildState {
     }
 }
 
-impl state::Host for ChildState {
+impl state::Host for StoreData {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, types::StateError> {
         self.state.get(&self.path, &key).map_err(to_wit_state_error)
     }
@@ -113,7 +114,7 @@ impl state::Host for ChildState {
     }
 }
 
-impl ChildState {
+impl StoreData {
     /// Queues a write within the child's quota and waits for its commit.
     async fn write_state(&mut self, ops: Vec<Op>) -> Result<Vec<bool>, types::StateError> {
         let committed = self.state.write(&self.path, ops, self.quota);
@@ -147,5 +148,38 @@ fn to_wit_state_error(e: StateError) -> types::StateError {
         StateError::ValueTooLarge(n) => types::StateError::ValueTooLarge(n),
         StateError::QuotaExceeded(m) => types::StateError::QuotaExceeded(m),
         StateError::Storage(m) => types::StateError::Storage(m),
+    }
+}
+
+/// The WIT form of an exit reason, for `terminate` and `callee-crashed`.
+pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::types::ExitReason {
+    use bindings::warden::plugin::types::{ExitReason as W, KillCause as K, TrapKind as T};
+    match reason {
+        ExitReason::Normal => W::Normal,
+        ExitReason::Shutdown => W::Shutdown,
+        ExitReason::ShutdownWith { reason } => W::ShutdownWith(reason.clone()),
+        ExitReason::Error { message } => W::Error(message.clone()),
+        ExitReason::Trap { trap, message, .. } => W::Trap((
+            match trap {
+                TrapKind::Unreachable => T::Unreachable,
+                TrapKind::MemoryOutOfBounds => T::MemoryOutOfBounds,
+                TrapKind::StackOverflow => T::StackOverflow,
+                TrapKind::IntegerDivisionByZero => T::IntegerDivisionByZero,
+                TrapKind::IntegerOverflow => T::IntegerOverflow,
+                TrapKind::IndirectCall => T::IndirectCall,
+                TrapKind::OutOfFuel => T::OutOfFuel,
+                TrapKind::MemoryLimit => T::MemoryLimit,
+                TrapKind::Other => T::Other,
+            },
+            message.clone(),
+        )),
+        ExitReason::Killed { cause } => W::Killed(match cause {
+            KillCause::Deadline => K::Deadline,
+            KillCause::Heartbeat => K::Heartbeat,
+            KillCause::ShutdownTimeout => K::ShutdownTimeout,
+            KillCause::BrutalKill => K::BrutalKill,
+        }),
+        ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
+        ExitReason::HostPanic { message } => W::HostPanic(message.clone()),
     }
 }

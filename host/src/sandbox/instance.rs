@@ -3,24 +3,25 @@
 //! [`Sandbox`] from the same [`Plugin`].
 
 use super::bindings;
-use super::engine::{Engine, SandboxError, Slot};
+use super::capacity::Slot;
+use super::engine::{Engine, SandboxError};
+use super::glue::to_wit_exit;
 use super::heartbeat::{Heartbeat, HeartbeatPolicy, Verdict};
-use super::limits::{ChildLimits, Grants, LimitExceeded, Limiter};
+use super::limits::{ChildLimits, Grants, LimitExceeded};
 use super::output::{Budget, OutputBudget, TracingStream};
 use super::plugin::Plugin;
 use super::services::{Messenger, NoMessaging};
-use crate::state::{MemoryStore, Quota, StateStore};
+use super::store::{HostWaits, Links, StoreData};
+use crate::state::{MemoryStore, StateStore};
 use crate::{ExitReason, KillCause, TrapKind};
 use futures_util::task::AtomicWaker;
 use std::future::Future;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 /// A message as `guest.handle` receives it: the sender's path (none for the embedding
 /// application), the payload, and whether the sender waits for a reply.
@@ -139,190 +140,9 @@ impl KillSwitch {
 #[error("killed: {0}")]
 struct Killed(KillCause);
 
-/// The data of one incarnation's Store.
-pub(crate) struct ChildState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: Limiter,
-    pub(crate) path: Arc<str>,
-    pub(crate) messenger: Arc<dyn Messenger>,
-    pub(crate) state: Arc<dyn StateStore>,
-    pub(crate) quota: Quota,
-    pub(crate) heartbeat: Arc<Heartbeat>,
-    /// What its output may cost (its `log` lines here; stdout and stderr in WASI).
-    pub(crate) output: Arc<Budget>,
-    /// The heartbeat policy, judged at epoch ticks, and when to judge next.
-    watch: Option<HeartbeatPolicy>,
-    next_judgement: Option<Instant>,
-    pub(crate) exit_request: Option<ExitReason>,
-    pub(crate) abort_reason: Option<String>,
-    /// The current export call's deadline, when it began, and how long it has spent
-    /// waiting on the host (which does not count against the deadline).
-    deadline: Option<Duration>,
-    call_started: Instant,
-    host_waits: Arc<HostWaits>,
-}
-
-/// How long the current export call has spent waiting on the host: suspended in a
-/// host function that awaits (a `call`'s reply, a WASI sleep, a state commit).
-///
-/// [`guarded`] measures it from outside the call, as the time between a poll of the
-/// call that returned pending and the next poll, so a call that never waits reads no
-/// clock for it (a call hook would run on every entry and exit of the guest). A
-/// pending poll is a wait unless the epoch callback had just yielded to the runtime:
-/// time spent yielded is the guest's own.
-#[derive(Debug, Default)]
-struct HostWaits {
-    nanos: AtomicU64,
-    /// Set by the epoch callback as it yields; taken by the next pending poll.
-    yielding: AtomicBool,
-}
-
-impl HostWaits {
-    fn total(&self) -> Duration {
-        Duration::from_nanos(self.nanos.load(Ordering::Relaxed))
-    }
-
-    fn reset(&self) {
-        self.nanos.store(0, Ordering::Relaxed);
-        self.yielding.store(false, Ordering::Relaxed);
-    }
-
-    /// Polls `call` to completion, counting the time it waited on the host.
-    async fn count<R>(&self, call: impl Future<Output = R>) -> R {
-        let mut call = pin!(call);
-        let mut waiting_since = None;
-        std::future::poll_fn(|cx| {
-            if let Some(since) = waiting_since.take() {
-                let waited = Instant::now().duration_since(since);
-                let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-                self.nanos.fetch_add(nanos, Ordering::Relaxed);
-            }
-            let polled = call.as_mut().poll(cx);
-            if polled.is_pending() && !self.yielding.swap(false, Ordering::Relaxed) {
-                waiting_since = Some(Instant::now());
-            }
-            polled
-        })
-        .await
-    }
-}
-
-/// What the host functions of one Store reach outside it.
-struct Links {
-    messenger: Arc<dyn Messenger>,
-    state: Arc<dyn StateStore>,
-    heartbeat: Arc<Heartbeat>,
-    host_waits: Arc<HostWaits>,
-    output: Arc<Budget>,
-}
-
-impl ChildState {
-    fn new(wasi: WasiCtx, limits: &ChildLimits, path: &str, links: Links) -> Self {
-        let Links { messenger, state, heartbeat, host_waits, output } = links;
-        Self {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: Limiter {
-                max_memory_bytes: limits.max_memory_bytes,
-                max_table_elements: limits.max_table_elements,
-                max_instances: limits.max_instances,
-            },
-            path: Arc::from(path),
-            messenger,
-            state,
-            quota: limits.state,
-            heartbeat,
-            output,
-            watch: limits.heartbeat,
-            next_judgement: None,
-            exit_request: None,
-            abort_reason: None,
-            deadline: None,
-            call_started: Instant::now(),
-            host_waits,
-        }
-    }
-}
-
-/// Type-checks a plugin's exports against the world by instantiating it once in a
-/// throwaway Store, without calling any export (`PluginPre::new` checks names only).
-///
-/// Instantiation runs no guest code but core start functions, which Rust and C
-/// components do not have; a second of epoch ticks bounds any that exist.
-pub(crate) fn check_exports(
-    engine: &Engine,
-    pre: &bindings::PluginPre<ChildState>,
-) -> Result<(), String> {
-    let _slot = engine.inner.acquire_slot().map_err(|e| e.to_string())?;
-    let limits = ChildLimits::default();
-    let links = Links {
-        messenger: Arc::new(NoMessaging),
-        state: Arc::new(MemoryStore::new()),
-        heartbeat: Heartbeat::new(),
-        host_waits: Arc::default(),
-        output: Budget::new(0),
-    };
-    let data = ChildState::new(WasiCtxBuilder::new().build(), &limits, "(validation)", links);
-    let mut store = Store::new(&engine.inner.engine, data);
-    store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(engine.ticks(Duration::from_secs(1)));
-    if engine.config().fuel {
-        // A Store starts with no fuel: without this no plugin would load.
-        store.set_fuel(u64::MAX).map_err(|e| format!("{e:#}"))?;
-    }
-    let instance = poll_to_end(pre.instance_pre().instantiate_async(&mut store))
-        .map_err(|e| format!("{e:#}"))?;
-    // Check each export on its own so the error names the function at fault.
-    use bindings::warden::plugin::types::{Context, Envelope, ExitReason as WitExit};
-    const GUEST: &str = "warden:plugin/guest@0.2.0";
-    let guest = instance
-        .get_export_index(&mut store, None, GUEST)
-        .ok_or_else(|| format!("no exported instance `{GUEST}`"))?;
-    let mut export = |name: &str| {
-        instance
-            .get_export_index(&mut store, Some(&guest), name)
-            .ok_or_else(|| format!("`{GUEST}` has no function `{name}`"))
-    };
-    let (init, handle, terminate) = (export("init")?, export("handle")?, export("terminate")?);
-    fn mismatch(name: &'static str) -> impl Fn(wasmtime::Error) -> String {
-        move |e| format!("function `{name}` has the wrong type: {e:#}")
-    }
-    instance
-        .get_typed_func::<(&Context,), (Result<(), String>,)>(&mut store, &init)
-        .map_err(mismatch("init"))?;
-    instance
-        .get_typed_func::<(&Envelope,), (Result<Vec<u8>, String>,)>(&mut store, &handle)
-        .map_err(mismatch("handle"))?;
-    instance
-        .get_typed_func::<(&WitExit,), ()>(&mut store, &terminate)
-        .map_err(mismatch("terminate"))?;
-    Ok(())
-}
-
-/// Drives a future that never waits on I/O (instantiation calls no host function) to
-/// its end on this thread. Loading is synchronous and may happen inside or outside a
-/// tokio runtime, so no runtime's `block_on` fits.
-fn poll_to_end<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::yield_now();
-    }
-}
-
-impl WasiView for ChildState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
 /// One live incarnation of a plugin.
 pub struct Sandbox {
-    store: Store<ChildState>,
+    store: Store<StoreData>,
     guest: bindings::Plugin,
     plugin: Plugin,
     incarnation: u64,
@@ -384,7 +204,7 @@ impl Sandbox {
                 ),
             });
         }
-        let slot = engine.inner.acquire_slot().map_err(start_failed)?;
+        let slot = engine.acquire_slot().map_err(start_failed)?;
         let SandboxConfig {
             name,
             path,
@@ -407,7 +227,7 @@ impl Sandbox {
             host_waits: Arc::clone(&host_waits),
             output,
         };
-        let data = ChildState::new(wasi, &limits, &path, links);
+        let data = StoreData::new(wasi, &limits, &path, links);
         let mut store = Store::new(&engine.inner.engine, data);
         store.limiter(|s| &mut s.limiter);
         // Checked at every epoch tick while the guest runs: the guest's own time is the
@@ -630,7 +450,7 @@ impl Drop for Abandoned<'_> {
 
 /// Resets the per-call budget: CPU ticks, fuel, and the first epoch deadline.
 fn prepare_call(
-    store: &mut Store<ChildState>,
+    store: &mut Store<StoreData>,
     engine: &Engine,
     limits: &ChildLimits,
     deadline: Option<Duration>,
@@ -687,7 +507,7 @@ fn start_failed(e: SandboxError) -> ExitReason {
 }
 
 /// Turns how a call ended into a typed exit reason: the one place traps are classified.
-fn classify(ended: Ended, data: &mut ChildState) -> ExitReason {
+fn classify(ended: Ended, data: &mut StoreData) -> ExitReason {
     let err = match ended {
         Ended::Killed(cause) => return ExitReason::Killed { cause },
         Ended::Wasm(err) => err,
@@ -776,39 +596,6 @@ fn build_wasi(path: &str, grants: &Grants, output: &Arc<Budget>) -> Result<WasiC
         wasi.inherit_network().allow_ip_name_lookup(true).allow_tcp(true).allow_udp(true);
     }
     Ok(wasi.build())
-}
-
-/// The WIT form of an exit reason, for `terminate` and `callee-crashed`.
-pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::types::ExitReason {
-    use bindings::warden::plugin::types::{ExitReason as W, KillCause as K, TrapKind as T};
-    match reason {
-        ExitReason::Normal => W::Normal,
-        ExitReason::Shutdown => W::Shutdown,
-        ExitReason::ShutdownWith { reason } => W::ShutdownWith(reason.clone()),
-        ExitReason::Error { message } => W::Error(message.clone()),
-        ExitReason::Trap { trap, message, .. } => W::Trap((
-            match trap {
-                TrapKind::Unreachable => T::Unreachable,
-                TrapKind::MemoryOutOfBounds => T::MemoryOutOfBounds,
-                TrapKind::StackOverflow => T::StackOverflow,
-                TrapKind::IntegerDivisionByZero => T::IntegerDivisionByZero,
-                TrapKind::IntegerOverflow => T::IntegerOverflow,
-                TrapKind::IndirectCall => T::IndirectCall,
-                TrapKind::OutOfFuel => T::OutOfFuel,
-                TrapKind::MemoryLimit => T::MemoryLimit,
-                TrapKind::Other => T::Other,
-            },
-            message.clone(),
-        )),
-        ExitReason::Killed { cause } => W::Killed(match cause {
-            KillCause::Deadline => K::Deadline,
-            KillCause::Heartbeat => K::Heartbeat,
-            KillCause::ShutdownTimeout => K::ShutdownTimeout,
-            KillCause::BrutalKill => K::BrutalKill,
-        }),
-        ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
-        ExitReason::HostPanic { message } => W::HostPanic(message.clone()),
-    }
 }
 
 #[cfg(test)]

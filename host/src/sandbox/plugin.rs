@@ -3,9 +3,20 @@
 
 use super::bindings;
 use super::engine::Engine;
-use super::instance::ChildState;
+use super::heartbeat::Heartbeat;
+use super::limits::ChildLimits;
+use super::output::Budget;
+use super::services::NoMessaging;
+use super::store::{Links, StoreData};
+use crate::state::MemoryStore;
+use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::Store;
+use wasmtime_wasi::WasiCtxBuilder;
 
 /// Why a plugin could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +89,7 @@ pub struct Plugin {
 pub(crate) struct PluginInner {
     pub(crate) name: String,
     pub(crate) engine: Engine,
-    pub(crate) pre: bindings::PluginPre<ChildState>,
+    pub(crate) pre: bindings::PluginPre<StoreData>,
     pub(crate) hash: [u8; 32],
 }
 
@@ -91,6 +102,51 @@ impl fmt::Debug for Plugin {
 const MAGIC: &[u8; 4] = b"\0asm";
 /// Version and layer words: a core module is `01 00 00 00`; a component `0d 00 01 00`.
 const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+
+/// The engine's plugins by content hash, held weakly and opaquely by the engine.
+type PluginCache = HashMap<[u8; 32], std::sync::Weak<dyn std::any::Any + Send + Sync>>;
+
+/// Loading plugins: on the engine, so that `engine.load_file(path)` reads naturally,
+/// but here, beside what a plugin is.
+impl Engine {
+    /// Loads, validates and pre-instantiates the component at `path`. Loading the same
+    /// bytes again returns the same compiled plugin.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and what is wrong with it.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Plugin, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        self.load(&path.display().to_string(), &bytes)
+    }
+
+    /// Loads, validates and pre-instantiates a component from `bytes`; `name` is used
+    /// in errors and logs.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming `name` and what is wrong.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(bytes).into();
+        let cached = self.plugins().get(&hash).and_then(std::sync::Weak::upgrade);
+        if let Some(inner) = cached.and_then(|any| any.downcast::<PluginInner>().ok()) {
+            return Ok(Plugin { inner });
+        }
+        let plugin = Plugin::compile(self, name, bytes, hash)?;
+        let mut plugins = self.plugins();
+        plugins.retain(|_, p| p.strong_count() > 0);
+        let entry: Arc<dyn std::any::Any + Send + Sync> = plugin.inner.clone();
+        plugins.insert(hash, Arc::downgrade(&entry));
+        Ok(plugin)
+    }
+
+    fn plugins(&self) -> std::sync::MutexGuard<'_, PluginCache> {
+        self.inner.plugins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 impl Plugin {
     pub(crate) fn compile(
@@ -120,7 +176,7 @@ impl Plugin {
         })?;
         let pre = bindings::PluginPre::new(instance_pre)
             .map_err(|e| LoadError::BadExports { file: file.clone(), message: format!("{e:#}") })?;
-        super::instance::check_exports(engine, &pre)
+        check_exports(engine, &pre)
             .map_err(|message| LoadError::BadExports { file: file.clone(), message })?;
         Ok(Self { inner: Arc::new(PluginInner { name: file, engine: engine.clone(), pre, hash }) })
     }
@@ -138,5 +194,71 @@ impl Plugin {
     /// The engine the plugin was compiled for.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+}
+
+/// Type-checks a plugin's exports against the world by instantiating it once in a
+/// throwaway Store, without calling any export (`PluginPre::new` checks names only).
+///
+/// Instantiation runs no guest code but core start functions, which Rust and C
+/// components do not have; a second of epoch ticks bounds any that exist.
+fn check_exports(engine: &Engine, pre: &bindings::PluginPre<StoreData>) -> Result<(), String> {
+    let _slot = engine.acquire_slot().map_err(|e| e.to_string())?;
+    let limits = ChildLimits::default();
+    let links = Links {
+        messenger: Arc::new(NoMessaging),
+        state: Arc::new(MemoryStore::new()),
+        heartbeat: Heartbeat::new(),
+        host_waits: Arc::default(),
+        output: Budget::new(0),
+    };
+    let data = StoreData::new(WasiCtxBuilder::new().build(), &limits, "(validation)", links);
+    let mut store = Store::new(&engine.inner.engine, data);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(engine.ticks(Duration::from_secs(1)));
+    if engine.config().fuel {
+        // A Store starts with no fuel: without this no plugin would load.
+        store.set_fuel(u64::MAX).map_err(|e| format!("{e:#}"))?;
+    }
+    let instance = poll_to_end(pre.instance_pre().instantiate_async(&mut store))
+        .map_err(|e| format!("{e:#}"))?;
+    // Check each export on its own so the error names the function at fault.
+    use bindings::warden::plugin::types::{Context, Envelope, ExitReason as WitExit};
+    const GUEST: &str = "warden:plugin/guest@0.2.0";
+    let guest = instance
+        .get_export_index(&mut store, None, GUEST)
+        .ok_or_else(|| format!("no exported instance `{GUEST}`"))?;
+    let mut export = |name: &str| {
+        instance
+            .get_export_index(&mut store, Some(&guest), name)
+            .ok_or_else(|| format!("`{GUEST}` has no function `{name}`"))
+    };
+    let (init, handle, terminate) = (export("init")?, export("handle")?, export("terminate")?);
+    fn mismatch(name: &'static str) -> impl Fn(wasmtime::Error) -> String {
+        move |e| format!("function `{name}` has the wrong type: {e:#}")
+    }
+    instance
+        .get_typed_func::<(&Context,), (Result<(), String>,)>(&mut store, &init)
+        .map_err(mismatch("init"))?;
+    instance
+        .get_typed_func::<(&Envelope,), (Result<Vec<u8>, String>,)>(&mut store, &handle)
+        .map_err(mismatch("handle"))?;
+    instance
+        .get_typed_func::<(&WitExit,), ()>(&mut store, &terminate)
+        .map_err(mismatch("terminate"))?;
+    Ok(())
+}
+
+/// Drives a future that never waits on I/O (instantiation calls no host function) to
+/// its end on this thread. Loading is synchronous and may happen inside or outside a
+/// tokio runtime, so no runtime's `block_on` fits.
+fn poll_to_end<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::yield_now();
     }
 }
