@@ -2,7 +2,6 @@
 //! JSON of the CLI contract (`{"event":"child_started",...}`).
 
 use crate::ExitReason;
-use crate::messaging::CircuitState;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -182,6 +181,18 @@ pub enum Event {
         /// Its exit reason (`shutdown` after giving up or an auto shutdown).
         reason: ExitReason,
     },
+}
+
+/// A circuit breaker's state, as events report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail fast with `circuit-open`.
+    Open,
+    /// One probe call is let through; the others fail fast.
+    HalfOpen,
 }
 
 #[cfg(test)]

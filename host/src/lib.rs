@@ -25,6 +25,8 @@ pub mod manifest;
 pub mod messaging;
 pub mod runtime;
 pub mod sandbox;
+pub mod services;
+pub mod spec;
 pub mod state;
 pub mod supervisor;
 mod task;

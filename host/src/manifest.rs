@@ -30,11 +30,10 @@
 //! ```
 
 use crate::TrapKind;
-use crate::messaging::{CircuitConfig, MailboxConfig, Targets};
-use crate::sandbox::{ChildLimits, DirGrant, Grants, HeartbeatPolicy, PhiAccrual, Shutdown};
-use crate::supervisor::{
-    AutoShutdown, Backoff, ChildSpec, PluginStart, Restart, SpecError, Strategy, SupervisorSpec,
-    validate,
+use crate::spec::{
+    AutoShutdown, Backoff, ChildLimits, ChildSpec, CircuitConfig, DirGrant, Grants,
+    HeartbeatPolicy, MailboxConfig, PhiAccrual, PluginStart, Restart, Shutdown, SpecError,
+    Strategy, SupervisorSpec, Targets, validate,
 };
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

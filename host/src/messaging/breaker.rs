@@ -1,7 +1,8 @@
 //! The circuit breaker on calls to one child.
 
 use super::CircuitConfig;
-use crate::sandbox::MessageError;
+use crate::events::CircuitState;
+use crate::services::MessageError;
 use crate::task::Owned;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -9,18 +10,6 @@ use std::time::{Duration, Instant};
 /// A reset this long never comes in practice; longer ones are clamped to it, so no
 /// `Instant` arithmetic can overflow.
 const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
-
-/// A circuit breaker's state, as events report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    /// Calls go through.
-    Closed,
-    /// Calls fail fast with `circuit-open`.
-    Open,
-    /// One probe call is let through; the others fail fast.
-    HalfOpen,
-}
 
 /// How an admitted call went, for the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use super::MailboxConfig;
 use super::breaker::Breaker;
-use crate::sandbox::{Envelope, MessageError};
+use crate::services::{Envelope, MessageError};
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 use super::mailbox::Mailbox;
 use super::post::Post;
 use super::timers::Timers;
-use crate::sandbox::{BoxFuture, MessageError, Messenger};
+use crate::services::{BoxFuture, MessageError, Messenger};
 use std::sync::Arc;
 use std::time::Duration;
 

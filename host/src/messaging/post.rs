@@ -6,7 +6,7 @@ use super::dead_letters::{DeadLetter, DeadLetters};
 use super::mailbox::{Letter, Mailbox};
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{Event, EventBus};
-use crate::sandbox::{Envelope, MessageError};
+use crate::services::{Envelope, MessageError};
 use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

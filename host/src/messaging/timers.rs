@@ -16,7 +16,8 @@
 
 use super::mailbox::Mailbox;
 use super::post::Post;
-use crate::sandbox::MessageError;
+use crate::services::MessageError;
+use crate::spec::TimerLimits;
 use crate::task::Owned;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,21 +28,6 @@ use tokio::time::Instant;
 /// A deadline this far off never comes in practice; longer delays are clamped to it
 /// (tokio's timer wheel and `Instant` arithmetic both have limits).
 const NEVER: Duration = Duration::from_secs(30 * 365 * 86_400);
-
-/// How many timers a child may have pending, and how many payload bytes they may hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimerLimits {
-    /// Timers pending at once. Default 1,024.
-    pub max_timers: usize,
-    /// Bytes of payload the pending timers hold together. Default 4 MiB.
-    pub max_bytes: usize,
-}
-
-impl Default for TimerLimits {
-    fn default() -> Self {
-        Self { max_timers: 1024, max_bytes: 4 << 20 }
-    }
-}
 
 /// The pending timers of one incarnation; dropping it cancels them.
 #[derive(Debug)]

@@ -4,9 +4,8 @@
 use super::bindings;
 use super::bindings::warden::plugin::{runtime, state, types};
 use super::output;
-use super::services::MessageError;
 use super::store::StoreData;
-use crate::state::{Op, StateError};
+use crate::services::{MessageError, Op, StateError};
 use crate::{ExitReason, KillCause, TrapKind};
 use std::time::Duration;
 

@@ -3,16 +3,18 @@
 //! [`Sandbox`] from the same [`Plugin`].
 
 use super::bindings;
+use super::bindings::warden::plugin::types::Envelope as WitEnvelope;
 use super::capacity::Slot;
 use super::engine::{Engine, SandboxError};
 use super::glue::to_wit_exit;
-use super::heartbeat::{Heartbeat, HeartbeatPolicy, Verdict};
-use super::limits::{ChildLimits, Grants, LimitExceeded};
+use super::heartbeat::{Heartbeat, Verdict};
+use super::limits::LimitExceeded;
 use super::output::{Budget, OutputBudget, TracingStream};
 use super::plugin::Plugin;
-use super::services::{Messenger, NoMessaging};
 use super::store::{HostWaits, Links, StoreData};
-use crate::state::{MemoryStore, StateStore};
+use crate::services::{Envelope, Messenger, NoMessaging, NoState, StateStore};
+use crate::spec::HeartbeatPolicy;
+use crate::spec::{ChildLimits, Grants, Shutdown};
 use crate::{ExitReason, KillCause, TrapKind};
 use futures_util::task::AtomicWaker;
 use std::future::Future;
@@ -22,10 +24,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
-
-/// A message as `guest.handle` receives it: the sender's path (none for the embedding
-/// application), the payload, and whether the sender waits for a reply.
-pub use bindings::warden::plugin::types::Envelope;
 
 /// Who a sandbox runs for, and with what.
 #[derive(Clone, Debug)]
@@ -42,7 +40,8 @@ pub struct SandboxConfig {
     pub grants: Grants,
     /// Messaging; [`NoMessaging`] by default.
     pub messenger: Arc<dyn Messenger>,
-    /// Key-value state, scoped to `path`; a private [`MemoryStore`] by default.
+    /// Key-value state, scoped to `path`; none by default ([`NoState`]: every state
+    /// call fails with a storage error), as messaging is none by default.
     pub state: Arc<dyn StateStore>,
     /// Where heartbeats are recorded (judged by `limits.heartbeat`); a fresh cell by
     /// default.
@@ -68,23 +67,12 @@ impl SandboxConfig {
             limits: ChildLimits::default(),
             grants: Grants::default(),
             messenger: Arc::new(NoMessaging),
-            state: Arc::new(MemoryStore::new()),
+            state: Arc::new(NoState),
             heartbeat: Heartbeat::new(),
             kill: KillSwitch::default(),
             output: OutputBudget::default(),
         }
     }
-}
-
-/// How a child is stopped: OTP's `shutdown` of a child spec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shutdown {
-    /// Killed at once; `terminate` is not called.
-    BrutalKill,
-    /// `terminate` is called; the child is killed if it has not returned in time.
-    Timeout(Duration),
-    /// `terminate` is called and waited for, however long it takes.
-    Infinity,
 }
 
 /// What a handled message produced.
@@ -349,7 +337,7 @@ impl Sandbox {
         payload: Vec<u8>,
         expects_reply: bool,
     ) -> Result<Handled, ExitReason> {
-        self.handle_envelope(&Envelope { sender, payload, expects_reply }).await
+        self.handle_wit(&WitEnvelope { sender, payload, expects_reply }).await
     }
 
     /// Handles one message, leaving it with the caller (who decides what becomes of
@@ -362,6 +350,18 @@ impl Sandbox {
     /// As [`Sandbox::handle`]: dropped mid-call, the sandbox ends; the message stays
     /// the caller's.
     pub async fn handle_envelope(&mut self, msg: &Envelope) -> Result<Handled, ExitReason> {
+        let Envelope { sender, payload, expects_reply } = msg;
+        // The message stays the caller's (it may be delivered again): the guest gets
+        // a copy, as it would of any message it reads into its own memory.
+        let wit = WitEnvelope {
+            sender: sender.clone(),
+            payload: payload.clone(),
+            expects_reply: *expects_reply,
+        };
+        self.handle_wit(&wit).await
+    }
+
+    async fn handle_wit(&mut self, msg: &WitEnvelope) -> Result<Handled, ExitReason> {
         self.prepare(self.limits.call_deadline)?;
         let Self { store, guest, kill, heartbeat, host_waits, limits, dead, .. } = self;
         let abandoned = Abandoned(Some(dead));

@@ -26,13 +26,12 @@ mod instance;
 mod limits;
 mod output;
 mod plugin;
-mod services;
 mod store;
 
+pub use crate::services::{BoxFuture, Envelope, MessageError, Messenger, NoMessaging, NoState};
+pub use crate::spec::{ChildLimits, DirGrant, Grants, HeartbeatPolicy, PhiAccrual, Shutdown};
 pub use engine::{Engine, EngineConfig, SandboxError};
-pub use heartbeat::{Heartbeat, HeartbeatPolicy, PhiAccrual};
-pub use instance::{Envelope, Handled, KillSwitch, Sandbox, SandboxConfig, Shutdown};
-pub use limits::{ChildLimits, DirGrant, Grants};
+pub use heartbeat::Heartbeat;
+pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig};
 pub use output::OutputBudget;
 pub use plugin::{LoadError, Plugin};
-pub use services::{BoxFuture, MessageError, Messenger, NoMessaging};

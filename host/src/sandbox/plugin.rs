@@ -4,11 +4,10 @@
 use super::bindings;
 use super::engine::Engine;
 use super::heartbeat::Heartbeat;
-use super::limits::ChildLimits;
 use super::output::Budget;
-use super::services::NoMessaging;
 use super::store::{Links, StoreData};
-use crate::state::MemoryStore;
+use crate::services::{NoMessaging, NoState};
+use crate::spec::ChildLimits;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -207,7 +206,7 @@ fn check_exports(engine: &Engine, pre: &bindings::PluginPre<StoreData>) -> Resul
     let limits = ChildLimits::default();
     let links = Links {
         messenger: Arc::new(NoMessaging),
-        state: Arc::new(MemoryStore::new()),
+        state: Arc::new(NoState),
         heartbeat: Heartbeat::new(),
         host_waits: Arc::default(),
         output: Budget::new(0),

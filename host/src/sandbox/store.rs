@@ -1,12 +1,13 @@
 //! The data of one incarnation's Store: what its host functions reach, its limits,
 //! and the bookkeeping of the export call in progress.
 
-use super::heartbeat::{Heartbeat, HeartbeatPolicy};
-use super::limits::{ChildLimits, Limiter};
+use super::heartbeat::Heartbeat;
+use super::limits::Limiter;
 use super::output::Budget;
-use super::services::Messenger;
 use crate::ExitReason;
-use crate::state::{Quota, StateStore};
+use crate::services::{Messenger, StateStore};
+use crate::spec::HeartbeatPolicy;
+use crate::spec::{ChildLimits, Quota};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;

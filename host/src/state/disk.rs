@@ -13,7 +13,7 @@
 //! on the caller's thread in a read transaction (MVCC: they never wait for the writer).
 
 use super::{Op, Quota, StateError, StateStore, Usage, check_key, in_tree, plan};
-use crate::sandbox::BoxFuture;
+use crate::services::BoxFuture;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fs::File;
 use std::io::{Read, Seek, Write};

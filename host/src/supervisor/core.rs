@@ -13,13 +13,13 @@
 //! OTP's `children_map` aborts. No tokio, no wasmtime: the clock and the random
 //! source are parameters, so every rule is a plain unit test.
 
-use super::spec::SpecError;
-use super::spec::{
-    AutoShutdown, ChildSpec, ChildStart, Restart, Strategy, SupervisorSpec, check_child, validate,
-};
 use crate::ExitReason;
 use crate::events::Event;
-use crate::sandbox::Shutdown;
+use crate::spec::SpecError;
+use crate::spec::{
+    AutoShutdown, ChildSpec, ChildStart, Restart, Shutdown, Strategy, SupervisorSpec, check_child,
+    validate,
+};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -5,12 +5,11 @@
 //! [`spec`](self::SupervisorSpec).
 
 mod core;
-mod spec;
 
 pub use self::core::{
     AdminError, ChildCounts, ChildInfo, ChildKind, ChildState, Core, Directive, StartCause,
 };
-pub use spec::{
+pub use crate::spec::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, SpecError, Strategy,
     SupervisorSpec, validate,
 };

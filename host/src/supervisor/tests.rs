@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::events::Event;
-use crate::sandbox::Shutdown;
+use crate::spec::Shutdown;
 use crate::{ExitReason, KillCause, TrapKind};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,17 +1,24 @@
-//! What a sandbox asks of the rest of the host: messaging.
-//!
-//! The sandbox implements the `runtime` imports by delegating to a [`Messenger`]; the
-//! messaging runtime implements it. [`NoMessaging`] answers every request with
-//! [`MessageError::Unsupported`], never a panic or a trap.
+//! Messaging as a sandbox asks for it: the sandbox implements the `runtime` imports by
+//! delegating to a [`Messenger`]; the messaging runtime implements it.
+//! [`NoMessaging`] answers every request with [`MessageError::Unsupported`], never a
+//! panic or a trap.
 
+use super::BoxFuture;
 use crate::ExitReason;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-/// A boxed future, as returned by [`Messenger::call`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A message as a child's `handle` receives it: the sender's path (none for the
+/// embedding application), the payload, and whether the sender waits for a reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The sender's path; `None` when the embedding application sent it.
+    pub sender: Option<String>,
+    /// The message body.
+    pub payload: Vec<u8>,
+    /// True for a call: the sender waits for the reply.
+    pub expects_reply: bool,
+}
 
 /// Why a message was not sent or a call got no reply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

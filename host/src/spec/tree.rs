@@ -1,9 +1,9 @@
 //! What a supervisor is told: its flags and its children's specs, checked with
 //! OTP's rules (`supervisor:check_flags/1`, `check_childspec/2`).
 
+use super::limits::{ChildLimits, Grants};
+use super::mailbox::MailboxConfig;
 use crate::TrapKind;
-use crate::messaging::MailboxConfig;
-use crate::sandbox::{ChildLimits, Grants, Shutdown};
 use std::fmt;
 use std::time::Duration;
 
@@ -352,4 +352,15 @@ pub(crate) fn check_child(child: &ChildSpec, auto_shutdown: AutoShutdown) -> Vec
         problems.push(format!("backoff jitter must be between 0 and 1, not {jitter}"));
     }
     problems
+}
+
+/// How a child is stopped: OTP's `shutdown` of a child spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Killed at once; `terminate` is not called.
+    BrutalKill,
+    /// `terminate` is called; the child is killed if it has not returned in time.
+    Timeout(Duration),
+    /// `terminate` is called and waited for, however long it takes.
+    Infinity,
 }

@@ -1,0 +1,26 @@
+//! What a tree is made of, as plain data: the bottom layer every other part uses.
+//!
+//! ```text
+//!   spec: supervisor and child specs, limits, grants, mailbox and heartbeat settings
+//!     ▲ used by
+//!   supervisor core · sandbox · messaging · state     (side by side, independent)
+//!     ▲ wired by
+//!   runtime (Host) ──▶ manifest, testing
+//! ```
+//!
+//! Nothing here does anything: no tokio, no wasmtime, no I/O. Validation of a spec
+//! ([`validate`]) is OTP's rules on the data.
+
+mod heartbeat;
+mod limits;
+mod mailbox;
+mod tree;
+
+pub use heartbeat::{HeartbeatPolicy, PhiAccrual};
+pub use limits::{ChildLimits, DirGrant, Grants, Quota};
+pub use mailbox::{CircuitConfig, MailboxConfig, Targets, TimerLimits};
+pub(crate) use tree::check_child;
+pub use tree::{
+    AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, SpecError,
+    Strategy, SupervisorSpec, validate,
+};
