@@ -56,8 +56,8 @@ impl Default for ChildLimits {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Host directories visible to the guest. wasmtime-wasi resolves guest paths in
-    /// them with cap-std, so
-    /// neither `..`, an absolute path nor a symlink leads outside them. Default none.
+    /// them with cap-std, so neither `..`, an absolute path nor a symlink leads outside
+    /// them. Default none.
     pub dirs: Vec<DirGrant>,
     /// Environment variables the guest sees, as name and value. Default none.
     pub env: Vec<(String, String)>,
