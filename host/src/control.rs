@@ -284,8 +284,10 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
             let name = if is_static {
                 let entry: warden::manifest::ChildEntry = serde_json::from_value(spec)
                     .map_err(|e| format!("start_child: bad spec: {e}"))?;
-                let child = warden::manifest::child(&supervisor, &entry, base)
-                    .map_err(|problems| problems.join("; "))?;
+                let child =
+                    warden::manifest::child(&supervisor, &entry, base).map_err(|problems| {
+                        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    })?;
                 let name = child.id.clone();
                 host.start_child(&supervisor, child).await.map_err(host_error)?;
                 name
