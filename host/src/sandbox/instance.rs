@@ -171,27 +171,8 @@ impl Sandbox {
         config: SandboxConfig,
         incarnation: u64,
     ) -> Result<Self, ExitReason> {
-        let engine = plugin.engine().clone();
-        if config.limits.fuel_per_call.is_some() && !engine.config().fuel {
-            return Err(ExitReason::StartFailed {
-                message: format!(
-                    "{}: fuel_per_call is set but the engine was built without fuel \
-                     (EngineConfig::fuel)",
-                    config.path
-                ),
-            });
-        }
-        let pool_memory = engine.config().max_memory_bytes;
-        if engine.config().pooling && config.limits.max_memory_bytes > pool_memory {
-            return Err(ExitReason::StartFailed {
-                message: format!(
-                    "{}: its memory limit, {} bytes, is more than the engine's pool gives a \
-                     memory, {pool_memory} bytes: lower the limit or raise \
-                     EngineConfig::max_memory_bytes (`warden run` sizes it to the largest limit)",
-                    config.path, config.limits.max_memory_bytes
-                ),
-            });
-        }
+        let engine = plugin.engine();
+        check_limits(engine, &config)?;
         let slot = engine.acquire_slot().map_err(start_failed)?;
         let SandboxConfig {
             name,
@@ -206,63 +187,18 @@ impl Sandbox {
             output,
         } = config;
         let output = output.get(limits.output_per_second);
-        let wasi = build_wasi(&path, &grants, &output)?;
         let host_waits = Arc::new(HostWaits::default());
         let links = Links {
             messenger,
             state,
             heartbeat: Arc::clone(&heartbeat),
             host_waits: Arc::clone(&host_waits),
-            output,
+            output: Arc::clone(&output),
         };
-        let data = StoreData::new(wasi, &limits, &path, links);
-        let mut store = Store::new(&engine.inner.engine, data);
-        store.limiter(|s| &mut s.limiter);
-        // Checked at every epoch tick while the guest runs: the guest's own time is the
-        // call's wall time less its waits on the host, so the kill comes within one tick
-        // of the deadline however often the guest thread was descheduled.
-        store.epoch_deadline_callback(|mut ctx| {
-            let data = ctx.data_mut();
-            let now = Instant::now();
-            if let Some(deadline) = data.deadline
-                && now.duration_since(data.call_started).saturating_sub(data.host_waits.total())
-                    >= deadline
-            {
-                return Err(wasmtime::Error::new(Killed(KillCause::Deadline)));
-            }
-            // The heartbeat watchdog, judged here too while the guest runs (timers
-            // are late on a runtime thread kept busy by a spinning guest).
-            if let Some(policy) = &data.watch
-                && data.next_judgement.is_none_or(|at| now >= at)
-            {
-                match data.heartbeat.judge(policy, now) {
-                    Verdict::Missed(_) => {
-                        return Err(wasmtime::Error::new(Killed(KillCause::Heartbeat)));
-                    }
-                    Verdict::Alive(at) => data.next_judgement = Some(at),
-                }
-            }
-            // Yield every tick: a spinning guest never starves the runtime thread.
-            data.host_waits.yielding.store(true, Ordering::Relaxed);
-            Ok(UpdateDeadline::Yield(1))
-        });
-        prepare_call(&mut store, &engine, &limits, limits.call_deadline)?;
-        let instantiated =
-            guarded(&kill, &host_waits, None, plugin.inner.pre.instantiate_async(&mut store)).await;
-        let guest = match instantiated {
-            Ok(guest) => guest,
-            Err(Ended::Wasm(e))
-                if e.downcast_ref::<wasmtime::Trap>().is_none()
-                    && e.downcast_ref::<LimitExceeded>().is_none()
-                    && e.downcast_ref::<Killed>().is_none() =>
-            {
-                return Err(start_failed(SandboxError::Instantiate {
-                    plugin: plugin.name().to_owned(),
-                    message: format!("{e:#}"),
-                }));
-            }
-            Err(ended) => return Err(classify(ended, store.data_mut())),
-        };
+        let data = StoreData::new(build_wasi(&path, &grants, &output)?, &limits, &path, links);
+        let mut store = new_store(engine, data);
+        prepare_call(&mut store, engine, &limits, limits.call_deadline)?;
+        let guest = instantiate(plugin, &mut store, &kill, &host_waits).await?;
         let mut sandbox = Self {
             store,
             guest,
@@ -281,18 +217,27 @@ impl Sandbox {
             incarnation,
             config: init_config,
         };
-        sandbox.prepare(sandbox.limits.call_deadline)?;
-        let Self { store, guest, kill, heartbeat, host_waits, limits, .. } = &mut sandbox;
+        sandbox.init(&ctx).await?;
+        Ok(sandbox)
+    }
+
+    /// Runs the guest's `init`; an error, a crash or an exit it asks for is the
+    /// start's failure.
+    async fn init(
+        &mut self,
+        ctx: &bindings::warden::plugin::types::Context,
+    ) -> Result<(), ExitReason> {
+        self.prepare(self.limits.call_deadline)?;
+        let Self { store, guest, kill, heartbeat, host_waits, limits, .. } = self;
         let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
-        let init = guest.warden_plugin_guest().call_init(&mut *store, &ctx);
-        let result = guarded(kill, host_waits, watch, init).await;
-        match result {
-            Ok(Ok(())) => match sandbox.store.data_mut().exit_request.take() {
+        let init = guest.warden_plugin_guest().call_init(&mut *store, ctx);
+        match guarded(kill, host_waits, watch, init).await {
+            Ok(Ok(())) => match self.store.data_mut().exit_request.take() {
                 Some(reason) => Err(reason),
-                None => Ok(sandbox),
+                None => Ok(()),
             },
             Ok(Err(message)) => Err(ExitReason::StartFailed { message }),
-            Err(ended) => Err(classify(ended, sandbox.store.data_mut())),
+            Err(ended) => Err(classify(ended, self.store.data_mut())),
         }
     }
 
@@ -445,6 +390,85 @@ impl Drop for Abandoned<'_> {
         if let Some(dead) = self.0.take() {
             *dead = Some(ExitReason::Killed { cause: KillCause::BrutalKill });
         }
+    }
+}
+
+/// Refuses limits the engine cannot honour, before anything is created.
+fn check_limits(engine: &Engine, config: &SandboxConfig) -> Result<(), ExitReason> {
+    let refuse = |message: String| Err(ExitReason::StartFailed { message });
+    if config.limits.fuel_per_call.is_some() && !engine.config().fuel {
+        return refuse(format!(
+            "{}: fuel_per_call is set but the engine was built without fuel (EngineConfig::fuel)",
+            config.path
+        ));
+    }
+    let pool_memory = engine.config().max_memory_bytes;
+    if engine.config().pooling && config.limits.max_memory_bytes > pool_memory {
+        return refuse(format!(
+            "{}: its memory limit, {} bytes, is more than the engine's pool gives a memory, \
+             {pool_memory} bytes: lower the limit or raise EngineConfig::max_memory_bytes \
+             (`warden run` sizes it to the largest limit)",
+            config.path, config.limits.max_memory_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// A Store for one incarnation, with its limiter and its epoch callback.
+fn new_store(engine: &Engine, data: StoreData) -> Store<StoreData> {
+    let mut store = Store::new(&engine.inner.engine, data);
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|mut ctx| on_epoch(ctx.data_mut()));
+    store
+}
+
+/// Checked at every epoch tick while the guest runs: the guest's own time is the
+/// call's wall time less its waits on the host, so the kill comes within one tick of
+/// the deadline however often the guest thread was descheduled. The heartbeat
+/// watchdog is judged here too (timers are late on a runtime thread kept busy by a
+/// spinning guest). Every tick yields: a spinning guest never starves the thread.
+fn on_epoch(data: &mut StoreData) -> wasmtime::Result<UpdateDeadline> {
+    let now = Instant::now();
+    if let Some(deadline) = data.deadline
+        && now.duration_since(data.call_started).saturating_sub(data.host_waits.total()) >= deadline
+    {
+        return Err(wasmtime::Error::new(Killed(KillCause::Deadline)));
+    }
+    if let Some(policy) = &data.watch
+        && data.next_judgement.is_none_or(|at| now >= at)
+    {
+        match data.heartbeat.judge(policy, now) {
+            Verdict::Missed(_) => return Err(wasmtime::Error::new(Killed(KillCause::Heartbeat))),
+            Verdict::Alive(at) => data.next_judgement = Some(at),
+        }
+    }
+    data.host_waits.yielding.store(true, Ordering::Relaxed);
+    Ok(UpdateDeadline::Yield(1))
+}
+
+/// Instantiates `plugin` in `store`, guarded like a call: an error that is not the
+/// guest's (a missing resource, say) is a start failure, a trap or a kill classified.
+async fn instantiate(
+    plugin: &Plugin,
+    store: &mut Store<StoreData>,
+    kill: &KillSwitch,
+    host_waits: &HostWaits,
+) -> Result<bindings::Plugin, ExitReason> {
+    let instantiated =
+        guarded(kill, host_waits, None, plugin.inner.pre.instantiate_async(&mut *store)).await;
+    match instantiated {
+        Ok(guest) => Ok(guest),
+        Err(Ended::Wasm(e))
+            if e.downcast_ref::<wasmtime::Trap>().is_none()
+                && e.downcast_ref::<LimitExceeded>().is_none()
+                && e.downcast_ref::<Killed>().is_none() =>
+        {
+            Err(start_failed(SandboxError::Instantiate {
+                plugin: plugin.name().to_owned(),
+                message: format!("{e:#}"),
+            }))
+        }
+        Err(ended) => Err(classify(ended, store.data_mut())),
     }
 }
 
