@@ -69,34 +69,66 @@ struct Scenario {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args.iter().position(|a| a == "--json").map(|i| args.get(i + 1).cloned());
-    let json = match json {
-        Some(Some(path)) => Some(path),
-        Some(None) => anyhow::bail!("--json needs a file name"),
-        None => None,
-    };
-    let plot = match args.iter().position(|a| a == "--plot").map(|i| args.get(i + 1)) {
-        Some(Some(path)) => path.clone(),
-        Some(None) => anyhow::bail!("--plot needs a file name"),
-        None => "target/warden-bench.svg".to_owned(),
-    };
-    // `--only NAME[,NAME]`: just those scenarios (e.g. to profile one).
-    let only: Option<Vec<String>> = match args.iter().position(|a| a == "--only") {
-        Some(i) => match args.get(i + 1) {
-            Some(names) => Some(names.split(',').map(str::to_owned).collect()),
-            None => anyhow::bail!("--only needs scenario names"),
-        },
-        None => None,
-    };
-    let want = |name: &str| only.as_ref().is_none_or(|names| names.iter().any(|n| n == name));
-    let samples = match args.iter().position(|a| a == "--samples").map(|i| args.get(i + 1)) {
-        Some(Some(n)) => n.parse().context("--samples needs a number")?,
-        Some(None) => anyhow::bail!("--samples needs a number"),
-        None if quick => 2_000,
-        None => 20_000,
-    };
+    let options = Options::parse(std::env::args().skip(1).collect())?;
+    let scenarios = run(&options)?;
+    anyhow::ensure!(!scenarios.is_empty(), "--only named no scenario");
+    print_table(&scenarios);
+    match plot::draw(std::path::Path::new(&options.plot), &scenarios) {
+        Ok(()) => println!("plotted {}", options.plot),
+        Err(e) => eprintln!("no plot: {e:#}"),
+    }
+    let report = Report { machine: machine(), scenarios };
+    if let Some(path) = options.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {path}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}
+
+/// The command line.
+struct Options {
+    quick: bool,
+    json: Option<String>,
+    plot: String,
+    /// `--only NAME[,NAME]`: just those scenarios (e.g. to profile one).
+    only: Option<Vec<String>>,
+    samples: usize,
+}
+
+impl Options {
+    fn parse(args: Vec<String>) -> Result<Self> {
+        let value = |flag: &str| -> Result<Option<String>> {
+            match args.iter().position(|a| a == flag).map(|i| args.get(i + 1)) {
+                Some(Some(value)) => Ok(Some(value.clone())),
+                Some(None) => anyhow::bail!("{flag} needs a value"),
+                None => Ok(None),
+            }
+        };
+        let quick = args.iter().any(|a| a == "--quick");
+        let samples = match value("--samples")? {
+            Some(n) => n.parse().context("--samples needs a number")?,
+            None if quick => 2_000,
+            None => 20_000,
+        };
+        Ok(Self {
+            quick,
+            json: value("--json")?,
+            plot: value("--plot")?.unwrap_or_else(|| "target/warden-bench.svg".to_owned()),
+            only: value("--only")?.map(|names| names.split(',').map(str::to_owned).collect()),
+            samples,
+        })
+    }
+
+    fn want(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+    }
+}
+
+/// Every scenario asked for, in order.
+fn run(options: &Options) -> Result<Vec<Scenario>> {
+    let (quick, samples) = (options.quick, options.samples);
+    let want = |name: &str| options.want(name);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Throughput across children uses both cores, as a host would.
     let parallel = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -135,12 +167,8 @@ fn main() -> Result<()> {
         scenarios.push(runtime.block_on(call)?);
     }
     if want("call_64KiB") {
-        scenarios.push(runtime.block_on(call(
-            "call_64KiB",
-            64 << 10,
-            samples / 4,
-            Caller::Task,
-        ))?);
+        let call = call("call_64KiB", 64 << 10, samples / 4, Caller::Task);
+        scenarios.push(runtime.block_on(call)?);
     }
     if want("send_throughput") {
         let per_child = if quick { 1_000 } else { 10_000 };
@@ -159,13 +187,16 @@ fn main() -> Result<()> {
     if want("hang_detection") {
         scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);
     }
-    anyhow::ensure!(!scenarios.is_empty(), "--only named no scenario");
+    Ok(scenarios)
+}
 
+/// The table of results, and each scenario's note.
+fn print_table(scenarios: &[Scenario]) {
     println!(
         "{:<16} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
         "scenario", "unit", "warden p50", "warden p99", "baseline", "p50", "p99", "ratio"
     );
-    for s in &scenarios {
+    for s in scenarios {
         match s.warden_value {
             Some(value) => println!(
                 "{:<16} {:>5} {:>12.0} {:>12}  {}",
@@ -193,17 +224,6 @@ fn main() -> Result<()> {
             println!("  {}: {note}", s.name);
         }
     }
-    match plot::draw(std::path::Path::new(&plot), &scenarios) {
-        Ok(()) => println!("plotted {plot}"),
-        Err(e) => eprintln!("no plot: {e:#}"),
-    }
-    let report = Report { machine: machine(), scenarios };
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write {path}"))?;
-        println!("wrote {path}");
-    }
-    Ok(())
 }
 
 /// Instantiate-plus-init of the echo plugin through Warden (new Store, limits, WASI,
