@@ -15,9 +15,14 @@ fn main() {
     // A target dir of its own: the outer build holds the lock on target/<profile>.
     let target_dir = root.join("target").join("plugins");
 
-    for watched in
-        ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "plugins/Cargo.toml", "plugins/.cargo"]
-    {
+    for watched in [
+        "wit",
+        "guest-sdk/wit",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "plugins/Cargo.toml",
+        "plugins/.cargo",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     for plugin in PLUGINS {

@@ -30,6 +30,7 @@ pub mod spec;
 pub mod state;
 pub mod supervisor;
 mod task;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use exit::{ExitReason, KillCause, TrapKind};

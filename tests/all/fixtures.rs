@@ -4,7 +4,7 @@
 fn every_fixture_plugin_is_used_by_a_test() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
-    let mut dirs: Vec<_> = ["all", "isolated", "../host/tests"].map(|d| dir.join(d)).into();
+    let mut dirs: Vec<_> = ["all", "isolated", "../cli/tests"].map(|d| dir.join(d)).into();
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

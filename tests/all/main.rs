@@ -10,3 +10,4 @@ mod messaging;
 mod runtime;
 mod state;
 mod supervision;
+mod wit;

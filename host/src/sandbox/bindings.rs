@@ -1,7 +1,7 @@
 //! Host bindings generated from `wit/plugin.wit`: the single place `bindgen!` runs.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "wit",
     world: "plugin",
     // `call` waits for another child's reply and a state write for its commit: they
     // suspend the guest's fiber, never a host thread. Every other import answers at once.

@@ -366,7 +366,7 @@ fn tree_and_schema_describe_a_manifest() {
     .unwrap();
     assert_eq!(
         schema, shipped,
-        "docs/manifest.schema.json is stale: cargo run -p warden -- schema > docs/manifest.schema.json"
+        "docs/manifest.schema.json is stale: cargo run --bin warden -- schema > docs/manifest.schema.json"
     );
     assert_eq!(schema["$defs"]["ChildEntry"]["additionalProperties"], false);
     assert!(schema["$defs"]["ChildEntry"]["properties"]["heartbeat"].is_object());
