@@ -144,32 +144,7 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
             return Ok(ExitCode::from(2));
         }
     };
-    let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let engine = engine_for(&spec);
-    let builder = Host::builder().engine(engine);
-    let host = match store {
-        Store::Memory => builder.build(),
-        Store::Dir(dir) => builder.data_dir(dir).build(),
-        Store::Default => match settings.data_dir {
-            Some(dir) => builder.data_dir(dir).build(),
-            None => match warden::state::DiskStore::open(warden::state::default_data_dir(manifest))
-            {
-                Ok(store) => builder.state(std::sync::Arc::new(store)).build(),
-                // Nobody chose this place: where it cannot be created (no writable
-                // home, say) the run goes on, and says its state will not last.
-                Err(warden::state::OpenError::Io { path, source }) => {
-                    eprintln!(
-                        "warden: cannot use the default data dir ({}: {source}); state is kept \
-                         in memory for this run (choose a place with --data-dir)",
-                        path.display()
-                    );
-                    builder.build()
-                }
-                Err(e) => Err(e.into()),
-            },
-        },
-    };
-    let host = match host {
+    let host = match open_host(manifest, &spec, settings, store) {
         Ok(host) => host,
         Err(e) => {
             eprintln!("warden: {e}");
@@ -190,52 +165,92 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
     let printer = printer::Printer::start(runtime, events, since, clock, replies_rx, format)?;
     let code = match host.start(spec).await {
         Err(e) => {
+            drop(replies); // no command will be answered: the printer may end
             eprintln!("{}: {e}", manifest.display());
             ExitCode::from(1)
         }
         Ok(()) => {
-            let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
-            let (stop_reading, stop) = tokio::sync::oneshot::channel();
-            let commands = tokio::spawn(control::serve(
-                host.clone(),
-                base,
-                replies.clone(),
-                shutdown_tx,
-                stop,
-            ));
-            let (code, asked) = tokio::select! {
-                reason = host.wait() => {
-                    // Gave up, or ended for any reason but a clean stop (a host panic).
-                    let failed = host.root_gave_up() || !reason.is_normal();
-                    (if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }, None)
-                }
-                Some(id) = shutdown_rx.recv() => {
-                    host.shutdown().await;
-                    (ExitCode::SUCCESS, Some(id))
-                }
-                _ = signal() => {
-                    host.shutdown().await;
-                    (ExitCode::SUCCESS, None)
-                }
-            };
-            // The commands still running get their answers: the tree is gone, so they
-            // end quickly (a call to a stopped child is answered at once).
-            let _ = stop_reading.send(());
-            if let Ok(Ok(mut running)) = tokio::time::timeout(SETTLE, commands).await {
-                let all = async { while running.join_next().await.is_some() {} };
-                let _ = tokio::time::timeout(SETTLE, all).await;
-            }
-            if let Some(id) = asked {
-                let _ = replies.send(control::Reply::new(&host, id, Ok(serde_json::Value::Null)));
-            }
-            code
+            let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
+            serve(&host, base, replies).await
         }
     };
-    drop((host, replies));
+    drop(host);
     // The printer ends when the event stream closes with the host; stdout may be a
     // pipe nobody reads, so the wait is bounded.
     printer.finish(SETTLE).await;
     Ok(code)
+}
+
+/// The host for `run`: its engine sized for the tree, its state where `store` says.
+fn open_host(
+    manifest: &Path,
+    spec: &warden::supervisor::SupervisorSpec,
+    settings: warden::manifest::Settings,
+    store: Store,
+) -> Result<Host, warden::runtime::HostError> {
+    let builder = Host::builder().engine(engine_for(spec));
+    match store {
+        Store::Memory => builder.build(),
+        Store::Dir(dir) => builder.data_dir(dir).build(),
+        Store::Default => match settings.data_dir {
+            Some(dir) => builder.data_dir(dir).build(),
+            None => match warden::state::DiskStore::open(warden::state::default_data_dir(manifest))
+            {
+                Ok(store) => builder.state(std::sync::Arc::new(store)).build(),
+                // Nobody chose this place: where it cannot be created (no writable
+                // home, say) the run goes on, and says its state will not last.
+                Err(warden::state::OpenError::Io { path, source }) => {
+                    eprintln!(
+                        "warden: cannot use the default data dir ({}: {source}); state is kept \
+                         in memory for this run (choose a place with --data-dir)",
+                        path.display()
+                    );
+                    builder.build()
+                }
+                Err(e) => Err(e.into()),
+            },
+        },
+    }
+}
+
+/// Serves control commands until the tree ends, a `shutdown` command, or a signal;
+/// then lets the commands still running answer, and answers the `shutdown`. The
+/// run's exit code.
+async fn serve(
+    host: &Host,
+    base: PathBuf,
+    replies: tokio::sync::mpsc::UnboundedSender<control::Reply>,
+) -> ExitCode {
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
+    let (stop_reading, stop) = tokio::sync::oneshot::channel();
+    let commands =
+        tokio::spawn(control::serve(host.clone(), base, replies.clone(), shutdown_tx, stop));
+    let (code, asked) = tokio::select! {
+        reason = host.wait() => {
+            // Gave up, or ended for any reason but a clean stop (a host panic).
+            let failed = host.root_gave_up() || !reason.is_normal();
+            (if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }, None)
+        }
+        Some(id) = shutdown_rx.recv() => {
+            host.shutdown().await;
+            (ExitCode::SUCCESS, Some(id))
+        }
+        _ = signal() => {
+            host.shutdown().await;
+            (ExitCode::SUCCESS, None)
+        }
+    };
+    // The commands still running get their answers: the tree is gone, so they end
+    // quickly (a call to a stopped child is answered at once).
+    let _ = stop_reading.send(());
+    if let Ok(Ok(mut running)) = tokio::time::timeout(SETTLE, commands).await {
+        let all = async { while running.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(SETTLE, all).await;
+    }
+    if let Some(id) = asked {
+        let _ = replies.send(control::Reply::new(host, id, Ok(serde_json::Value::Null)));
+    }
+    code
 }
 
 /// How long the end of a run waits for commands still running and for the printer.

@@ -306,24 +306,7 @@ impl Supervisor {
                     self.core.stopped(&child, reason);
                 }
                 Directive::StopAll { children, shutdown } => {
-                    let mut stops = JoinSet::new();
-                    for id in children {
-                        if let Some(running) = self.take_running(&id) {
-                            let incarnation = running.incarnation();
-                            stops.spawn(
-                                async move { (id, incarnation, stop(running, shutdown).await) },
-                            );
-                        }
-                    }
-                    let mut results = Vec::new();
-                    while let Some(done) = stops.join_next().await {
-                        if let Ok((id, incarnation, (reason, announced))) = done {
-                            if announced {
-                                self.announced.insert((self.core.child_path(&id), incarnation));
-                            }
-                            results.push((id, reason));
-                        }
-                    }
+                    let results = self.stop_all(children, shutdown).await;
                     self.core.stopped_all(results);
                 }
                 Directive::RestartAfter { child, delay, generation } => {
@@ -333,45 +316,84 @@ impl Supervisor {
                         let _ = me.send(SupMsg::Timer { id: child, generation });
                     });
                 }
-                Directive::Forget { child, keep_state } => {
-                    let path = self.core.child_path(&child);
-                    if self.mailboxes.remove(&child).is_some() {
-                        self.shared.post.forget(&path);
-                    }
-                    // Awaited: a child started next under the same path must not find
-                    // its predecessor's state.
-                    if !keep_state && let Err(e) = self.shared.state.remove_tree(&path).await {
-                        tracing::warn!(child = path, "could not remove its state: {e}");
-                    }
-                }
-                Directive::Emit(Event::ChildExited { path, incarnation, .. })
-                    if self.announced.remove(&(path.clone(), incarnation)) => {}
-                Directive::Emit(Event::ChildStarted { path, incarnation }) => {
-                    let id = path.rsplit('/').next().unwrap_or_default().to_owned();
-                    self.shared.emit(Event::ChildStarted { path, incarnation });
-                    if let Some(Running::Worker { incarnation: running, go, .. }) =
-                        self.children.get_mut(&id)
-                        && *running == incarnation
-                        && let Some(go) = go.take()
-                    {
-                        let _ = go.send(());
-                    }
-                }
-                Directive::Emit(event) => self.shared.emit(event),
+                Directive::Forget { child, keep_state } => self.forget(&child, keep_state).await,
+                Directive::Emit(event) => self.emit(event),
                 Directive::Exit(reason) => {
                     // What was asked and done before the supervisor exits is answered.
-                    for (reply, answer) in self.deferred.drain(..) {
-                        let _ = reply.send(answer);
-                    }
+                    self.answer_deferred();
                     return Some(reason);
                 }
             }
         }
         self.announced.clear();
+        self.answer_deferred();
+        None
+    }
+
+    fn answer_deferred(&mut self) {
         for (reply, answer) in self.deferred.drain(..) {
             let _ = reply.send(answer);
         }
-        None
+    }
+
+    /// Publishes an event of the core's: an exit its child announced itself is not
+    /// published twice; a start, once out, lets the child's worker take messages.
+    fn emit(&mut self, event: Event) {
+        match event {
+            Event::ChildExited { path, incarnation, .. }
+                if self.announced.remove(&(path.clone(), incarnation)) => {}
+            Event::ChildStarted { path, incarnation } => {
+                let id = path.rsplit('/').next().unwrap_or_default().to_owned();
+                self.shared.emit(Event::ChildStarted { path, incarnation });
+                if let Some(Running::Worker { incarnation: running, go, .. }) =
+                    self.children.get_mut(&id)
+                    && *running == incarnation
+                    && let Some(go) = go.take()
+                {
+                    let _ = go.send(());
+                }
+            }
+            event => self.shared.emit(event),
+        }
+    }
+
+    /// Stops these (dynamic) children in parallel; how each ended, in the order they
+    /// did.
+    async fn stop_all(
+        &mut self,
+        children: Vec<String>,
+        shutdown: Shutdown,
+    ) -> Vec<(String, ExitReason)> {
+        let mut stops = JoinSet::new();
+        for id in children {
+            if let Some(running) = self.take_running(&id) {
+                let incarnation = running.incarnation();
+                stops.spawn(async move { (id, incarnation, stop(running, shutdown).await) });
+            }
+        }
+        let mut results = Vec::new();
+        while let Some(done) = stops.join_next().await {
+            if let Ok((id, incarnation, (reason, announced))) = done {
+                if announced {
+                    self.announced.insert((self.core.child_path(&id), incarnation));
+                }
+                results.push((id, reason));
+            }
+        }
+        results
+    }
+
+    /// A child's spec is gone: its mailbox goes, and its state unless it is kept.
+    async fn forget(&mut self, child: &str, keep_state: bool) {
+        let path = self.core.child_path(child);
+        if self.mailboxes.remove(child).is_some() {
+            self.shared.post.forget(&path);
+        }
+        // Awaited: a child started next under the same path must not find its
+        // predecessor's state.
+        if !keep_state && let Err(e) = self.shared.state.remove_tree(&path).await {
+            tracing::warn!(child = path, "could not remove its state: {e}");
+        }
     }
 
     async fn start_child(&mut self, id: &str, incarnation: u64) -> Result<(), ExitReason> {

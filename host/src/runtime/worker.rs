@@ -21,7 +21,7 @@ use super::protocol::SupMsg;
 use super::shared::Shared;
 use crate::events::Event;
 use crate::messaging::{Letter, Mailbox};
-use crate::sandbox::{MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
+use crate::sandbox::{Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,25 +120,7 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
         let letter = tokio::select! {
             biased;
             shutdown = &mut stop => {
-                let reason = match sandbox {
-                    // Hibernating: no instance, nothing to terminate.
-                    None => match shutdown {
-                        Ok(Shutdown::BrutalKill) => ExitReason::Killed { cause: KillCause::BrutalKill },
-                        _ => ExitReason::Shutdown,
-                    },
-                    Some(sandbox) => {
-                        let shutdown = match shutdown {
-                            Ok(Shutdown::BrutalKill) => Shutdown::BrutalKill,
-                            // The supervisor kills at the timeout; here terminate is
-                            // waited for. A supervisor gone without a word is a plain
-                            // shutdown.
-                            Ok(Shutdown::Timeout(_) | Shutdown::Infinity) | Err(_) => {
-                                Shutdown::Infinity
-                            }
-                        };
-                        sandbox.terminate(ExitReason::Shutdown, shutdown).await
-                    }
-                };
+                let reason = stopped(sandbox, shutdown).await;
                 announce(&shared, path, incarnation, &reason);
                 return Exit::Stopped(reason);
             }
@@ -176,18 +158,8 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
         let outcome = active.handle_envelope(&held.letter().envelope).await;
         match outcome {
             Ok(handled) => {
-                // An exit it asked for is announced before the reply it came with.
-                if let Some(reason) = &handled.exit {
-                    announce(&shared, path, incarnation, reason);
-                }
-                let mut letter = held.take();
-                post.handled();
-                post.answer(
-                    &mailbox,
-                    &mut letter,
-                    handled.reply.map_err(MessageError::Application),
-                );
-                if let Some(reason) = handled.exit {
+                if let Some(reason) = answered(handled, held.take(), &mailbox, &shared, incarnation)
+                {
                     return Exit::Ended(reason);
                 }
                 if hibernate.as_ref().is_some_and(|h| h.after.is_zero()) {
@@ -195,22 +167,71 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
                 }
             }
             Err(reason) => {
-                if let ExitReason::Killed { cause: KillCause::Heartbeat } = reason {
-                    let since = active.heartbeat().missed().unwrap_or_default();
-                    shared.emit(Event::HeartbeatMissed {
-                        path: path.to_string(),
-                        incarnation,
-                        since_ms: u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
-                    });
-                }
-                announce(&shared, path, incarnation, &reason);
-                // Stopped by its supervisor mid-message: not the message's fault.
-                let blamed = !stopped_by_supervisor(&reason);
-                settle(held.take(), &reason, blamed, &mailbox, &shared);
-                return if blamed { Exit::Ended(reason) } else { Exit::Stopped(reason) };
+                let silent = active.heartbeat().missed();
+                return crashed(reason, silent, held.take(), &mailbox, &shared, incarnation);
             }
         }
     }
+}
+
+/// How the incarnation ends when its supervisor stops it: `terminate` is called and
+/// waited for (the supervisor kills it at the shutdown timeout), unless it is a
+/// brutal kill or the child hibernates (no instance, nothing to terminate).
+async fn stopped(
+    sandbox: Option<Sandbox>,
+    shutdown: Result<Shutdown, oneshot::error::RecvError>,
+) -> ExitReason {
+    let brutal = matches!(shutdown, Ok(Shutdown::BrutalKill));
+    match sandbox {
+        None if brutal => ExitReason::Killed { cause: KillCause::BrutalKill },
+        None => ExitReason::Shutdown,
+        // A supervisor gone without a word is a plain shutdown.
+        Some(sandbox) => {
+            let how = if brutal { Shutdown::BrutalKill } else { Shutdown::Infinity };
+            sandbox.terminate(ExitReason::Shutdown, how).await
+        }
+    }
+}
+
+/// A handled letter: answered, and the exit the guest asked for with it, announced
+/// before the answer.
+fn answered(
+    handled: Handled,
+    mut letter: Letter,
+    mailbox: &Mailbox,
+    shared: &Shared,
+    incarnation: u64,
+) -> Option<ExitReason> {
+    if let Some(reason) = &handled.exit {
+        announce(shared, &mailbox.path, incarnation, reason);
+    }
+    shared.post.handled();
+    shared.post.answer(mailbox, &mut letter, handled.reply.map_err(MessageError::Application));
+    handled.exit
+}
+
+/// The incarnation crashed (or was killed) handling `letter`: its end announced (a
+/// missed heartbeat first), then the letter settled.
+fn crashed(
+    reason: ExitReason,
+    silent: Option<Duration>,
+    letter: Letter,
+    mailbox: &Mailbox,
+    shared: &Shared,
+    incarnation: u64,
+) -> Exit {
+    if let ExitReason::Killed { cause: KillCause::Heartbeat } = reason {
+        shared.emit(Event::HeartbeatMissed {
+            path: mailbox.path.to_string(),
+            incarnation,
+            since_ms: u64::try_from(silent.unwrap_or_default().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    announce(shared, &mailbox.path, incarnation, &reason);
+    // Stopped by its supervisor mid-message: not the message's fault.
+    let blamed = !stopped_by_supervisor(&reason);
+    settle(letter, &reason, blamed, mailbox, shared);
+    if blamed { Exit::Ended(reason) } else { Exit::Stopped(reason) }
 }
 
 fn announce(shared: &Shared, path: &str, incarnation: u64, reason: &ExitReason) {
