@@ -57,7 +57,7 @@ impl Targets {
     ///
     /// # Errors
     /// A pattern that is empty or has a `*` anywhere but as its whole last segment.
-    pub fn new<I, S>(patterns: I) -> Result<Self, String>
+    pub fn new<I, S>(patterns: I) -> Result<Self, BadTarget>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -71,9 +71,7 @@ impl Targets {
                 && !p.contains("//")
                 && star.is_none_or(|i| i == p.len() - 1 && (p == "*" || p.ends_with("/*")));
             if !valid {
-                return Err(format!(
-                    "{p:?} is not a target: use a path (root/a), a subtree (root/pool/*) or *"
-                ));
+                return Err(BadTarget(p.clone()));
             }
         }
         Ok(Self(patterns))
@@ -93,6 +91,11 @@ impl Targets {
         &self.0
     }
 }
+
+/// A pattern that is not a target: the pattern.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a target: use a path (root/a), a subtree (root/pool/*) or *")]
+pub struct BadTarget(pub String);
 
 /// When calls to a child fail fast: after `failures` consecutive failed calls (the
 /// callee crashed or did not answer in time) the circuit opens and calls fail with

@@ -18,7 +18,7 @@ mod tree;
 
 pub use heartbeat::{HeartbeatPolicy, PhiAccrual};
 pub use limits::{ChildLimits, DirGrant, Grants, Quota};
-pub use mailbox::{CircuitConfig, MailboxConfig, Targets, TimerLimits};
+pub use mailbox::{BadTarget, CircuitConfig, MailboxConfig, Targets, TimerLimits};
 pub(crate) use tree::check_child;
 pub use tree::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, SpecError,
