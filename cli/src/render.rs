@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 use warden::escape::printable;
 use warden::events::{Event, EventRecord};
-use warden::sandbox::{HeartbeatPolicy, Shutdown};
+use warden::sandbox::{HeartbeatPolicy, Network, Shutdown};
 use warden::supervisor::{Backoff, ChildSpec, ChildStart, Restart, SupervisorSpec};
 
 /// The tree as the manifest defines it, one line per node, with its settings.
@@ -117,8 +117,14 @@ fn describe(child: &ChildSpec) -> String {
             let names: Vec<&str> = g.env.iter().map(|(k, _)| k.as_str()).collect();
             parts.push(format!("env {}", names.join(",")));
         }
-        if g.network {
-            parts.push("network".into());
+        match &g.network {
+            Network::None => {}
+            Network::Any => parts.push("network".into()),
+            Network::Only(rules) => {
+                let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
+                parts.push(format!("network {}", rules.join(",")));
+            }
+            _ => parts.push(format!("network {:?}", g.network)),
         }
     }
     parts.join(", ")

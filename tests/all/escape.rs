@@ -2,7 +2,7 @@
 //! and a granted directory cannot be left.
 
 use std::path::Path;
-use warden::sandbox::{DirGrant, Grants, Sandbox, SandboxConfig};
+use warden::sandbox::{DirGrant, Grants, Network, Sandbox, SandboxConfig};
 use warden_tests::{PROBE, engine};
 
 async fn probe(grants: Grants, request: &str) -> Result<String, String> {
@@ -85,6 +85,66 @@ async fn sockets_are_refused_unless_granted() {
     let addr = listener.local_addr().unwrap();
     let denied = probe(Grants::default(), &format!("connect:{addr}")).await;
     assert!(denied.is_err(), "connected without a grant: {denied:?}");
-    let granted = Grants { network: true, ..Grants::default() };
+    let granted = Grants { network: Network::Any, ..Grants::default() };
     assert_eq!(probe(granted, &format!("connect:{addr}")).await.as_deref(), Ok("connected"));
+}
+
+/// The grant of one allow-list rule per entry.
+fn rules(rules: &[String]) -> Grants {
+    let rules = rules.iter().map(|r| r.parse().expect("a rule")).collect();
+    Grants { network: Network::Only(rules), ..Grants::default() }
+}
+
+#[tokio::test]
+async fn an_allow_list_reaches_the_addresses_it_names_and_no_other() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed = listener.local_addr().unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = other.local_addr().unwrap();
+    let grants = rules(&[format!("tcp:{allowed}")]);
+    assert_eq!(
+        probe(grants.clone(), &format!("connect:{allowed}")).await.as_deref(),
+        Ok("connected")
+    );
+    let denied = probe(grants.clone(), &format!("connect:{other}")).await;
+    assert!(denied.is_err(), "connected to an address no rule names: {denied:?}");
+    // A TCP rule is not a UDP one.
+    let datagram = probe(grants, &format!("send:{allowed}")).await;
+    assert!(datagram.is_err(), "sent a datagram under a tcp rule: {datagram:?}");
+}
+
+#[tokio::test]
+async fn an_allow_list_bounds_what_a_child_may_listen_on() {
+    let listens = rules(&["tcp:127.0.0.1".to_string()]);
+    let bound = probe(listens, "listen:127.0.0.1:0").await.expect("listens on a named address");
+    assert!(bound.starts_with("127.0.0.1:"), "{bound}");
+    let elsewhere = probe(rules(&["tcp:127.0.0.2:80".to_string()]), "listen:127.0.0.1:0").await;
+    assert!(elsewhere.is_err(), "listened on an address no rule names: {elsewhere:?}");
+}
+
+#[tokio::test]
+async fn an_allow_list_rule_lets_datagrams_through_to_its_address_only() {
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let grants = rules(&[format!("udp:{addr}")]);
+    assert_eq!(probe(grants.clone(), &format!("send:{addr}")).await.as_deref(), Ok("sent"));
+    server.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut datagram = [0u8; 16];
+    let (n, _) = server.recv_from(&mut datagram).expect("the datagram arrives");
+    assert_eq!(&datagram[..n], b"probe");
+    let mut port = addr;
+    port.set_port(addr.port().wrapping_add(1).max(1));
+    let denied = probe(grants, &format!("send:{port}")).await;
+    assert!(denied.is_err(), "sent to a port no rule names: {denied:?}");
+}
+
+#[tokio::test]
+async fn name_lookups_need_the_dns_rule() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let by_name = format!("connect:localhost:{port}");
+    let without = probe(rules(&[format!("tcp:127.0.0.1:{port}")]), &by_name).await;
+    assert!(without.is_err(), "resolved a name without the dns rule: {without:?}");
+    let with = rules(&[format!("tcp:127.0.0.1:{port}"), format!("tcp:[::1]:{port}"), "dns".into()]);
+    assert_eq!(probe(with, &by_name).await.as_deref(), Ok("connected"));
 }

@@ -3,14 +3,14 @@
 //! root, child "a"`) with the field it concerns.
 
 use super::entries::{
-    BackoffEntry, ChildEntry, CircuitEntry, GrantsEntry, HeartbeatEntry, LimitsEntry, StateEntry,
-    SupervisorEntry,
+    BackoffEntry, ChildEntry, CircuitEntry, GrantsEntry, HeartbeatEntry, LimitsEntry, NetworkEntry,
+    StateEntry, SupervisorEntry,
 };
 use super::problem::{Problem, ProblemKind};
 use super::units::{MAX_MEMORY, bytes, duration};
 use crate::spec::{
     Backoff, ChildLimits, ChildSpec, CircuitConfig, DirGrant, Grants, HeartbeatPolicy,
-    MailboxConfig, PhiAccrual, PluginStart, Quota, Shutdown, SupervisorSpec, Targets,
+    MailboxConfig, Network, PhiAccrual, PluginStart, Quota, Shutdown, SupervisorSpec, Targets,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -156,7 +156,7 @@ impl<'a> Builder<'a> {
                 .map(|c| serde_json::to_vec(c).unwrap_or_default())
                 .unwrap_or_default(),
             limits,
-            grants: entry.grants.as_ref().map(|g| self.grants(g)).unwrap_or_default(),
+            grants: entry.grants.as_ref().map(|g| self.grants(here, g)).unwrap_or_default(),
             mailbox: self.mailbox(here, entry),
             keep_state: entry.state.as_ref().is_some_and(|st| st.keep),
             hibernate_after,
@@ -262,9 +262,9 @@ impl<'a> Builder<'a> {
     }
 
     /// Granted directories (relative to the manifest), environment and network.
-    fn grants(&self, g: &GrantsEntry) -> Grants {
+    fn grants(&mut self, here: &str, g: &GrantsEntry) -> Grants {
         Grants {
-            network: g.network,
+            network: self.network(here, &g.network),
             env: g.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             dirs: g
                 .dirs
@@ -275,6 +275,24 @@ impl<'a> Builder<'a> {
                     writable: d.writable,
                 })
                 .collect(),
+        }
+    }
+
+    /// The network grant; every rule that is not one is reported.
+    fn network(&mut self, here: &str, entry: &NetworkEntry) -> Network {
+        match entry {
+            NetworkEntry::All(any) => Network::from(*any),
+            NetworkEntry::Only(rules) => Network::Only(
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, rule)| {
+                        rule.parse()
+                            .map_err(|e| self.bad(here, format!("grants.network[{i}]: {e}")))
+                            .ok()
+                    })
+                    .collect(),
+            ),
         }
     }
 

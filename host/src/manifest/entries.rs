@@ -204,9 +204,10 @@ pub struct GrantsEntry {
     /// Environment variables by name, with their values.
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
-    /// Sockets and name lookups.
+    /// Sockets and name lookups: `true` for any, or the rules that allow them
+    /// (`"127.0.0.1:8080"`, `"tcp:10.0.0.0/8:443"`, `"udp:[::1]:53"`, `"dns"`).
     #[serde(default)]
-    pub network: bool,
+    pub network: NetworkEntry,
     /// Whom it may send to and call: paths, subtrees (`root/pool/*`) or `*`; itself
     /// always.
     #[serde(default)]
@@ -246,4 +247,23 @@ pub struct BackoffEntry {
     /// How long a child must run for its backoff to start over; default 10 s.
     #[serde(default)]
     pub reset_after: Option<String>,
+}
+
+/// `grants.network`: everything or nothing, or an allow-list of rules.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "true, false, or a list of rules such as [\"127.0.0.1:8080\", \"tcp:10.0.0.0/8:443\", \"dns\"]"
+)]
+pub enum NetworkEntry {
+    /// `true` for any address and name lookups, `false` for none.
+    All(bool),
+    /// `[tcp:|udp:]ADDRESS[/PREFIX][:PORT[-PORT]]`, or `dns`.
+    Only(Vec<String>),
+}
+
+impl Default for NetworkEntry {
+    fn default() -> Self {
+        NetworkEntry::All(false)
+    }
 }

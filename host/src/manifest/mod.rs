@@ -175,7 +175,7 @@ pub fn child(parent: &str, entry: &ChildEntry, base: &Path) -> Result<ChildSpec,
 mod tests {
     use super::units::{bytes, duration};
     use super::*;
-    use crate::spec::{Backoff, CircuitConfig, HeartbeatPolicy, PhiAccrual, PluginStart};
+    use crate::spec::{Backoff, CircuitConfig, HeartbeatPolicy, Network, PhiAccrual, PluginStart};
     use std::time::Duration;
 
     #[test]
@@ -346,6 +346,44 @@ poison_after = 5
         ] {
             assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn network_grants_are_everything_nothing_or_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let manifest = |network: &str| {
+            format!(
+                "[root]\nstrategy = \"one_for_one\"\n[[root.children]]\nname = \"a\"\n\
+                 plugin = \"p.wasm\"\ngrants = {{ network = {network} }}\n"
+            )
+        };
+        let network = |text: &str| {
+            let spec = parse("t.toml", &manifest(text), dir.path()).unwrap();
+            only_child(&spec).grants.network.clone()
+        };
+        assert_eq!(network("true"), Network::Any);
+        assert_eq!(network("false"), Network::None);
+        let rules = network(r#"["tcp:127.0.0.1:8080", "10.0.0.0/8:443-444", "dns"]"#);
+        let Network::Only(rules) = rules else { panic!("{rules:?}") };
+        let printed: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        assert_eq!(printed, ["tcp:127.0.0.1:8080", "10.0.0.0/8:443-444", "dns"]);
+
+        let all =
+            parse("t.toml", &manifest(r#"["localhost:80", "dns", "1.2.3.4:9-8"]"#), dir.path())
+                .unwrap_err()
+                .to_string();
+        for expected in [
+            "supervisor root, child \"a\": grants.network[0]: \"localhost:80\" is not a network rule (not an IP address)",
+            "supervisor root, child \"a\": grants.network[2]: \"1.2.3.4:9-8\" is not a network rule (ports in the wrong order)",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        let wrong = parse("t.toml", &manifest(r#""any""#), dir.path()).unwrap_err().to_string();
+        assert!(
+            wrong.contains("line 6") && wrong.contains("true, false, or a list of rules"),
+            "{wrong}"
+        );
     }
 
     #[test]

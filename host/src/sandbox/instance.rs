@@ -14,7 +14,7 @@ use super::plugin::Plugin;
 use super::store::{HostWaits, Links, StoreData};
 use crate::services::{Envelope, Messenger, NoMessaging, NoState, StateStore};
 use crate::spec::HeartbeatPolicy;
-use crate::spec::{ChildLimits, Grants, Shutdown};
+use crate::spec::{ChildLimits, Grants, Network, Protocol, Shutdown, SocketUse};
 use crate::{ExitReason, KillCause, TrapKind};
 use futures_util::task::AtomicWaker;
 use std::future::Future;
@@ -615,11 +615,31 @@ fn build_wasi(path: &str, grants: &Grants, output: &Arc<Budget>) -> Result<WasiC
             message: format!("cannot grant directory {}: {e:#}", dir.host.display()),
         })?;
     }
-    if grants.network {
-        // wasmtime-wasi turns TCP and UDP off by default, beside the address check.
-        wasi.inherit_network().allow_ip_name_lookup(true).allow_tcp(true).allow_udp(true);
-    }
+    grant_network(&mut wasi, &grants.network);
     Ok(wasi.build())
+}
+
+/// Lets the guest use the sockets `network` allows: wasmtime-wasi asks for every
+/// bind, listen, accept, connect, send and receive, with the address.
+fn grant_network(wasi: &mut WasiCtxBuilder, network: &Network) {
+    use wasmtime_wasi::sockets::SocketAddrUse as Use;
+    if !network.is_granted() {
+        return;
+    }
+    let network = Arc::new(network.clone());
+    wasi.allow_ip_name_lookup(network.allows_name_lookup()).allow_tcp(true).allow_udp(true);
+    wasi.socket_addr_check(move |addr, used| {
+        let (protocol, purpose) = match used {
+            Use::TcpBind | Use::TcpListen => (Protocol::Tcp, SocketUse::Bind),
+            Use::TcpConnect => (Protocol::Tcp, SocketUse::Connect),
+            Use::TcpAccept => (Protocol::Tcp, SocketUse::Peer),
+            Use::UdpBind => (Protocol::Udp, SocketUse::Bind),
+            Use::UdpSend => (Protocol::Udp, SocketUse::Connect),
+            Use::UdpReceive => (Protocol::Udp, SocketUse::Peer),
+        };
+        let allowed = network.allows(protocol, addr, purpose);
+        Box::pin(std::future::ready(allowed))
+    });
 }
 
 #[cfg(test)]

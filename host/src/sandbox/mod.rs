@@ -29,7 +29,9 @@ mod plugin;
 mod store;
 
 pub use crate::services::{BoxFuture, Envelope, MessageError, Messenger, NoMessaging, NoState};
-pub use crate::spec::{ChildLimits, DirGrant, Grants, HeartbeatPolicy, PhiAccrual, Shutdown};
+pub use crate::spec::{
+    ChildLimits, DirGrant, Grants, HeartbeatPolicy, NetRule, Network, PhiAccrual, Shutdown,
+};
 pub use engine::{Engine, EngineConfig, SandboxError};
 pub use heartbeat::Heartbeat;
 pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig};

@@ -1,6 +1,7 @@
 //! Per-child limits and capabilities: deny by default, and say so.
 
 use super::heartbeat::HeartbeatPolicy;
+use super::network::Network;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -61,8 +62,9 @@ pub struct Grants {
     pub dirs: Vec<DirGrant>,
     /// Environment variables the guest sees, as name and value. Default none.
     pub env: Vec<(String, String)>,
-    /// Whether the guest may open sockets and resolve names. Default false.
-    pub network: bool,
+    /// Which sockets the guest may use, and whether it may resolve names. Default
+    /// none.
+    pub network: Network,
 }
 
 /// One host directory granted to a child.

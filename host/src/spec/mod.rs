@@ -14,11 +14,13 @@
 mod heartbeat;
 mod limits;
 mod mailbox;
+mod network;
 mod tree;
 
 pub use heartbeat::{HeartbeatPolicy, PhiAccrual};
 pub use limits::{ChildLimits, DirGrant, Grants, Quota};
 pub use mailbox::{BadTarget, CircuitConfig, MailboxConfig, Targets, TimerLimits};
+pub use network::{BadNetRule, NetRule, Network, Protocol, SocketUse, Transport};
 pub(crate) use tree::check_child;
 pub use tree::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, SpecError,

@@ -2,6 +2,7 @@
 //!
 //! Messages: `read:PATH` (replies the file's text), `write:PATH:TEXT`, `list:PATH`,
 //! `env:NAME` (replies the variable's value), `connect:ADDR` (opens a TCP connection),
+//! `listen:ADDR` (binds a TCP listener), `send:ADDR` (sends the UDP datagram `probe`),
 //! `print:TEXT` (writes a line to stdout). Every failure is an application error
 //! carrying the guest's error message.
 use warden_guest::{Context, Envelope, Plugin, export_plugin};
@@ -35,6 +36,13 @@ impl Plugin for Probe {
         } else if let Some(addr) = text.strip_prefix("connect:") {
             std::net::TcpStream::connect(addr).map_err(fail)?;
             Ok(b"connected".to_vec())
+        } else if let Some(addr) = text.strip_prefix("listen:") {
+            let listener = std::net::TcpListener::bind(addr).map_err(fail)?;
+            Ok(listener.local_addr().map_err(fail)?.to_string().into_bytes())
+        } else if let Some(addr) = text.strip_prefix("send:") {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(fail)?;
+            socket.send_to(b"probe", addr).map_err(fail)?;
+            Ok(b"sent".to_vec())
         } else if let Some(line) = text.strip_prefix("print:") {
             println!("{line}");
             Ok(b"ok".to_vec())
