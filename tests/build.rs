@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["echo", "counter", "ticker", "chaos", "probe", "relay", "hostile"];
+const PLUGINS: &[&str] =
+    &["echo", "counter", "ticker", "chaos", "probe", "relay", "hostile", "importer"];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -20,6 +21,7 @@ fn main() {
         "guest-sdk/wit",
         "guest-sdk/src",
         "guest-sdk/Cargo.toml",
+        "tests/wit",
         "plugins/Cargo.toml",
         "plugins/.cargo",
     ] {

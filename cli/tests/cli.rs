@@ -276,6 +276,26 @@ significant = true
     );
 }
 
+#[test]
+fn check_refuses_a_plugin_that_imports_an_application_interface_and_a_bad_grant() {
+    let (_d, path) = manifest(&format!(
+        "[root]\nstrategy = \"one_for_one\"\n[[root.children]]\nname = \"a\"\nplugin = {:?}\n\
+         grants = {{ interfaces = [\"acme:*\", \"test:app/*\"] }}\n",
+        warden_tests::IMPORTER
+    ));
+    let check = cmd().args(["check", path.to_str().unwrap()]).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(2), "{out}");
+    for expected in [
+        "child \"a\": grants.interfaces: \"acme:*\" is not an interface grant",
+        "imports something the host does not provide: the application interface \
+         `test:app/calc@0.1.0`, which this host does not provide (it provides none: an \
+         application that embeds Warden gives its own)",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
 /// The repository's `examples/` directory.
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")

@@ -126,6 +126,21 @@ impl fmt::Display for ExitReason {
             Self::Killed(cause) => write!(f, "killed ({cause})"),
             Self::StartFailed(message) => write!(f, "start failed: {message}"),
             Self::HostPanic(message) => write!(f, "host panic: {message}"),
+            Self::HostFunctionFailed(failure) => {
+                let how = if failure.panic { "panicked" } else { "failed" };
+                match &failure.function {
+                    Some(function) => write!(
+                        f,
+                        "host function {}#{function} {how}: {}",
+                        failure.interface, failure.message
+                    ),
+                    None => write!(
+                        f,
+                        "host function of {} {how}: {}",
+                        failure.interface, failure.message
+                    ),
+                }
+            }
         }
     }
 }

@@ -76,7 +76,7 @@ pub mod bindings {
 use bindings::warden::plugin::{runtime, types};
 
 pub use errors::{ExitReason, KillCause, MessageError, StateError, TrapKind};
-pub use types::{Context, Envelope, ExitRequest, LogLevel};
+pub use types::{Context, Envelope, ExitRequest, HostFunctionFailure, LogLevel};
 
 mod errors;
 pub mod state;
@@ -247,6 +247,29 @@ macro_rules! export_plugin {
             }
             $crate::bindings::__export_plugin_world!(__WardenExports with_types_in $crate::bindings);
         };
+    };
+}
+
+/// Imports an application's own WIT interfaces beside Warden's: generates their
+/// bindings in the calling module, with the options of `wit_bindgen::generate!`
+/// (`path` is relative to the plugin crate's `Cargo.toml`).
+///
+/// ```ignore
+/// // The application's WIT (`package acme:shop@0.1.0; world plugin { import inventory; }`)
+/// warden_guest::import_interfaces!(path: "../shop/wit", world: "acme:shop/plugin");
+///
+/// let left = acme::shop::inventory::stock("apples");
+/// ```
+///
+/// The host must provide each interface and the child's `grants.interfaces` name it,
+/// or the child does not start.
+#[macro_export]
+macro_rules! import_interfaces {
+    ($($options:tt)*) => {
+        $crate::__private::wit_bindgen::generate!({
+            runtime_path: "::warden_guest::__private::wit_bindgen::rt",
+            $($options)*
+        });
     };
 }
 

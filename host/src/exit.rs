@@ -11,6 +11,7 @@
 //! {"kind":"killed","cause":"deadline"}
 //! {"kind":"start_failed","message":"..."}
 //! {"kind":"host_panic","message":"..."}
+//! {"kind":"host_function_failed","interface":"acme:shop/inventory","function":"get-stock","message":"...","panic":true}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,37 @@ pub enum ExitReason {
         /// The panic's message.
         message: String,
     },
+    /// A function of an interface the embedding application gives its plugins
+    /// returned an error (a trap) or panicked while the child called it. The
+    /// incarnation ends; the host and the other children go on.
+    HostFunctionFailed(Box<HostFunctionFailure>),
+}
+
+/// Which function of an application's interface failed, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFunctionFailure {
+    /// The interface, as the plugin imports it (`acme:shop/inventory@0.1.0`).
+    pub interface: String,
+    /// The function, when it can be told: when the plugin imports only one function
+    /// of the interface (wasmtime's bindings do not say which one is running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// The function's error, or its panic's message.
+    pub message: String,
+    /// True when the function panicked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub panic: bool,
+}
+
+impl fmt::Display for HostFunctionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { interface, function, message, panic } = self;
+        let failed = if *panic { "panicked" } else { "failed" };
+        match function {
+            Some(function) => write!(f, "host function {interface}#{function} {failed}: {message}"),
+            None => write!(f, "a host function of {interface} {failed}: {message}"),
+        }
+    }
 }
 
 impl ExitReason {
@@ -92,6 +124,7 @@ impl fmt::Display for ExitReason {
             Self::Killed { cause } => write!(f, "killed: {cause}"),
             Self::StartFailed { message } => write!(f, "start failed: {message}"),
             Self::HostPanic { message } => write!(f, "host panic: {message}"),
+            Self::HostFunctionFailed(failure) => failure.fmt(f),
         }
     }
 }
@@ -194,6 +227,16 @@ mod tests {
         let back: ExitReason =
             serde_json::from_str(r#"{"kind":"shutdown_with","reason":"bye"}"#).unwrap();
         assert_eq!(back, ExitReason::ShutdownWith { reason: "bye".into() });
+        let failed = ExitReason::HostFunctionFailed(Box::new(HostFunctionFailure {
+            interface: "acme:shop/inventory".into(),
+            function: Some("get-stock".into()),
+            message: "offline".into(),
+            panic: true,
+        }));
+        let json = r#"{"kind":"host_function_failed","interface":"acme:shop/inventory","function":"get-stock","message":"offline","panic":true}"#;
+        assert_eq!(serde_json::to_string(&failed).unwrap(), json);
+        assert_eq!(serde_json::from_str::<ExitReason>(json).unwrap(), failed);
+        assert!(!failed.is_normal());
     }
 
     #[test]

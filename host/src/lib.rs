@@ -34,3 +34,6 @@ mod task;
 pub mod testing;
 
 pub use exit::{ExitReason, KillCause, TrapKind};
+/// The wasmtime Warden is built on, for an application's `bindgen!` of its own
+/// interfaces (`wasmtime_crate: warden::wasmtime`), so that both use one version.
+pub use wasmtime;

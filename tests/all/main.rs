@@ -5,6 +5,7 @@ mod escape;
 mod faults;
 mod fixtures;
 mod hostile;
+mod interfaces;
 mod load;
 mod messaging;
 mod runtime;

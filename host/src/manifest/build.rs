@@ -265,6 +265,7 @@ impl<'a> Builder<'a> {
     fn grants(&mut self, here: &str, g: &GrantsEntry) -> Grants {
         Grants {
             network: self.network(here, &g.network),
+            interfaces: g.interfaces.clone(),
             env: g.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             dirs: g
                 .dirs

@@ -208,6 +208,10 @@ pub struct GrantsEntry {
     /// (`"127.0.0.1:8080"`, `"tcp:10.0.0.0/8:443"`, `"udp:[::1]:53"`, `"dns"`).
     #[serde(default)]
     pub network: NetworkEntry,
+    /// The application's interfaces it may import (`acme:shop/inventory`, or
+    /// `acme:shop/*`); only an embedding application provides any.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
     /// Whom it may send to and call: paths, subtrees (`root/pool/*`) or `*`; itself
     /// always.
     #[serde(default)]

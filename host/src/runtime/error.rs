@@ -1,7 +1,7 @@
 //! Why a request to the host failed.
 
 use crate::ExitReason;
-use crate::sandbox::SandboxError;
+use crate::sandbox::{InterfaceError, SandboxError};
 use crate::state::OpenError;
 use crate::supervisor::AdminError;
 
@@ -27,6 +27,16 @@ pub enum HostError {
     /// The engine could not be created.
     #[error(transparent)]
     Engine(#[from] SandboxError),
+    /// An application interface could not be registered.
+    #[error(transparent)]
+    Interface(#[from] InterfaceError),
+    /// Interfaces were registered on a host that runs in a shared engine, whose
+    /// linker is fixed.
+    #[error(
+        "host interfaces belong to the engine: build the shared engine with \
+         Engine::with_interfaces instead of registering them on the HostBuilder"
+    )]
+    InterfacesOnSharedEngine,
     /// The state's data directory could not be opened.
     #[error(transparent)]
     State(#[from] OpenError),

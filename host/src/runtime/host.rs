@@ -7,7 +7,9 @@ use super::supervisor;
 use crate::ExitReason;
 use crate::events::{Event, EventBus, EventRecord};
 use crate::messaging::{CircuitState, MessageStats};
-use crate::sandbox::{Engine, EngineConfig, MessageError};
+use crate::sandbox::{
+    ChildIdentity, Engine, EngineConfig, HostInterfaces, InterfaceError, MessageError, StoreData,
+};
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
 use crate::task::Owned;
@@ -87,9 +89,43 @@ pub struct HostBuilder {
     shared_engine: Option<Engine>,
     state: Option<Arc<dyn StateStore>>,
     data_dir: Option<std::path::PathBuf>,
+    interfaces: HostInterfaces,
+    /// The first interface that could not be registered, reported by `build`.
+    bad_interface: Option<InterfaceError>,
 }
 
 impl HostBuilder {
+    /// Gives plugins the application's interface `name` (as [`HostInterfaces::add`]
+    /// describes): `add_to_linker` adds the functions `bindgen!` generated, with the
+    /// getter it is given; `factory` makes their state for each incarnation of a
+    /// child that imports it. Only children whose `grants.interfaces` name it may.
+    ///
+    /// ```ignore
+    /// let host = Host::builder()
+    ///     .interface(
+    ///         "acme:shop/inventory",
+    ///         |linker, get| inventory::add_to_linker::<_, HasSelf<Inventory>>(linker, get),
+    ///         move |child| Ok(Inventory::new(db.clone(), &child.path)),
+    ///     )
+    ///     .build()?;
+    /// ```
+    pub fn interface<S, A, F>(mut self, name: &str, add_to_linker: A, factory: F) -> Self
+    where
+        S: Send + 'static,
+        A: FnOnce(
+                &mut wasmtime::component::Linker<StoreData>,
+                fn(&mut StoreData) -> &mut S,
+            ) -> wasmtime::Result<()>
+            + Send
+            + 'static,
+        F: Fn(&ChildIdentity) -> Result<S, String> + Send + Sync + 'static,
+    {
+        if let Err(e) = self.interfaces.add(name, add_to_linker, factory) {
+            self.bad_interface.get_or_insert(e);
+        }
+        self
+    }
+
     /// The engine configuration. Default [`EngineConfig::default`].
     pub fn engine(mut self, config: EngineConfig) -> Self {
         self.engine = Some(config);
@@ -124,13 +160,19 @@ impl HostBuilder {
     /// The engine could not be created, or the data directory opened (it is in use by
     /// another process, or its database is corrupted).
     pub fn build(self) -> Result<Host, HostError> {
+        if let Some(e) = self.bad_interface {
+            return Err(HostError::Interface(e));
+        }
+        if self.shared_engine.is_some() && !self.interfaces.is_empty() {
+            return Err(HostError::InterfacesOnSharedEngine);
+        }
         let state = match self.data_dir {
             Some(dir) => Arc::new(DiskStore::open(dir)?),
             None => self.state.unwrap_or_else(|| Arc::new(MemoryStore::new())),
         };
         let engine = match self.shared_engine {
             Some(engine) => engine,
-            None => Engine::with_config(self.engine.unwrap_or_default())?,
+            None => Engine::with_interfaces(self.engine.unwrap_or_default(), self.interfaces)?,
         };
         let events = Arc::new(EventBus::new(EVENT_BACKLOG));
         Ok(Host {

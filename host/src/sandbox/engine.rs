@@ -4,6 +4,8 @@
 use super::bindings;
 use super::capacity::{Capacity, Slot};
 pub use super::error::SandboxError;
+use super::interfaces::HostInterfaces;
+use super::registry::Registry;
 use super::store::StoreData;
 use std::any::Any;
 use std::collections::HashMap;
@@ -75,6 +77,8 @@ pub(crate) struct EngineInner {
     pub(crate) linker: Linker<StoreData>,
     pub(crate) config: EngineConfig,
     pub(crate) capacity: Arc<Capacity>,
+    /// The application's interfaces, in the linker and here by name.
+    pub(crate) interfaces: Arc<Registry>,
     cache: Option<wasmtime::Cache>,
     /// Loaded plugins by content hash. Weak: a plugin holds its engine, so a strong
     /// entry would keep every engine that ever loaded a plugin alive (with its pool's
@@ -113,6 +117,19 @@ impl Engine {
     /// # Errors
     /// [`SandboxError::Config`] if wasmtime refuses the configuration.
     pub fn with_config(config: EngineConfig) -> Result<Self, SandboxError> {
+        Self::with_interfaces(config, HostInterfaces::new())
+    }
+
+    /// An engine built from `config` whose plugins may import the application's
+    /// `interfaces` (each child only those its grants name).
+    ///
+    /// # Errors
+    /// [`SandboxError::Config`] if wasmtime refuses the configuration or an
+    /// interface's functions (e.g. one defined twice), naming the interface.
+    pub fn with_interfaces(
+        config: EngineConfig,
+        interfaces: HostInterfaces,
+    ) -> Result<Self, SandboxError> {
         let err = |e: wasmtime::Error| SandboxError::Config(format!("{e:#}"));
         let capacity = Arc::new(Capacity::new(config.max_instances));
         let mut wasm = wasmtime::Config::new();
@@ -148,7 +165,9 @@ impl Engine {
         let engine = wasmtime::Engine::new(&wasm).map_err(err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(err)?;
-        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(err)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, warden_getter)
+            .map_err(err)?;
+        let interfaces = Arc::new(interfaces.link(&mut linker).map_err(SandboxError::Config)?);
         let ticker = Ticker::start(engine.clone(), config.epoch_tick).map_err(|e| {
             SandboxError::Config(format!("cannot start the epoch ticker thread: {e}"))
         })?;
@@ -158,6 +177,7 @@ impl Engine {
                 linker,
                 config,
                 capacity,
+                interfaces,
                 cache,
                 plugins: Mutex::new(HashMap::new()),
                 _ticker: ticker,
@@ -186,6 +206,13 @@ impl Engine {
         let tick = self.inner.config.epoch_tick.as_micros().max(1);
         u64::try_from(d.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
     }
+}
+
+/// How Warden's own functions reach the Store: the guest has left any application
+/// interface it was in.
+fn warden_getter(data: &mut StoreData) -> &mut StoreData {
+    data.host_waits.leave_interface();
+    data
 }
 
 /// Advances the engine's epoch every tick on a thread of its own, so CPU deadlines

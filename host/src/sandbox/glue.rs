@@ -180,5 +180,13 @@ pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::type
         }),
         ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
         ExitReason::HostPanic { message } => W::HostPanic(message.clone()),
+        ExitReason::HostFunctionFailed(failure) => {
+            W::HostFunctionFailed(types::HostFunctionFailure {
+                interface: failure.interface.clone(),
+                function: failure.function.clone(),
+                message: failure.message.clone(),
+                panic: failure.panic,
+            })
+        }
     }
 }

@@ -8,13 +8,16 @@ use super::capacity::Slot;
 use super::engine::{Engine, SandboxError};
 use super::glue::to_wit_exit;
 use super::heartbeat::{Heartbeat, Verdict};
+use super::interfaces::host_function_failed;
 use super::limits::LimitExceeded;
 use super::output::{Budget, OutputBudget, TracingStream};
 use super::plugin::Plugin;
+use super::registry::{AppStates, ChildIdentity};
 use super::store::{HostWaits, Links, StoreData};
 use crate::services::{Envelope, Messenger, NoMessaging, NoState, StateStore};
 use crate::spec::HeartbeatPolicy;
 use crate::spec::{ChildLimits, Grants, Network, Protocol, Shutdown, SocketUse};
+use crate::task::catch_panic;
 use crate::{ExitReason, KillCause, TrapKind};
 use futures_util::task::AtomicWaker;
 use std::future::Future;
@@ -156,6 +159,8 @@ impl std::fmt::Debug for Sandbox {
 enum Ended {
     Wasm(wasmtime::Error),
     Killed(KillCause),
+    /// Host code run by the call panicked: an application's function, or Warden's.
+    Panic(String),
 }
 
 impl Sandbox {
@@ -194,8 +199,18 @@ impl Sandbox {
             heartbeat: Arc::clone(&heartbeat),
             host_waits: Arc::clone(&host_waits),
             output: Arc::clone(&output),
+            interfaces: Arc::clone(&engine.inner.interfaces),
         };
-        let data = StoreData::new(build_wasi(&path, &grants, &output)?, &limits, &path, links);
+        let identity =
+            ChildIdentity { path: path.clone(), incarnation, config: init_config.clone() };
+        let app = AppStates::make(
+            &engine.inner.interfaces,
+            &plugin.inner.app_imports,
+            &grants,
+            &identity,
+        )?;
+        let mut data = StoreData::new(build_wasi(&path, &grants, &output)?, &limits, &path, links);
+        data.app = app;
         let mut store = new_store(engine, data);
         prepare_call(&mut store, engine, &limits, limits.call_deadline)?;
         let guest = instantiate(plugin, &mut store, &kill, &host_waits).await?;
@@ -229,7 +244,7 @@ impl Sandbox {
     ) -> Result<(), ExitReason> {
         self.prepare(self.limits.call_deadline)?;
         let Self { store, guest, kill, heartbeat, host_waits, limits, .. } = self;
-        let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
+        let watch = limits.heartbeat.as_ref().map(|policy| (&*heartbeat, policy));
         let init = guest.warden_plugin_guest().call_init(&mut *store, ctx);
         match guarded(kill, host_waits, watch, init).await {
             Ok(Ok(())) => match self.store.data_mut().exit_request.take() {
@@ -310,7 +325,7 @@ impl Sandbox {
         self.prepare(self.limits.call_deadline)?;
         let Self { store, guest, kill, heartbeat, host_waits, limits, dead, .. } = self;
         let abandoned = Abandoned(Some(dead));
-        let watch = limits.heartbeat.as_ref().map(|policy| (&**heartbeat, policy));
+        let watch = limits.heartbeat.as_ref().map(|policy| (&*heartbeat, policy));
         let call = guest.warden_plugin_guest().call_handle(&mut *store, msg);
         let result = guarded(kill, host_waits, watch, call).await;
         abandoned.disarm();
@@ -499,7 +514,7 @@ fn prepare_call(
 async fn guarded<R>(
     kill: &KillSwitch,
     host_waits: &HostWaits,
-    watch: Option<(&Heartbeat, &HeartbeatPolicy)>,
+    watch: Option<(&Arc<Heartbeat>, &HeartbeatPolicy)>,
     call: impl Future<Output = wasmtime::Result<R>>,
 ) -> Result<R, Ended> {
     if let Some((heartbeat, policy)) = watch {
@@ -518,7 +533,10 @@ async fn guarded<R>(
             kill.kill(KillCause::Heartbeat);
             Err(Ended::Killed(KillCause::Heartbeat))
         }
-        result = host_waits.count(call) => result.map_err(Ended::Wasm),
+        result = catch_panic(host_waits.count(watch.map(|(h, _)| h), call)) => match result {
+            Ok(result) => result.map_err(Ended::Wasm),
+            Err(message) => Err(Ended::Panic(message)),
+        },
     };
     if let Some((heartbeat, _)) = watch {
         heartbeat.idle();
@@ -534,6 +552,10 @@ fn start_failed(e: SandboxError) -> ExitReason {
 fn classify(ended: Ended, data: &mut StoreData) -> ExitReason {
     let err = match ended {
         Ended::Killed(cause) => return ExitReason::Killed { cause },
+        Ended::Panic(message) => {
+            return host_function_failed(data, message.clone(), true)
+                .unwrap_or(ExitReason::HostPanic { message });
+        }
         Ended::Wasm(err) => err,
     };
     if let Some(Killed(cause)) = err.downcast_ref::<Killed>() {
@@ -545,6 +567,12 @@ fn classify(ended: Ended, data: &mut StoreData) -> ExitReason {
             message: limit.to_string(),
             panic: false,
         };
+    }
+    // Not a trap of the guest's own: an error an application's function returned.
+    if err.downcast_ref::<wasmtime::Trap>().is_none()
+        && let Some(reason) = host_function_failed(data, host_error_message(&err), false)
+    {
+        return reason;
     }
     let trap = match err.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::UnreachableCodeReached) => TrapKind::Unreachable,
@@ -574,6 +602,14 @@ fn classify(ended: Ended, data: &mut StoreData) -> ExitReason {
         }
         _ => ExitReason::Trap { trap, message: trap_message(&err), panic: false },
     }
+}
+
+/// A host function's error as its author wrote it, with its contexts, without the
+/// wasm backtrace wasmtime adds outermost.
+fn host_error_message(err: &wasmtime::Error) -> String {
+    let skip = usize::from(err.downcast_ref::<wasmtime::WasmBacktrace>().is_some());
+    let chain: Vec<String> = err.chain().skip(skip).map(ToString::to_string).collect();
+    chain.join(": ")
 }
 
 /// One line for an event: the trap and the guest function it happened in; the full
@@ -660,10 +696,10 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::Pending
         });
-        waits.count(spinning).await;
+        waits.count(None, spinning).await;
         assert_eq!(waits.total(), Duration::ZERO, "yielded time is the guest's");
         // A call suspended 20 ms in a host function.
-        waits.count(tokio::time::sleep(Duration::from_millis(20))).await;
+        waits.count(None, tokio::time::sleep(Duration::from_millis(20))).await;
         assert!(waits.total() >= Duration::from_millis(20), "{:?}", waits.total());
         waits.reset();
         assert_eq!(waits.total(), Duration::ZERO);

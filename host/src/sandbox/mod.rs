@@ -8,8 +8,11 @@
 //!     │     └── Sandbox            one Store + instance per incarnation: limits,
 //!     │                            CPU deadline per call, kill switch, WASI p2 with
 //!     │                            no grants unless given
-//!     └── glue                     the `runtime` and `state` imports, over a
-//!                                  Messenger and a StateStore
+//!     ├── glue                     the `runtime` and `state` imports, over a
+//!     │                            Messenger and a StateStore
+//!     └── interfaces               the application's own imports: registered on
+//!                                  the engine, granted per child, state per
+//!                                  incarnation
 //! ```
 //!
 //! Traps are classified into [`ExitReason`](crate::ExitReason) here and nowhere else.
@@ -23,9 +26,11 @@ mod error;
 mod glue;
 mod heartbeat;
 mod instance;
+mod interfaces;
 mod limits;
 mod output;
 mod plugin;
+mod registry;
 mod store;
 
 pub use crate::services::{BoxFuture, Envelope, MessageError, Messenger, NoMessaging, NoState};
@@ -35,5 +40,8 @@ pub use crate::spec::{
 pub use engine::{Engine, EngineConfig, SandboxError};
 pub use heartbeat::Heartbeat;
 pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig};
+pub use interfaces::{HostInterfaces, InterfaceError, MAX_INTERFACES};
 pub use output::OutputBudget;
 pub use plugin::{LoadError, Plugin};
+pub use registry::ChildIdentity;
+pub use store::StoreData;

@@ -5,6 +5,7 @@ use super::bindings;
 use super::engine::Engine;
 use super::heartbeat::Heartbeat;
 use super::output::Budget;
+use super::registry::{AppImport, app_imports};
 use super::store::{Links, StoreData};
 use crate::services::{NoMessaging, NoState};
 use crate::spec::ChildLimits;
@@ -90,6 +91,8 @@ pub(crate) struct PluginInner {
     pub(crate) engine: Engine,
     pub(crate) pre: bindings::PluginPre<StoreData>,
     pub(crate) hash: [u8; 32],
+    /// The application's interfaces it imports.
+    pub(crate) app_imports: Vec<AppImport>,
 }
 
 impl fmt::Debug for Plugin {
@@ -170,6 +173,9 @@ impl Plugin {
         }
         let component = wasmtime::component::Component::new(&engine.inner.engine, bytes)
             .map_err(|e| LoadError::Invalid { file: file.clone(), message: format!("{e:#}") })?;
+        let app_imports =
+            app_imports(&engine.inner.engine, &engine.inner.interfaces, &component)
+                .map_err(|message| LoadError::UnsupportedImport { file: file.clone(), message })?;
         let instance_pre = engine.inner.linker.instantiate_pre(&component).map_err(|e| {
             LoadError::UnsupportedImport { file: file.clone(), message: format!("{e:#}") }
         })?;
@@ -177,7 +183,8 @@ impl Plugin {
             .map_err(|e| LoadError::BadExports { file: file.clone(), message: format!("{e:#}") })?;
         check_exports(engine, &pre)
             .map_err(|message| LoadError::BadExports { file: file.clone(), message })?;
-        Ok(Self { inner: Arc::new(PluginInner { name: file, engine: engine.clone(), pre, hash }) })
+        let inner = PluginInner { name: file, engine: engine.clone(), pre, hash, app_imports };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The name the plugin was loaded under (its file path, usually).
@@ -210,6 +217,7 @@ fn check_exports(engine: &Engine, pre: &bindings::PluginPre<StoreData>) -> Resul
         heartbeat: Heartbeat::new(),
         host_waits: Arc::default(),
         output: Budget::new(0),
+        interfaces: Arc::clone(&engine.inner.interfaces),
     };
     let data = StoreData::new(WasiCtxBuilder::new().build(), &limits, "(validation)", links);
     let mut store = Store::new(&engine.inner.engine, data);

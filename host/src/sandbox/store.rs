@@ -4,6 +4,7 @@
 use super::heartbeat::Heartbeat;
 use super::limits::Limiter;
 use super::output::Budget;
+use super::registry::{AppStates, Registry};
 use crate::ExitReason;
 use crate::services::{Messenger, StateStore};
 use crate::spec::HeartbeatPolicy;
@@ -11,13 +12,15 @@ use crate::spec::{ChildLimits, Quota};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// The data of one incarnation's Store.
-pub(crate) struct StoreData {
+/// The data of one incarnation's Store: what its host functions run on. Opaque; an
+/// application names it only to add its own interfaces to the engine's
+/// `Linker<StoreData>` (see [`super::HostInterfaces`]).
+pub struct StoreData {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: Limiter,
@@ -38,6 +41,15 @@ pub(crate) struct StoreData {
     pub(crate) deadline: Option<Duration>,
     pub(crate) call_started: Instant,
     pub(crate) host_waits: Arc<HostWaits>,
+    /// The states of the application's interfaces this incarnation imports.
+    pub(crate) app: AppStates,
+    pub(crate) interfaces: Arc<Registry>,
+}
+
+impl std::fmt::Debug for StoreData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreData").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 /// How long the current export call has spent waiting on the host: suspended in a
@@ -53,6 +65,9 @@ pub(crate) struct HostWaits {
     nanos: AtomicU64,
     /// Set by the epoch callback as it yields; taken by the next pending poll.
     pub(crate) yielding: AtomicBool,
+    /// The application interface whose function the guest called last, plus one (0:
+    /// none since): set by that interface's getter, cleared by Warden's and WASI's.
+    interface: AtomicUsize,
 }
 
 impl HostWaits {
@@ -65,19 +80,46 @@ impl HostWaits {
         self.yielding.store(false, Ordering::Relaxed);
     }
 
-    /// Polls `call` to completion, counting the time it waited on the host.
-    pub(crate) async fn count<R>(&self, call: impl Future<Output = R>) -> R {
+    /// The guest is in a function of application interface `index`.
+    pub(crate) fn enter_interface(&self, index: usize) {
+        self.interface.store(index + 1, Ordering::Relaxed);
+    }
+
+    /// The guest called one of Warden's or WASI's functions.
+    pub(crate) fn leave_interface(&self) {
+        self.interface.store(0, Ordering::Relaxed);
+    }
+
+    /// The application interface whose function the guest called last, if it has
+    /// called none of Warden's or WASI's since.
+    pub(crate) fn interface(&self) -> Option<usize> {
+        self.interface.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Polls `call` to completion, counting the time it waited on the host. While it
+    /// waits in an application's function, `heartbeat` (if any) is not owed either,
+    /// as during a `call`.
+    pub(crate) async fn count<R>(
+        &self,
+        heartbeat: Option<&Arc<Heartbeat>>,
+        call: impl Future<Output = R>,
+    ) -> R {
         let mut call = pin!(call);
         let mut waiting_since = None;
+        let mut in_application = None;
         std::future::poll_fn(|cx| {
             if let Some(since) = waiting_since.take() {
                 let waited = Instant::now().duration_since(since);
                 let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
                 self.nanos.fetch_add(nanos, Ordering::Relaxed);
             }
+            in_application = None;
             let polled = call.as_mut().poll(cx);
             if polled.is_pending() && !self.yielding.swap(false, Ordering::Relaxed) {
                 waiting_since = Some(Instant::now());
+                if self.interface().is_some() {
+                    in_application = heartbeat.map(|h| h.wait_in_host());
+                }
             }
             polled
         })
@@ -92,11 +134,13 @@ pub(crate) struct Links {
     pub(crate) heartbeat: Arc<Heartbeat>,
     pub(crate) host_waits: Arc<HostWaits>,
     pub(crate) output: Arc<Budget>,
+    /// The application's interfaces, as the engine was given them.
+    pub(crate) interfaces: Arc<Registry>,
 }
 
 impl StoreData {
     pub(crate) fn new(wasi: WasiCtx, limits: &ChildLimits, path: &str, links: Links) -> Self {
-        let Links { messenger, state, heartbeat, host_waits, output } = links;
+        let Links { messenger, state, heartbeat, host_waits, output, interfaces } = links;
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -118,12 +162,16 @@ impl StoreData {
             deadline: None,
             call_started: Instant::now(),
             host_waits,
+            app: AppStates::new(interfaces.len()),
+            interfaces,
         }
     }
 }
 
 impl WasiView for StoreData {
+    /// Every WASI function reaches the Store through here.
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.host_waits.leave_interface();
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }

@@ -65,6 +65,19 @@ pub struct Grants {
     /// Which sockets the guest may use, and whether it may resolve names. Default
     /// none.
     pub network: Network,
+    /// The application's interfaces the guest may import: names
+    /// (`acme:shop/inventory`, any version unless one is given) or whole packages
+    /// (`acme:shop/*`). A plugin importing one it is not granted does not start.
+    /// Default none.
+    pub interfaces: Vec<String>,
+}
+
+impl Grants {
+    /// Whether the guest may import the application interface `import` (as the
+    /// component names it).
+    pub fn allows_interface(&self, import: &str) -> bool {
+        self.interfaces.iter().any(|grant| super::interfaces::grant_covers(grant, import))
+    }
 }
 
 /// One host directory granted to a child.

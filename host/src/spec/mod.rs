@@ -12,12 +12,16 @@
 //! ([`validate`]) is OTP's rules on the data.
 
 mod heartbeat;
+mod interfaces;
 mod limits;
 mod mailbox;
 mod network;
 mod tree;
 
 pub use heartbeat::{HeartbeatPolicy, PhiAccrual};
+pub use interfaces::{
+    check_interface_grant, check_interface_name, grant_covers, is_application_interface,
+};
 pub use limits::{ChildLimits, DirGrant, Grants, Quota};
 pub use mailbox::{BadTarget, CircuitConfig, MailboxConfig, Targets, TimerLimits};
 pub use network::{BadNetRule, NetRule, Network, Protocol, SocketUse, Transport};

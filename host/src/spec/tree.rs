@@ -351,6 +351,13 @@ pub(crate) fn check_child(child: &ChildSpec, auto_shutdown: AutoShutdown) -> Vec
     {
         problems.push(format!("backoff jitter must be between 0 and 1, not {jitter}"));
     }
+    if let ChildStart::Plugin(plugin) = &child.start {
+        for grant in &plugin.grants.interfaces {
+            if let Err(problem) = super::interfaces::check_interface_grant(grant) {
+                problems.push(format!("grants.interfaces: {problem}"));
+            }
+        }
+    }
     problems
 }
 

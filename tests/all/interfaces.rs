@@ -1,0 +1,281 @@
+//! The application's own interfaces, as an embedder gives them: bindings from
+//! `bindgen!`, implementations registered on the `HostBuilder` with a factory of
+//! per-incarnation state, granted per child; the `importer` fixture calls them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use warden::ExitReason;
+use warden::exit::HostFunctionFailure;
+use warden::runtime::{Host, HostError};
+use warden::sandbox::{ChildIdentity, EngineConfig, HeartbeatPolicy, MessageError};
+use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+use warden::testing::{TestTree, exited_with, started};
+use warden::wasmtime::component::HasSelf;
+use warden_tests::{ECHO, IMPORTER};
+
+warden::wasmtime::component::bindgen!({
+    path: "wit",
+    world: "test:app/importer",
+    wasmtime_crate: warden::wasmtime,
+    imports: {
+        "test:app/calc.fail": trappable,
+        "test:app/clock.sleep": async | trappable,
+    },
+});
+
+use test::app::{calc, clock, secret};
+
+/// One incarnation's state: who it is for, and how many calls it served.
+struct Calc {
+    child: ChildIdentity,
+    served: u32,
+    /// Every incarnation the factory made state for, across the test.
+    made: Arc<AtomicU32>,
+}
+
+impl calc::Host for Calc {
+    fn add(&mut self, a: u32, b: u32) -> u32 {
+        self.served += 1;
+        a.wrapping_add(b)
+    }
+
+    fn fail(&mut self, message: String) -> warden::wasmtime::Result<()> {
+        Err(warden::wasmtime::Error::msg(message))
+    }
+
+    fn boom(&mut self, message: String) {
+        panic!("{message}");
+    }
+
+    fn whoami(&mut self) -> String {
+        let config = String::from_utf8_lossy(&self.child.config);
+        format!("{}#{} {config}", self.child.path, self.child.incarnation)
+    }
+
+    fn served(&mut self) -> u32 {
+        self.served += 1;
+        self.made.load(Ordering::Relaxed) * 1000 + self.served
+    }
+}
+
+struct Clock;
+
+impl clock::Host for Clock {
+    async fn sleep(&mut self, ms: u32) -> warden::wasmtime::Result<()> {
+        if ms > 10_000 {
+            return Err(warden::wasmtime::Error::msg(format!("refusing to sleep {ms} ms")));
+        }
+        tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
+        Ok(())
+    }
+}
+
+struct Secret;
+
+impl secret::Host for Secret {
+    fn reveal(&mut self) -> String {
+        "s3cret".into()
+    }
+}
+
+/// A host that gives plugins `calc` and `clock`, and `secret` when `with_secret`.
+fn host(with_secret: bool) -> (Host, Arc<AtomicU32>) {
+    let made = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&made);
+    let mut builder = Host::builder()
+        .engine(EngineConfig { max_instances: 16, ..EngineConfig::default() })
+        .interface(
+            "test:app/calc@0.1.0",
+            |linker, get| calc::add_to_linker::<_, HasSelf<Calc>>(linker, get),
+            move |child: &ChildIdentity| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(Calc { child: child.clone(), served: 0, made: Arc::clone(&counter) })
+            },
+        )
+        .interface(
+            "test:app/clock@0.1.0",
+            |linker, get| clock::add_to_linker::<_, HasSelf<Clock>>(linker, get),
+            |_: &ChildIdentity| Ok(Clock),
+        );
+    if with_secret {
+        builder = builder.interface(
+            "test:app/secret@0.1.0",
+            |linker, get| secret::add_to_linker::<_, HasSelf<Secret>>(linker, get),
+            |_: &ChildIdentity| Ok(Secret),
+        );
+    }
+    (builder.build().expect("the host builds"), made)
+}
+
+fn importer(id: &str, grants: &[&str]) -> ChildSpec {
+    let mut start = PluginStart::new(IMPORTER);
+    start.grants.interfaces = grants.iter().map(|g| (*g).to_owned()).collect();
+    start.config = br#"{"shop":"north"}"#.to_vec();
+    ChildSpec::plugin(id, start)
+}
+
+async fn tree(host: Host, children: Vec<ChildSpec>) -> TestTree {
+    let mut spec = SupervisorSpec::new(Strategy::OneForOne, children);
+    spec.intensity = 100;
+    TestTree::start_in(host, spec).await.expect("the tree starts")
+}
+
+fn text(reply: Result<Vec<u8>, MessageError>) -> String {
+    String::from_utf8(reply.expect("a reply")).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn a_plugin_calls_the_applications_functions_on_state_made_for_its_incarnation() {
+    let (host, _) = host(true);
+    let echo = ChildSpec::plugin("echo", PluginStart::new(ECHO));
+    let tree = tree(host, vec![importer("shop", &["test:app/*"]), echo]).await;
+    assert_eq!(text(tree.call("root/shop", "add:2:40").await), "42");
+    assert_eq!(text(tree.call("root/shop", "whoami").await), r#"root/shop#1 {"shop":"north"}"#);
+    assert_eq!(text(tree.call("root/shop", "reveal").await), "s3cret");
+    // The async one suspends the guest's fiber, not the thread: on this test's one
+    // thread, another child answers while the first sleeps in the host.
+    {
+        let mut sleeping = std::pin::pin!(tree.call("root/shop", "sleep:2000"));
+        tokio::select! {
+            biased;
+            _ = &mut sleeping => panic!("the sleep ended before the other child could answer"),
+            echoed = tree.call("root/echo", "meanwhile") => assert_eq!(text(echoed), "meanwhile"),
+        }
+        assert_eq!(text(sleeping.await), "slept");
+    }
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_interface_the_child_is_not_granted_stops_it_at_start_naming_the_interface() {
+    let (host, _) = host(true);
+    let spec = SupervisorSpec::new(
+        Strategy::OneForOne,
+        vec![importer("shop", &["test:app/calc", "test:app/clock"])],
+    );
+    let refused = host.start(spec).await.expect_err("the child must not start");
+    let message = refused.to_string();
+    assert!(
+        message.contains(
+            "root/shop: its plugin imports `test:app/secret@0.1.0`, which its grants \
+                          do not name (grants.interfaces)"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_interface_the_host_does_not_provide_is_refused_when_the_plugin_loads() {
+    let (host, _) = host(false);
+    let spec = SupervisorSpec::new(Strategy::OneForOne, vec![importer("shop", &["test:app/*"])]);
+    let message = host.start(spec).await.expect_err("the plugin must not load").to_string();
+    assert!(
+        message.contains(
+            "imports something the host does not provide: the application interface \
+             `test:app/secret@0.1.0`, which this host does not provide (it provides \
+             test:app/calc@0.1.0, test:app/clock@0.1.0)"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_function_that_fails_ends_only_that_incarnation_which_is_restarted() {
+    let (host, made) = host(true);
+    let mut tree = tree(
+        host,
+        vec![importer("shop", &["test:app/*"]), ChildSpec::plugin("echo", PluginStart::new(ECHO))],
+    )
+    .await;
+    assert_eq!(text(tree.call("root/shop", "served").await), "1001");
+    let crashed = tree.call("root/shop", "fail:the database is down").await;
+    let Err(MessageError::CalleeCrashed(ExitReason::HostFunctionFailed(failure))) = crashed else {
+        panic!("expected a host function failure, got {crashed:?}");
+    };
+    let HostFunctionFailure { interface, function, message, panic } = *failure;
+    assert_eq!(
+        (interface.as_str(), message.as_str(), panic),
+        ("test:app/calc@0.1.0", "the database is down", false)
+    );
+    // `calc` has several functions: which one failed cannot be told.
+    assert_eq!(function, None);
+    tree.expect(started("root/shop", 2)).await;
+    // `clock` has one: it is named.
+    let crashed = tree.call("root/shop", "sleep:60000").await;
+    let expected = ExitReason::HostFunctionFailed(Box::new(HostFunctionFailure {
+        interface: "test:app/clock@0.1.0".into(),
+        function: Some("sleep".into()),
+        message: "refusing to sleep 60000 ms".into(),
+        panic: false,
+    }));
+    assert!(
+        matches!(&crashed, Err(MessageError::CalleeCrashed(r)) if *r == expected),
+        "{crashed:?}"
+    );
+    tree.expect(exited_with("root/shop", move |r| *r == expected)).await;
+    tree.expect(started("root/shop", 3)).await;
+    // A new incarnation, on state made anew; the host and the other child carried on.
+    assert_eq!(text(tree.call("root/shop", "served").await), "3001");
+    assert_eq!(made.load(Ordering::Relaxed), 3);
+    assert_eq!(text(tree.call("root/echo", "still here").await), "still here");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_host_function_that_panics_ends_only_that_incarnation_with_the_panic_message() {
+    let (host, _) = host(true);
+    let mut tree = tree(host, vec![importer("shop", &["test:app/*"])]).await;
+    let crashed = tree.call("root/shop", "boom:an index out of range").await;
+    let Err(MessageError::CalleeCrashed(ExitReason::HostFunctionFailed(failure))) = crashed else {
+        panic!("expected a host function failure, got {crashed:?}");
+    };
+    let HostFunctionFailure { interface, message, panic, .. } = *failure;
+    assert_eq!(
+        (interface.as_str(), message.as_str(), panic),
+        ("test:app/calc@0.1.0", "an index out of range", true)
+    );
+    tree.expect(started("root/shop", 2)).await;
+    assert_eq!(text(tree.call("root/shop", "add:1:1").await), "2");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn time_in_an_async_host_function_counts_against_neither_the_deadline_nor_heartbeats() {
+    let (host, _) = host(true);
+    let mut start = PluginStart::new(IMPORTER);
+    start.grants.interfaces = vec!["test:app/*".into()];
+    start.limits.call_deadline = Some(Duration::from_millis(100));
+    start.limits.heartbeat = Some(HeartbeatPolicy::Timeout(Duration::from_millis(100)));
+    let tree = tree(host, vec![ChildSpec::plugin("shop", start)]).await;
+    assert_eq!(text(tree.call("root/shop", "sleep:400").await), "slept");
+    // The same deadline still stops the guest's own spinning.
+    let spun = tree.call("root/shop", "spin").await;
+    assert!(
+        matches!(spun, Err(MessageError::CalleeCrashed(ExitReason::Killed { .. }))),
+        "{spun:?}"
+    );
+    tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn interfaces_are_refused_on_a_shared_engine_and_bad_names_at_build() {
+    let shared = Host::builder()
+        .shared_engine(warden_tests::engine().clone())
+        .interface(
+            "test:app/secret@0.1.0",
+            |linker, get| secret::add_to_linker::<_, HasSelf<Secret>>(linker, get),
+            |_: &ChildIdentity| Ok(Secret),
+        )
+        .build();
+    assert!(matches!(shared, Err(HostError::InterfacesOnSharedEngine)), "{shared:?}");
+    let bad = Host::builder()
+        .interface(
+            "secret",
+            |linker, get| secret::add_to_linker::<_, HasSelf<Secret>>(linker, get),
+            |_: &ChildIdentity| Ok(Secret),
+        )
+        .build()
+        .expect_err("a bad name");
+    assert!(bad.to_string().contains("\"secret\" is not a WIT interface name"), "{bad}");
+}
