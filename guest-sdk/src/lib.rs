@@ -250,21 +250,27 @@ macro_rules! export_plugin {
     };
 }
 
-/// Imports an application's own WIT interfaces beside Warden's: generates their
-/// bindings in the calling module, with the options of `wit_bindgen::generate!`
-/// (`path` is relative to the plugin crate's `Cargo.toml`).
+/// Generates bindings for an application's own WIT interfaces beside Warden's: the
+/// ones the plugin imports (functions the application gives it) and the ones it
+/// exports (for the application to call, typed). Takes the options of
+/// `wit_bindgen::generate!`; `path` is relative to the plugin crate's `Cargo.toml`.
 ///
 /// ```ignore
-/// // The application's WIT (`package acme:shop@0.1.0; world plugin { import inventory; }`)
-/// warden_guest::import_interfaces!(path: "../shop/wit", world: "acme:shop/plugin");
+/// // The application's WIT: package acme:shop@0.1.0;
+/// //   world plugin { import inventory; export report; }
+/// warden_guest::generate!(path: "../shop/wit", world: "acme:shop/plugin");
 ///
-/// let left = acme::shop::inventory::stock("apples");
+/// let left = acme::shop::inventory::stock("apples");          // an import
+///
+/// struct Report;
+/// impl exports::acme::shop::report::Guest for Report { /* ... */ }
+/// export!(Report);                                             // an export
 /// ```
 ///
-/// The host must provide each interface and the child's `grants.interfaces` name it,
-/// or the child does not start.
+/// The host must provide each imported interface and the child's `grants.interfaces`
+/// name it, or the child does not start.
 #[macro_export]
-macro_rules! import_interfaces {
+macro_rules! generate {
     ($($options:tt)*) => {
         $crate::__private::wit_bindgen::generate!({
             runtime_path: "::warden_guest::__private::wit_bindgen::rt",

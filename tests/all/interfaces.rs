@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use warden::ExitReason;
 use warden::exit::HostFunctionFailure;
-use warden::runtime::{Host, HostError};
+use warden::runtime::{ExportError, Host, HostError};
 use warden::sandbox::{ChildIdentity, EngineConfig, HeartbeatPolicy, MessageError};
 use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
 use warden::testing::{TestTree, exited_with, started};
@@ -22,8 +22,11 @@ warden::wasmtime::component::bindgen!({
         "test:app/calc.fail": trappable,
         "test:app/clock.sleep": async | trappable,
     },
+    // Warden's engine is async: exports are called with `call_async`.
+    exports: { default: async },
 });
 
+use exports::test::app::report;
 use test::app::{calc, clock, secret};
 
 /// One incarnation's state: who it is for, and how many calls it served.
@@ -278,4 +281,103 @@ async fn interfaces_are_refused_on_a_shared_engine_and_bad_names_at_build() {
         .build()
         .expect_err("a bad name");
     assert!(bad.to_string().contains("\"secret\" is not a WIT interface name"), "{bad}");
+}
+
+/// Calls `report` in the child at `path`, typed: `call` gets the loaded interface.
+async fn report<R: Send + 'static>(
+    host: &Host,
+    path: &str,
+    call: impl for<'a> FnOnce(
+        report::Guest,
+        &'a mut warden::wasmtime::Store<warden::sandbox::StoreData>,
+    ) -> warden::sandbox::BoxFuture<'a, warden::wasmtime::Result<R>>
+    + Send
+    + 'static,
+) -> Result<R, ExportError> {
+    host.call_export(
+        path,
+        Duration::from_secs(10),
+        |store, instance| {
+            report::GuestIndices::new(&instance.instance_pre(&*store))?.load(store, instance)
+        },
+        call,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_application_calls_a_plugins_export_typed_through_the_supervised_child() {
+    let (host, _) = host(true);
+    let echo = ChildSpec::plugin("echo", PluginStart::new(ECHO));
+    let mut tree = tree(host, vec![importer("shop", &["test:app/*"]), echo]).await;
+    let host = tree.host().clone();
+    let summary = |topic: &'static str| {
+        let host = host.clone();
+        async move {
+            report(&host, "root/shop", move |r, store| {
+                Box::pin(async move { r.call_summary(store, topic).await })
+            })
+            .await
+        }
+    };
+    // Typed both ways: a string in, a result<string, string> out, errors included.
+    assert_eq!(summary("apples").await, Ok(Ok("apples: 1001".to_owned())));
+    assert_eq!(summary("").await, Ok(Err("an empty topic".to_owned())));
+
+    // A crash in the export is the child's: `callee-crashed`, and it is restarted.
+    let crashed =
+        report(&host, "root/shop", |r, store| Box::pin(async move { r.call_crash(store).await }))
+            .await;
+    assert!(
+        matches!(
+            &crashed,
+            Err(ExportError::Message(MessageError::CalleeCrashed(ExitReason::Trap { panic: true, message, .. })))
+                if message.contains("a crash the application asked for")
+        ),
+        "{crashed:?}"
+    );
+    tree.expect(started("root/shop", 2)).await;
+    assert_eq!(summary("pears").await, Ok(Ok("pears: 2001".to_owned())));
+
+    // A plugin without the export is the caller's mistake: the child carries on.
+    let missing =
+        report(&host, "root/echo", |r, store| Box::pin(async move { r.call_spin(store).await }))
+            .await;
+    assert!(
+        matches!(&missing, Err(ExportError::Missing(m)) if m.contains("test:app/report@0.1.0")),
+        "{missing:?}"
+    );
+    assert_eq!(text(tree.call("root/echo", "still here").await), "still here");
+    let unknown = summary_at(&host, "root/nobody").await;
+    assert_eq!(
+        unknown,
+        Err(ExportError::Message(MessageError::UnknownTarget("root/nobody".into())))
+    );
+    tree.shutdown().await;
+}
+
+async fn summary_at(host: &Host, path: &str) -> Result<Result<String, String>, ExportError> {
+    report(host, path, |r, store| Box::pin(async move { r.call_summary(store, "x").await })).await
+}
+
+#[tokio::test]
+async fn a_typed_call_is_bounded_by_the_childs_deadline() {
+    let (host, _) = host(true);
+    let mut start = PluginStart::new(IMPORTER);
+    start.grants.interfaces = vec!["test:app/*".into()];
+    start.limits.call_deadline = Some(Duration::from_millis(50));
+    let mut tree = tree(host, vec![ChildSpec::plugin("shop", start)]).await;
+    let host = tree.host().clone();
+    let spun =
+        report(&host, "root/shop", |r, store| Box::pin(async move { r.call_spin(store).await }))
+            .await;
+    assert_eq!(
+        spun,
+        Err(ExportError::Message(MessageError::CalleeCrashed(ExitReason::Killed {
+            cause: warden::KillCause::Deadline
+        })))
+    );
+    tree.expect(started("root/shop", 2)).await;
+    assert_eq!(summary_at(&host, "root/shop").await, Ok(Ok("x: 2001".to_owned())));
+    tree.shutdown().await;
 }

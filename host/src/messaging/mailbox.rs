@@ -21,6 +21,11 @@ pub(crate) struct Letter {
     pub(crate) reply: Option<Reply>,
     /// How many incarnations crashed handling it.
     pub(crate) crashes: u32,
+    /// For a typed call into the child's exports: the call (a `sandbox::ExportCall`,
+    /// opaque here), taken out when it runs. Always a call, so always answered.
+    pub(crate) export: Option<Box<dyn std::any::Any + Send>>,
+    /// Whether it is a typed call (whose `export` may have been taken already).
+    pub(crate) typed: bool,
 }
 
 impl Letter {
@@ -62,15 +67,15 @@ impl Mailbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `letter`, or gives it back with why not: the mailbox is full, or was
-    /// closed (its child removed).
-    pub(crate) fn push(&self, letter: Letter) -> Result<(), (MessageError, Letter)> {
+    /// Appends `letter`, or says why not (and drops it: its sender hears the error
+    /// from this): the mailbox is full, or was closed (its child removed).
+    pub(crate) fn push(&self, letter: Letter) -> Result<(), MessageError> {
         let mut queue = self.queue();
         if queue.closed {
-            return Err((MessageError::UnknownTarget(self.path.to_string()), letter));
+            return Err(MessageError::UnknownTarget(self.path.to_string()));
         }
         if queue.letters.len() >= self.config.capacity {
-            return Err((MessageError::MailboxFull, letter));
+            return Err(MessageError::MailboxFull);
         }
         queue.letters.push_back(letter);
         drop(queue);

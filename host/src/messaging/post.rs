@@ -141,9 +141,13 @@ impl Post {
         &self,
         from: Option<&Mailbox>,
         target: &Mailbox,
-        payload: Vec<u8>,
+        payload: Content,
         reply: Option<super::mailbox::Reply>,
     ) -> Result<(), MessageError> {
+        let (payload, export) = match payload {
+            Content::Bytes(bytes) => (bytes, None),
+            Content::Export(export) => (Vec::new(), Some(export)),
+        };
         let envelope = Envelope {
             sender: from.map(|f| f.path.to_string()),
             payload,
@@ -151,9 +155,9 @@ impl Post {
         };
         // Counted pending before the worker can see it (it may finish it at once).
         self.counts.pending.fetch_add(1, Ordering::Relaxed);
-        target.push(Letter { envelope, reply, crashes: 0 }).map_err(|(e, _)| {
+        let typed = export.is_some();
+        target.push(Letter { envelope, reply, crashes: 0, export, typed }).inspect_err(|_| {
             self.counts.pending.fetch_sub(1, Ordering::Relaxed);
-            e
         })
     }
 
@@ -175,7 +179,7 @@ impl Post {
     ) -> Result<(), MessageError> {
         let offered = self
             .admissible(from, to, payload.len())
-            .and_then(|target| self.enqueue(from, &target, payload, None));
+            .and_then(|target| self.enqueue(from, &target, Content::Bytes(payload), None));
         self.count(offered)
     }
 
@@ -187,6 +191,27 @@ impl Post {
         from: Option<&Mailbox>,
         to: &str,
         payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MessageError> {
+        self.call_with(from, to, Content::Bytes(payload), timeout).await
+    }
+
+    /// A typed call from the embedding application into `to`'s exports, queued and
+    /// answered as a `call` is: an empty reply once it ran, the reasons a call fails.
+    pub(crate) async fn call_export(
+        &self,
+        to: &str,
+        export: Box<dyn std::any::Any + Send>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MessageError> {
+        self.call_with(None, to, Content::Export(export), timeout).await
+    }
+
+    async fn call_with(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+        payload: Content,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
         let now = tokio::time::Instant::now();
@@ -305,7 +330,7 @@ impl Post {
         let size = payload.len() as u64;
         let delivered = self
             .admissible(Some(from), &to, payload.len())
-            .and_then(|target| self.enqueue(Some(from), &target, payload, None));
+            .and_then(|target| self.enqueue(Some(from), &target, Content::Bytes(payload), None));
         self.counts.sent.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = delivered {
             // Never pending, so counted here rather than through `finish`.
@@ -458,6 +483,23 @@ impl<'a> SettleWaiter<'a> {
 impl Drop for SettleWaiter<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a letter carries: bytes for `handle`, or a typed call into the exports.
+enum Content {
+    Bytes(Vec<u8>),
+    Export(Box<dyn std::any::Any + Send>),
+}
+
+impl Content {
+    /// The size the target's message limit applies to: a typed call's arguments live
+    /// in the embedder's closure, not in the mailbox's bytes.
+    fn len(&self) -> usize {
+        match self {
+            Content::Bytes(bytes) => bytes.len(),
+            Content::Export(_) => 0,
+        }
     }
 }
 

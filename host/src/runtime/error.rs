@@ -1,7 +1,7 @@
 //! Why a request to the host failed.
 
 use crate::ExitReason;
-use crate::sandbox::{InterfaceError, SandboxError};
+use crate::sandbox::{InterfaceError, MessageError, SandboxError};
 use crate::state::OpenError;
 use crate::supervisor::AdminError;
 
@@ -43,4 +43,18 @@ pub enum HostError {
     /// The supervisor ended before answering.
     #[error("the supervisor is gone")]
     Gone,
+}
+
+/// Why a typed call into a child's exports ([`super::Host::call_export`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The call failed as a `call` fails: unknown target, mailbox full, timed out,
+    /// circuit open, or the callee crashed (with its exit reason).
+    #[error(transparent)]
+    Message(MessageError),
+    /// The child's plugin does not export what `load` looks for, or not with those
+    /// types; the child carries on.
+    #[error("the child does not export it: {0}")]
+    Missing(String),
 }

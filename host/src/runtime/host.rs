@@ -1,6 +1,6 @@
 //! The embedding API: a [`Host`] runs one supervision tree.
 
-use super::error::HostError;
+use super::error::{ExportError, HostError};
 use super::protocol::{AdminReply, AdminRequest, SupMsg};
 use super::shared::Shared;
 use super::supervisor;
@@ -8,7 +8,8 @@ use crate::ExitReason;
 use crate::events::{Event, EventBus, EventRecord};
 use crate::messaging::{CircuitState, MessageStats};
 use crate::sandbox::{
-    ChildIdentity, Engine, EngineConfig, HostInterfaces, InterfaceError, MessageError, StoreData,
+    BoxFuture, ChildIdentity, Engine, EngineConfig, ExportCall, HostInterfaces, InterfaceError,
+    MessageError, StoreData,
 };
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
@@ -271,6 +272,67 @@ impl Host {
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
         self.shared.post.call(None, path, payload, timeout).await
+    }
+
+    /// Calls an interface the child's plugin exports (an application's own, with
+    /// bindings from its `bindgen!`), typed both ways, through the supervised child:
+    /// queued in its mailbox like a [`Host::call`], with its timeout, circuit breaker
+    /// and `callee-crashed` answer, never by holding its instance. `load` finds the
+    /// export in the incarnation that handles the call (e.g. `GuestIndices::new` then
+    /// `load` of the exported interface); `call` calls it.
+    ///
+    /// ```ignore
+    /// use exports::acme::shop::report::GuestIndices;
+    /// let summary: String = host
+    ///     .call_export(
+    ///         "root/reporter",
+    ///         Duration::from_secs(1),
+    ///         |store, instance| GuestIndices::new(&instance.instance_pre(&*store))?.load(store, instance),
+    ///         |report, store| Box::pin(async move { report.call_summary(store).await }),
+    ///     )
+    ///     .await?;
+    /// ```
+    ///
+    /// # Errors
+    /// [`ExportError::Message`] for every reason a `call` fails (the incarnation
+    /// crashed, killed by its deadline, ...); [`ExportError::Missing`] when `load`
+    /// failed (the plugin does not export that interface with those types), which
+    /// leaves the child running.
+    ///
+    /// # Cancel safety
+    /// As [`Host::call`]: dropped before the child runs it, it is not run.
+    pub async fn call_export<G, R>(
+        &self,
+        path: &str,
+        timeout: Duration,
+        load: impl FnOnce(
+            &mut wasmtime::Store<StoreData>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<G>
+        + Send
+        + 'static,
+        call: impl for<'a> FnOnce(
+            G,
+            &'a mut wasmtime::Store<StoreData>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>
+        + Send
+        + 'static,
+    ) -> Result<R, ExportError>
+    where
+        G: Send + 'static,
+        R: Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let export = ExportCall::new(load, call, move |r| {
+            let _ = done.send(r);
+        });
+        match self.shared.post.call_export(path, Box::new(export), timeout).await {
+            Ok(_) => result
+                .await
+                .map_err(|_| ExportError::Message(MessageError::UnknownTarget(path.to_owned()))),
+            Err(MessageError::Application(message)) => Err(ExportError::Missing(message)),
+            Err(e) => Err(ExportError::Message(e)),
+        }
     }
 
     /// Sends to the child at `path` without waiting: the message is in its mailbox

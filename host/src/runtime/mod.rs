@@ -19,5 +19,5 @@ mod supervisor;
 mod worker;
 
 pub use crate::events::EventRecord;
-pub use error::HostError;
+pub use error::{ExportError, HostError};
 pub use host::{Host, HostBuilder, MailboxInfo};

@@ -21,7 +21,7 @@ use super::protocol::SupMsg;
 use super::shared::Shared;
 use crate::events::Event;
 use crate::messaging::{Letter, Mailbox};
-use crate::sandbox::{Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
+use crate::sandbox::{ExportCall, Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +155,19 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
             },
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
-        let outcome = active.handle_envelope(&held.letter().envelope).await;
+        let outcome = match held.letter_mut().export.take() {
+            Some(export) => match export.downcast::<ExportCall>() {
+                Ok(call) => active.call_export(*call).await,
+                Err(_) => unreachable!("only Host::call_export makes typed letters"),
+            },
+            // A typed call that already ran in an incarnation abandoned mid-way.
+            None if held.letter().typed => {
+                let lost = ExitReason::Killed { cause: KillCause::BrutalKill };
+                settle(held.take(), &lost, false, &mailbox, &shared);
+                continue;
+            }
+            None => active.handle_envelope(&held.letter().envelope).await,
+        };
         match outcome {
             Ok(handled) => {
                 if let Some(reason) = answered(handled, held.take(), &mailbox, &shared, incarnation)
@@ -292,6 +304,10 @@ struct Held<'a> {
 impl Held<'_> {
     fn letter(&self) -> &Letter {
         self.letter.as_ref().expect("held until taken")
+    }
+
+    fn letter_mut(&mut self) -> &mut Letter {
+        self.letter.as_mut().expect("held until taken")
     }
 
     fn take(&mut self) -> Letter {

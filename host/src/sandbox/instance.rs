@@ -6,6 +6,7 @@ use super::bindings;
 use super::bindings::warden::plugin::types::Envelope as WitEnvelope;
 use super::capacity::Slot;
 use super::engine::{Engine, SandboxError};
+use super::exports::{ExportCall, ExportFailed};
 use super::glue::to_wit_exit;
 use super::heartbeat::{Heartbeat, Verdict};
 use super::interfaces::host_function_failed;
@@ -135,6 +136,8 @@ struct Killed(KillCause);
 pub struct Sandbox {
     store: Store<StoreData>,
     guest: bindings::Plugin,
+    /// The component instance, for typed calls into the application's exports.
+    instance: wasmtime::component::Instance,
     plugin: Plugin,
     incarnation: u64,
     limits: ChildLimits,
@@ -213,10 +216,11 @@ impl Sandbox {
         data.app = app;
         let mut store = new_store(engine, data);
         prepare_call(&mut store, engine, &limits, limits.call_deadline)?;
-        let guest = instantiate(plugin, &mut store, &kill, &host_waits).await?;
+        let (instance, guest) = instantiate(plugin, &mut store, &kill, &host_waits).await?;
         let mut sandbox = Self {
             store,
             guest,
+            instance,
             plugin: plugin.clone(),
             incarnation,
             limits,
@@ -327,6 +331,40 @@ impl Sandbox {
         let abandoned = Abandoned(Some(dead));
         let watch = limits.heartbeat.as_ref().map(|policy| (&*heartbeat, policy));
         let call = guest.warden_plugin_guest().call_handle(&mut *store, msg);
+        let result = guarded(kill, host_waits, watch, call).await;
+        abandoned.disarm();
+        match result {
+            Ok(reply) => {
+                let exit = self.store.data_mut().exit_request.take();
+                self.dead.clone_from(&exit);
+                Ok(Handled { reply, exit })
+            }
+            Err(ended) => Err(self.end(ended)),
+        }
+    }
+
+    /// Runs a typed call into the guest's own exports, guarded like
+    /// [`Sandbox::handle`]. A `load` that fails is answered as an application error
+    /// (`reply` is `Err` with its message) and the sandbox carries on; a call that fails
+    /// ends the sandbox with its exit reason.
+    ///
+    /// # Errors
+    /// As [`Sandbox::handle`].
+    ///
+    /// # Cancel safety
+    /// As [`Sandbox::handle`].
+    pub async fn call_export(&mut self, call: ExportCall) -> Result<Handled, ExitReason> {
+        self.prepare(self.limits.call_deadline)?;
+        let Self { store, instance, kill, heartbeat, host_waits, limits, dead, .. } = self;
+        let abandoned = Abandoned(Some(dead));
+        let watch = limits.heartbeat.as_ref().map(|policy| (&*heartbeat, policy));
+        let call = async {
+            match call.run(store, instance).await {
+                Ok(()) => Ok(Ok(Vec::new())),
+                Err(ExportFailed::Load(message)) => Ok(Err(message)),
+                Err(ExportFailed::Call(e)) => Err(e),
+            }
+        };
         let result = guarded(kill, host_waits, watch, call).await;
         abandoned.disarm();
         match result {
@@ -468,11 +506,15 @@ async fn instantiate(
     store: &mut Store<StoreData>,
     kill: &KillSwitch,
     host_waits: &HostWaits,
-) -> Result<bindings::Plugin, ExitReason> {
-    let instantiated =
-        guarded(kill, host_waits, None, plugin.inner.pre.instantiate_async(&mut *store)).await;
+) -> Result<(wasmtime::component::Instance, bindings::Plugin), ExitReason> {
+    let instantiate = async {
+        let instance = plugin.inner.pre.instance_pre().instantiate_async(&mut *store).await?;
+        let guest = plugin.inner.indices.load(&mut *store, &instance)?;
+        Ok((instance, guest))
+    };
+    let instantiated = guarded(kill, host_waits, None, instantiate).await;
     match instantiated {
-        Ok(guest) => Ok(guest),
+        Ok(instantiated) => Ok(instantiated),
         Err(Ended::Wasm(e))
             if e.downcast_ref::<wasmtime::Trap>().is_none()
                 && e.downcast_ref::<LimitExceeded>().is_none()

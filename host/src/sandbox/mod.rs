@@ -23,6 +23,7 @@ pub(crate) mod bindings;
 mod capacity;
 mod engine;
 mod error;
+mod exports;
 mod glue;
 mod heartbeat;
 mod instance;
@@ -38,6 +39,7 @@ pub use crate::spec::{
     ChildLimits, DirGrant, Grants, HeartbeatPolicy, NetRule, Network, PhiAccrual, Shutdown,
 };
 pub use engine::{Engine, EngineConfig, SandboxError};
+pub use exports::{ExportCall, ExportFailed};
 pub use heartbeat::Heartbeat;
 pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig};
 pub use interfaces::{HostInterfaces, InterfaceError, MAX_INTERFACES};

@@ -90,6 +90,8 @@ pub(crate) struct PluginInner {
     pub(crate) name: String,
     pub(crate) engine: Engine,
     pub(crate) pre: bindings::PluginPre<StoreData>,
+    /// Where the world's exports are, found once.
+    pub(crate) indices: bindings::PluginIndices,
     pub(crate) hash: [u8; 32],
     /// The application's interfaces it imports.
     pub(crate) app_imports: Vec<AppImport>,
@@ -183,7 +185,10 @@ impl Plugin {
             .map_err(|e| LoadError::BadExports { file: file.clone(), message: format!("{e:#}") })?;
         check_exports(engine, &pre)
             .map_err(|message| LoadError::BadExports { file: file.clone(), message })?;
-        let inner = PluginInner { name: file, engine: engine.clone(), pre, hash, app_imports };
+        let indices = bindings::PluginIndices::new(pre.instance_pre())
+            .map_err(|e| LoadError::BadExports { file: file.clone(), message: format!("{e:#}") })?;
+        let inner =
+            PluginInner { name: file, engine: engine.clone(), pre, indices, hash, app_imports };
         Ok(Self { inner: Arc::new(inner) })
     }
 

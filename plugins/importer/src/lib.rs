@@ -1,11 +1,11 @@
 //! Imports the tests' application interfaces (`tests/wit/app.wit`) and calls them on
-//! command, for the host's embedding tests.
+//! command, and exports their `report` interface, for the host's embedding tests.
 //!
 //! Messages: `add:A:B` (replies the sum), `fail:TEXT`, `boom:TEXT`, `whoami`,
 //! `served`, `sleep:MS` (replies `slept`), `reveal`, `spin` (an endless loop).
 use warden_guest::{Context, Envelope, ExitReason, Plugin, export_plugin};
 
-warden_guest::import_interfaces!(path: "../../tests/wit", world: "test:app/importer");
+warden_guest::generate!(path: "../../tests/wit", world: "test:app/importer");
 
 use test::app::{calc, clock, secret};
 
@@ -52,3 +52,27 @@ impl Plugin for Importer {
 }
 
 export_plugin!(Importer);
+
+/// The `report` export, called typed by the application.
+struct Report;
+
+impl exports::test::app::report::Guest for Report {
+    fn summary(topic: String) -> Result<String, String> {
+        if topic.is_empty() {
+            return Err("an empty topic".into());
+        }
+        Ok(format!("{topic}: {}", calc::served()))
+    }
+
+    fn crash() {
+        panic!("a crash the application asked for");
+    }
+
+    fn spin() {
+        loop {
+            std::hint::black_box(());
+        }
+    }
+}
+
+export!(Report);
