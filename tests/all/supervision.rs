@@ -10,7 +10,7 @@ use warden::sandbox::{MessageError, Shutdown};
 use warden::supervisor::{
     AdminError, AutoShutdown, ChildSpec, ChildState, PluginStart, Restart, Strategy, SupervisorSpec,
 };
-use warden::testing::{Pattern, exited, gave_up, started};
+use warden::testing::{Pattern, TestTree, exited, gave_up, started};
 use warden::{ExitReason, KillCause};
 use warden_tests::CHAOS;
 
@@ -392,4 +392,39 @@ async fn a_child_waiting_to_be_restarted_shows_as_restarting_while_requests_are_
 fn host_handles_are_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<Host>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_knows_of_an_exit_before_the_caller_hears_its_answer() {
+    // Once: the worker answered `exit:normal`, then told its supervisor, so a
+    // `which_children` sent after the answer could still list the child as running.
+    let tree =
+        TestTree::start(tree(Strategy::OneForOne, 1000, vec![])).await.expect("the tree starts");
+    for i in 0..200 {
+        let id = format!("t{i}");
+        let mut spec = ChildSpec::plugin(&id, PluginStart::new(CHAOS));
+        spec.restart = Restart::Temporary;
+        tree.host().start_child("root", spec).await.expect("starts");
+        let path = format!("root/{id}");
+        assert!(tree.call(&path, "exit:normal").await.is_ok());
+        let children = tree.host().which_children("root").await.unwrap();
+        assert!(
+            children.iter().all(|c| c.name != id),
+            "{id} still listed after its exit: {children:?}"
+        );
+    }
+    // The same for a crash: after `callee-crashed`, never the crashed incarnation running.
+    let permanent = ChildSpec::plugin("p", PluginStart::new(CHAOS));
+    tree.host().start_child("root", permanent).await.expect("starts");
+    for crash in 1..=20 {
+        let crashed = tree.call("root/p", "trap").await;
+        assert!(matches!(crashed, Err(MessageError::CalleeCrashed(_))), "{crashed:?}");
+        let children = tree.host().which_children("root").await.unwrap();
+        let p = children.iter().find(|c| c.name == "p").expect("p is listed");
+        assert!(
+            p.incarnation > crash || p.state != ChildState::Running,
+            "incarnation {crash} still running after its crash: {p:?}"
+        );
+    }
+    tree.shutdown().await;
 }

@@ -2,9 +2,11 @@
 //! child's mailbox one at a time until it exits or is stopped.
 //!
 //! The worker announces its incarnation's end (`child_exited`) itself, the moment it
-//! happens, and only then settles the message it was handling: a caller hears
-//! `callee-crashed` right after the event that explains it, whatever its supervisor
-//! is busy with. The supervisor's own announcement of the same exit is then skipped.
+//! happens, and tells its supervisor before it answers the message it was handling:
+//! a caller hears `callee-crashed` right after the event that explains it, whatever
+//! its supervisor is busy with, and whatever it asks the supervisor next is answered
+//! knowing of the exit. The supervisor's own announcement of the same exit is then
+//! skipped.
 //!
 //! The message being handled when the incarnation crashed is not lost: a call is
 //! answered `callee-crashed`; a sent message is dead-lettered (`crashed`), or, when
@@ -67,45 +69,65 @@ enum Exit {
 }
 
 /// Runs the incarnation and announces its end; returns how it ended. An exit the
-/// supervisor did not ask for is also reported to it as [`SupMsg::ChildExited`]. A
+/// supervisor did not ask for is also reported to it as [`SupMsg::ChildExited`],
+/// before the message that ended it is answered: whoever hears that answer and then
+/// asks the supervisor about the child is answered after the supervisor knows. A
 /// panic in the host's code serving the child ends the incarnation with
 /// `host_panic`, reported like any other exit.
 pub(crate) async fn run(worker: Worker) -> ExitReason {
-    let (id, incarnation) = (worker.id.clone(), worker.incarnation);
-    let (shared, supervisor) = (Arc::clone(&worker.shared), worker.supervisor.clone());
+    let incarnation = worker.incarnation;
+    let report =
+        Report { supervisor: worker.supervisor.clone(), id: worker.id.clone(), incarnation };
+    let shared = Arc::clone(&worker.shared);
     let mailbox = Arc::clone(&worker.mailbox);
     // Where the letter being handled goes if the host panics handling it.
     let unwound = std::sync::Mutex::new(None);
-    let reason = match crate::task::catch_panic(serve(worker, &unwound)).await {
-        Ok(Exit::Stopped(reason)) => return reason,
-        Ok(Exit::Ended(reason)) => reason,
+    match crate::task::catch_panic(serve(worker, &report, &unwound)).await {
+        Ok(Exit::Stopped(reason) | Exit::Ended(reason)) => reason,
         Err(message) => {
             let reason = ExitReason::HostPanic { message };
             tracing::error!(child = &*mailbox.path, "{reason}");
             announce(&shared, &mailbox.path, incarnation, &reason);
+            report.exited(&reason);
             // The message may well be what made the host panic: settled as a crash.
             if let Some(letter) = unwound.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 settle(letter, &reason, true, &mailbox, &shared);
             }
             reason
         }
-    };
-    let _ = supervisor.send(SupMsg::ChildExited {
-        id,
-        incarnation,
-        reason: reason.clone(),
-        announced: true,
-    });
-    reason
+    }
 }
 
-async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Exit {
+/// Tells the supervisor that the incarnation ended on its own.
+struct Report {
+    supervisor: mpsc::UnboundedSender<SupMsg>,
+    id: String,
+    incarnation: u64,
+}
+
+impl Report {
+    fn exited(&self, reason: &ExitReason) {
+        let _ = self.supervisor.send(SupMsg::ChildExited {
+            id: self.id.clone(),
+            incarnation: self.incarnation,
+            reason: reason.clone(),
+            announced: true,
+        });
+    }
+}
+
+async fn serve(
+    worker: Worker,
+    report: &Report,
+    unwound: &std::sync::Mutex<Option<Letter>>,
+) -> Exit {
     let Worker {
         incarnation, mut sandbox, mailbox, shared, mut started, mut stop, hibernate, ..
     } = worker;
     let post = &shared.post;
     let path = &mailbox.path;
     let mut announced_start = false;
+    let ends = Ends { mailbox: &mailbox, shared: &shared, report };
     loop {
         let idle_after = match (&hibernate, &sandbox) {
             (Some(h), Some(_)) => Some(h.after),
@@ -148,8 +170,7 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
                 Ok(started) => sandbox.insert(started),
                 Err(reason) => {
                     // The activation failed, not the message.
-                    announce(&shared, path, incarnation, &reason);
-                    settle(held.take(), &reason, false, &mailbox, &shared);
+                    ends.ended_handling(held.take(), &reason, false);
                     return Exit::Ended(reason);
                 }
             },
@@ -170,8 +191,7 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
         };
         match outcome {
             Ok(handled) => {
-                if let Some(reason) = answered(handled, held.take(), &mailbox, &shared, incarnation)
-                {
+                if let Some(reason) = answered(handled, held.take(), &ends) {
                     return Exit::Ended(reason);
                 }
                 if hibernate.as_ref().is_some_and(|h| h.after.is_zero()) {
@@ -180,7 +200,7 @@ async fn serve(worker: Worker, unwound: &std::sync::Mutex<Option<Letter>>) -> Ex
             }
             Err(reason) => {
                 let silent = active.heartbeat().missed();
-                return crashed(reason, silent, held.take(), &mailbox, &shared, incarnation);
+                return crashed(reason, silent, held.take(), &ends);
             }
         }
     }
@@ -206,32 +226,22 @@ async fn stopped(
 }
 
 /// A handled letter: answered, and the exit the guest asked for with it, announced
-/// before the answer.
-fn answered(
-    handled: Handled,
-    mut letter: Letter,
-    mailbox: &Mailbox,
-    shared: &Shared,
-    incarnation: u64,
-) -> Option<ExitReason> {
+/// and reported before the answer.
+fn answered(handled: Handled, mut letter: Letter, ends: &Ends<'_>) -> Option<ExitReason> {
     if let Some(reason) = &handled.exit {
-        announce(shared, &mailbox.path, incarnation, reason);
+        ends.ended(reason);
     }
+    let shared = ends.shared;
     shared.post.handled();
-    shared.post.answer(mailbox, &mut letter, handled.reply.map_err(MessageError::Application));
+    shared.post.answer(ends.mailbox, &mut letter, handled.reply.map_err(MessageError::Application));
     handled.exit
 }
 
 /// The incarnation crashed (or was killed) handling `letter`: its end announced (a
-/// missed heartbeat first), then the letter settled.
-fn crashed(
-    reason: ExitReason,
-    silent: Option<Duration>,
-    letter: Letter,
-    mailbox: &Mailbox,
-    shared: &Shared,
-    incarnation: u64,
-) -> Exit {
+/// missed heartbeat first), the letter settled and, unless its supervisor stopped it,
+/// the supervisor told.
+fn crashed(reason: ExitReason, silent: Option<Duration>, letter: Letter, ends: &Ends<'_>) -> Exit {
+    let (shared, mailbox, incarnation) = (ends.shared, ends.mailbox, ends.report.incarnation);
     if let ExitReason::Killed { cause: KillCause::Heartbeat } = reason {
         shared.emit(Event::HeartbeatMissed {
             path: mailbox.path.to_string(),
@@ -239,11 +249,46 @@ fn crashed(
             since_ms: u64::try_from(silent.unwrap_or_default().as_millis()).unwrap_or(u64::MAX),
         });
     }
-    announce(shared, &mailbox.path, incarnation, &reason);
     // Stopped by its supervisor mid-message: not the message's fault.
-    let blamed = !stopped_by_supervisor(&reason);
-    settle(letter, &reason, blamed, mailbox, shared);
-    if blamed { Exit::Ended(reason) } else { Exit::Stopped(reason) }
+    if stopped_by_supervisor(&reason) {
+        announce(shared, &mailbox.path, incarnation, &reason);
+        settle(letter, &reason, false, mailbox, shared);
+        return Exit::Stopped(reason);
+    }
+    ends.ended_handling(letter, &reason, true);
+    Exit::Ended(reason)
+}
+
+/// Where an incarnation that ends on its own says so: the event stream, then its
+/// supervisor.
+struct Ends<'a> {
+    mailbox: &'a Mailbox,
+    shared: &'a Shared,
+    report: &'a Report,
+}
+
+impl Ends<'_> {
+    fn ended(&self, reason: &ExitReason) {
+        announce(self.shared, &self.mailbox.path, self.report.incarnation, reason);
+        self.report.exited(reason);
+    }
+
+    /// The incarnation ended on its own while handling `letter` (`blamed` when the
+    /// letter is at fault): announced, then the letter settled and the supervisor told
+    /// in the order that keeps both promises. A sent message goes back to the mailbox
+    /// before the supervisor can start the next incarnation; a caller hears its answer
+    /// only once the supervisor knows.
+    fn ended_handling(&self, letter: Letter, reason: &ExitReason, blamed: bool) {
+        let (shared, mailbox) = (self.shared, self.mailbox);
+        announce(shared, &mailbox.path, self.report.incarnation, reason);
+        if letter.reply.is_some() {
+            self.report.exited(reason);
+            settle(letter, reason, blamed, mailbox, shared);
+        } else {
+            settle(letter, reason, blamed, mailbox, shared);
+            self.report.exited(reason);
+        }
+    }
 }
 
 fn announce(shared: &Shared, path: &str, incarnation: u64, reason: &ExitReason) {
