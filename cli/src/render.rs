@@ -45,10 +45,10 @@ fn describe(child: &ChildSpec) -> String {
     let mut parts = Vec::new();
     match &child.start {
         ChildStart::Plugin(p) => {
-            let file = p.plugin.file_name().map_or_else(
-                || p.plugin.display().to_string(),
-                |f| f.to_string_lossy().into_owned(),
-            );
+            let file = match p.plugin.file().and_then(|f| f.file_name()) {
+                Some(name) => name.to_string_lossy().into_owned(),
+                None => p.plugin.name(),
+            };
             parts.push(format!("worker {file}"));
         }
         ChildStart::Supervisor(sub) => parts.push(supervisor_flags(sub)),

@@ -95,3 +95,52 @@ async fn the_same_bytes_compile_once() {
     assert_eq!(a.hash(), b.hash());
     assert_eq!(b.name(), a.name(), "the cached plugin is returned");
 }
+
+mod sources {
+    //! A child's component from a file, from bytes, or from a plugin loaded once.
+
+    use warden::runtime::Host;
+    use warden::supervisor::{ChildSpec, PluginSource, PluginStart, Strategy, SupervisorSpec};
+    use warden::testing::TestTree;
+    use warden_tests::{ECHO, engine};
+
+    fn tree(children: Vec<ChildSpec>) -> SupervisorSpec {
+        SupervisorSpec::new(Strategy::OneForOne, children)
+    }
+
+    #[tokio::test]
+    async fn children_start_from_bytes_and_from_one_plugin_loaded_once() {
+        let host = Host::builder().shared_engine(engine().clone()).build().unwrap();
+        let echo = host.load(ECHO).expect("loads");
+        let bytes = std::fs::read(ECHO).unwrap();
+        let mut children: Vec<ChildSpec> = (0..3)
+            .map(|i| ChildSpec::plugin(format!("loaded{i}"), PluginStart::new(echo.clone())))
+            .collect();
+        let from_bytes = PluginStart::new(PluginSource::bytes("echo (bytes)", bytes));
+        children.push(ChildSpec::plugin("bytes", from_bytes));
+        let tree = TestTree::start_in(host, tree(children)).await.expect("starts");
+        for child in ["root/loaded0", "root/loaded1", "root/loaded2", "root/bytes"] {
+            assert_eq!(tree.call(child, "hi").await.as_deref(), Ok(&b"hi"[..]), "{child}");
+        }
+        tree.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_and_a_plugin_of_another_engine_fail_the_start_naming_them() {
+        let host = Host::builder().shared_engine(engine().clone()).build().unwrap();
+        let bad = PluginStart::new(PluginSource::bytes("uploaded.wasm", &b"not wasm"[..]));
+        let refused = host.start(tree(vec![ChildSpec::plugin("a", bad)])).await.unwrap_err();
+        assert!(refused.to_string().contains("uploaded.wasm: not a WebAssembly file"), "{refused}");
+
+        let other = warden::sandbox::Engine::with_config(warden::sandbox::EngineConfig {
+            max_instances: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let foreign = other.load_file(ECHO).unwrap();
+        let host = Host::builder().shared_engine(engine().clone()).build().unwrap();
+        let spec = tree(vec![ChildSpec::plugin("a", PluginStart::new(foreign))]);
+        let refused = host.start(spec).await.unwrap_err().to_string();
+        assert!(refused.contains("was loaded by another engine than this host's"), "{refused}");
+    }
+}

@@ -149,7 +149,7 @@ impl<'a> Builder<'a> {
             .as_deref()
             .and_then(|h| self.duration(here, "hibernate_after", h));
         PluginStart {
-            plugin: file,
+            plugin: file.into(),
             config: entry
                 .config
                 .as_ref()

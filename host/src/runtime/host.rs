@@ -9,7 +9,7 @@ use crate::events::{Event, EventBus, EventRecord};
 use crate::messaging::{CircuitState, MessageStats};
 use crate::sandbox::{
     BoxFuture, ChildIdentity, Engine, EngineConfig, ExportCall, HostInterfaces, InterfaceError,
-    MessageError, StoreData,
+    LoadError, MessageError, Plugin, StoreData,
 };
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
@@ -194,6 +194,24 @@ impl Host {
         &self.shared.engine
     }
 
+    /// Loads the component at `path` in this host's engine: read, compiled (or found
+    /// in the compile cache) and checked once; start as many children from it as
+    /// wanted (`PluginStart::new(plugin.clone())`). Blocks while it compiles.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and what is wrong with it.
+    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<Plugin, LoadError> {
+        self.shared.engine.load_file(path)
+    }
+
+    /// As [`Host::load`], from the component's bytes; `name` names it in errors.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming `name` and what is wrong.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        self.shared.engine.load(name, bytes)
+    }
+
     /// Events from now on. A receiver that falls more than 65,536 events behind
     /// loses the oldest: its next `recv` says how many (`Lagged`), and the numbers
     /// ([`EventRecord::seq`]) of the events it then gets show the gap.
@@ -279,7 +297,8 @@ impl Host {
     /// queued in its mailbox like a [`Host::call`], with its timeout, circuit breaker
     /// and `callee-crashed` answer, never by holding its instance. `load` finds the
     /// export in the incarnation that handles the call (e.g. `GuestIndices::new` then
-    /// `load` of the exported interface); `call` calls it.
+    /// `load` of the exported interface), once per incarnation and type `G`: later
+    /// calls reuse it; `call` calls it.
     ///
     /// ```ignore
     /// use exports::acme::shop::report::GuestIndices;
@@ -319,7 +338,7 @@ impl Host {
         + 'static,
     ) -> Result<R, ExportError>
     where
-        G: Send + 'static,
+        G: Clone + Send + 'static,
         R: Send + 'static,
     {
         let (done, result) = oneshot::channel();

@@ -6,6 +6,7 @@ use crate::ExitReason;
 use crate::events::{Event, EventBus};
 use crate::messaging::Post;
 use crate::sandbox::{Engine, LoadError, Plugin};
+use crate::spec::PluginSource;
 use crate::state::StateStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,29 +68,45 @@ impl Shared {
         self.events.emit(event);
     }
 
-    /// The plugin at `file`, loaded (read, hashed, compiled) the first time only, on
-    /// a blocking thread: compiling takes tens of milliseconds a plugin. A file changed
-    /// on disk is picked up by a new host, not by restarts.
-    pub(crate) async fn plugin(&self, file: &std::path::Path) -> Result<Plugin, LoadError> {
-        if let Some(plugin) = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file) {
-            return Ok(plugin.clone());
-        }
-        let (engine, path) = (self.engine.clone(), file.to_owned());
-        let plugin = match tokio::task::spawn_blocking(move || engine.load_file(path)).await {
+    /// The plugin `source` names. A file is loaded (read, hashed, compiled) the first
+    /// time only, and bytes are compiled the first time the engine sees them, on a
+    /// blocking thread: compiling takes tens of milliseconds a plugin. A file changed
+    /// on disk is picked up by a new host, not by restarts. A loaded plugin is used as
+    /// it is.
+    pub(crate) async fn plugin(&self, source: &PluginSource) -> Result<Plugin, LoadError> {
+        type Load = Box<dyn FnOnce() -> Result<Plugin, LoadError> + Send>;
+        let engine = self.engine.clone();
+        let load: Load = match source {
+            PluginSource::Loaded(loaded) => return Plugin::from_loaded(loaded, &self.engine),
+            PluginSource::File(file) => {
+                let plugins = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(plugin) = plugins.get(file) {
+                    return Ok(plugin.clone());
+                }
+                let file = file.clone();
+                Box::new(move || engine.load_file(file))
+            }
+            PluginSource::Bytes { name, bytes } => {
+                let (name, bytes) = (name.clone(), Arc::clone(bytes));
+                Box::new(move || engine.load(&name, &bytes))
+            }
+        };
+        let plugin = match tokio::task::spawn_blocking(load).await {
             Ok(loaded) => loaded?,
             Err(e) => match e.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
                 Err(_) => {
-                    let file = file.display().to_string();
                     let message = "the runtime is shutting down".to_owned();
-                    return Err(LoadError::Read { file, message });
+                    return Err(LoadError::Read { file: source.name(), message });
                 }
             },
         };
-        self.plugins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(file.to_owned(), plugin.clone());
+        if let PluginSource::File(file) = source {
+            self.plugins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(file.clone(), plugin.clone());
+        }
         Ok(plugin)
     }
 

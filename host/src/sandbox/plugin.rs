@@ -8,7 +8,7 @@ use super::output::Budget;
 use super::registry::{AppImport, app_imports};
 use super::store::{Links, StoreData};
 use crate::services::{NoMessaging, NoState};
-use crate::spec::ChildLimits;
+use crate::spec::{ChildLimits, LoadedPlugin, PluginSource};
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -68,6 +68,15 @@ pub enum LoadError {
         file: String,
         /// Which import, and why it does not match.
         message: String,
+    },
+    /// A plugin another engine loaded (each host has its own engine unless it shares
+    /// one): a plugin runs only in the engine that compiled it.
+    #[error(
+        "{file}: was loaded by another engine than this host's: load it with this host's (Host::load)"
+    )]
+    OtherEngine {
+        /// The plugin's name.
+        file: String,
     },
     /// The component does not export the `warden:plugin/guest` interface as the host
     /// expects.
@@ -205,6 +214,28 @@ impl Plugin {
     /// The engine the plugin was compiled for.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The plugin a spec holds, if `engine` loaded it.
+    ///
+    /// # Errors
+    /// [`LoadError::OtherEngine`]: another engine loaded it (a plugin runs only in the
+    /// engine that compiled it).
+    pub(crate) fn from_loaded(loaded: &LoadedPlugin, engine: &Engine) -> Result<Self, LoadError> {
+        let other = || LoadError::OtherEngine { file: loaded.name().to_owned() };
+        let inner = Arc::clone(loaded.get()).downcast::<PluginInner>().map_err(|_| other())?;
+        if !Arc::ptr_eq(&inner.engine.inner, &engine.inner) {
+            return Err(other());
+        }
+        Ok(Self { inner })
+    }
+}
+
+/// A plugin as a spec's source: start as many children from it as wanted.
+impl From<Plugin> for PluginSource {
+    fn from(plugin: Plugin) -> Self {
+        let name = plugin.inner.name.clone();
+        PluginSource::Loaded(LoadedPlugin::new(name, plugin.inner))
     }
 }
 

@@ -16,6 +16,7 @@ mod interfaces;
 mod limits;
 mod mailbox;
 mod network;
+mod source;
 mod tree;
 
 pub use heartbeat::{HeartbeatPolicy, PhiAccrual};
@@ -25,6 +26,7 @@ pub use interfaces::{
 pub use limits::{ChildLimits, DirGrant, Grants, Quota};
 pub use mailbox::{BadTarget, CircuitConfig, MailboxConfig, Targets, TimerLimits};
 pub use network::{BadNetRule, NetRule, Network, Protocol, SocketUse, Transport};
+pub use source::{LoadedPlugin, PluginSource};
 pub(crate) use tree::check_child;
 pub use tree::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, SpecError,

@@ -3,6 +3,7 @@
 
 use super::limits::{ChildLimits, Grants};
 use super::mailbox::MailboxConfig;
+use super::source::PluginSource;
 use crate::TrapKind;
 use std::fmt;
 use std::time::Duration;
@@ -140,8 +141,8 @@ pub enum ChildStart {
 /// How to start a plugin child.
 #[derive(Clone, Debug)]
 pub struct PluginStart {
-    /// The component file.
-    pub plugin: std::path::PathBuf,
+    /// The component: a file, bytes, or a plugin already loaded.
+    pub plugin: PluginSource,
     /// Bytes given to `init` (JSON from a manifest).
     pub config: Vec<u8>,
     /// Resource limits.
@@ -163,9 +164,9 @@ pub struct PluginStart {
 }
 
 impl PluginStart {
-    /// The component at `plugin`, with an empty config and the default limits,
-    /// grants and mailbox.
-    pub fn new(plugin: impl Into<std::path::PathBuf>) -> Self {
+    /// The component `plugin` (a path, [`PluginSource::bytes`], or a loaded plugin),
+    /// with an empty config and the default limits, grants and mailbox.
+    pub fn new(plugin: impl Into<PluginSource>) -> Self {
         Self {
             plugin: plugin.into(),
             config: Vec::new(),
