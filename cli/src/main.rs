@@ -2,6 +2,7 @@
 //! plugins, show a manifest's `tree`, print the manifest's JSON `schema`, inspect and
 //! edit children's durable `state`.
 
+mod cache;
 mod control;
 mod logs;
 mod printer;
@@ -14,7 +15,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use warden::runtime::Host;
-use warden::sandbox::Engine;
+use warden::sandbox::{Engine, Plugin};
+use warden::supervisor::{ChildStart, PluginStart, SupervisorSpec};
 
 /// A WebAssembly plugin host with supervised sandboxes.
 #[derive(Debug, Parser)]
@@ -47,6 +49,8 @@ enum Command {
         /// of this process.
         #[arg(long)]
         in_memory: bool,
+        #[command(flatten)]
+        cache: cache::CacheArgs,
     },
     /// Inspects and edits children's durable state while no host uses it.
     State(state_cli::Args),
@@ -63,6 +67,8 @@ enum Command {
         /// Manifests (.toml) or plugin components (.wasm).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        cache: cache::CacheArgs,
     },
 }
 
@@ -89,7 +95,7 @@ fn main() -> Result<ExitCode> {
 
 fn command(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Check { files } => check(&files),
+        Command::Check { files, cache } => check(&files, cache.dir()),
         Command::Tree { manifest } => match warden::manifest::load(&manifest) {
             Ok(spec) => {
                 print!("{}", render::tree(&spec));
@@ -105,7 +111,7 @@ fn command(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State(args) => state_cli::main(args),
-        Command::Run { manifest, events, data_dir, in_memory } => {
+        Command::Run { manifest, events, data_dir, in_memory, cache } => {
             let terminal = std::io::stdout().is_terminal();
             let format =
                 events.unwrap_or(if terminal { EventFormat::Pretty } else { EventFormat::Jsonl });
@@ -119,7 +125,7 @@ fn command(command: Command) -> Result<ExitCode> {
                 EventFormat::Jsonl => printer::Format::Jsonl,
                 EventFormat::Pretty => printer::Format::Pretty(render::Style::new(terminal)),
             };
-            let code = runtime.block_on(run(&manifest, format, store));
+            let code = runtime.block_on(run(&manifest, format, store, cache.dir()));
             // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
             // runtime would wait for it until stdin closes.
             runtime.shutdown_background();
@@ -136,22 +142,29 @@ enum Store {
     Default,
 }
 
-async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<ExitCode> {
-    let (spec, settings) = match warden::manifest::load_with_settings(manifest) {
+async fn run(
+    manifest: &Path,
+    format: printer::Format,
+    store: Store,
+    cache_dir: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let (mut spec, settings) = match warden::manifest::load_with_settings(manifest) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let host = match open_host(manifest, &spec, settings, store) {
+    let mut engine = engine_for(&spec);
+    engine.cache_dir = cache_dir;
+    let host = match open_host(manifest, engine, settings, store) {
         Ok(host) => host,
         Err(e) => {
             eprintln!("warden: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    let problems = compile_with_progress(&host, &spec);
+    let problems = compile_with_progress(&host, &mut spec);
     if !problems.is_empty() {
         for problem in problems {
             eprintln!("{}: {problem}", manifest.display());
@@ -163,6 +176,7 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
     let runtime = tokio::runtime::Handle::current();
     let clock = host.clock_us();
     let printer = printer::Printer::start(runtime, events, since, clock, replies_rx, format)?;
+    let signals = Signals::listen();
     let code = match host.start(spec).await {
         Err(e) => {
             drop(replies); // no command will be answered: the printer may end
@@ -171,7 +185,7 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
         }
         Ok(()) => {
             let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-            serve(&host, base, replies).await
+            serve(&host, base, replies, signals).await
         }
     };
     drop(host);
@@ -184,11 +198,11 @@ async fn run(manifest: &Path, format: printer::Format, store: Store) -> Result<E
 /// The host for `run`: its engine sized for the tree, its state where `store` says.
 fn open_host(
     manifest: &Path,
-    spec: &warden::supervisor::SupervisorSpec,
+    engine: warden::sandbox::EngineConfig,
     settings: warden::manifest::Settings,
     store: Store,
 ) -> Result<Host, warden::runtime::HostError> {
-    let builder = Host::builder().engine(engine_for(spec));
+    let builder = Host::builder().engine(engine);
     match store {
         Store::Memory => builder.build(),
         Store::Dir(dir) => builder.data_dir(dir).build(),
@@ -220,6 +234,7 @@ async fn serve(
     host: &Host,
     base: PathBuf,
     replies: tokio::sync::mpsc::UnboundedSender<control::Reply>,
+    mut signals: Signals,
 ) -> ExitCode {
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
     let (stop_reading, stop) = tokio::sync::oneshot::channel();
@@ -235,7 +250,7 @@ async fn serve(
             host.shutdown().await;
             (ExitCode::SUCCESS, Some(id))
         }
-        _ = signal() => {
+        () = signals.recv() => {
             host.shutdown().await;
             (ExitCode::SUCCESS, None)
         }
@@ -258,65 +273,88 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The engine a tree needs: fuel only when a child has a fuel limit (fuel costs every
 /// guest a little), and a pool whose memories are as large as the largest limit.
-fn engine_for(spec: &warden::supervisor::SupervisorSpec) -> warden::sandbox::EngineConfig {
-    let mut engine = warden::sandbox::EngineConfig::default();
-    for (_, start) in plugins(spec) {
-        engine.fuel |= start.limits.fuel_per_call.is_some();
-        engine.max_memory_bytes = engine.max_memory_bytes.max(start.limits.max_memory_bytes);
+fn engine_for(spec: &SupervisorSpec) -> warden::sandbox::EngineConfig {
+    fn walk(spec: &SupervisorSpec, engine: &mut warden::sandbox::EngineConfig) {
+        for child in &spec.children {
+            match &child.start {
+                ChildStart::Plugin(start) => {
+                    engine.fuel |= start.limits.fuel_per_call.is_some();
+                    let memory = start.limits.max_memory_bytes;
+                    engine.max_memory_bytes = engine.max_memory_bytes.max(memory);
+                }
+                ChildStart::Supervisor(sub) => walk(sub, engine),
+            }
+        }
     }
+    let mut engine = warden::sandbox::EngineConfig::default();
+    walk(spec, &mut engine);
     engine
 }
 
 /// Compiles every plugin the tree names before it starts, with a progress bar when
-/// stderr is a terminal (a first start compiles; later ones hit the cache). Returns
-/// every plugin that cannot be loaded, with the child that names it.
-fn compile_with_progress(host: &Host, spec: &warden::supervisor::SupervisorSpec) -> Vec<String> {
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
-    for (place, start) in plugins(spec) {
-        files.push((place, start.plugin.clone()));
-    }
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(files.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} compiling {pos}/{len} {wide_msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+/// stderr is a terminal (a first start compiles; later ones find the compiled code in
+/// the compile cache), and makes each child start from its loaded plugin, so nothing
+/// is compiled twice. Returns every plugin that cannot be loaded, with the child
+/// that names it.
+fn compile_with_progress(host: &Host, spec: &mut SupervisorSpec) -> Vec<String> {
+    let mut children = plugins(spec);
+    let mut files: Vec<&Path> = children.iter().filter_map(|(_, s)| s.plugin.file()).collect();
+    files.sort();
+    files.dedup();
+    let bar = progress_bar(files.len());
     let mut problems = Vec::new();
-    let mut loaded: Vec<&Path> = Vec::new();
-    for (place, file) in &files {
-        if loaded.contains(&file.as_path()) {
-            continue;
+    let mut loaded: Vec<(PathBuf, Option<Plugin>)> = Vec::new();
+    for (place, start) in &mut children {
+        let Some(file) = start.plugin.file().map(Path::to_owned) else { continue };
+        let plugin = match loaded.iter().find(|(f, _)| *f == file) {
+            Some((_, plugin)) => plugin.clone(),
+            None => {
+                bar.set_message(file.display().to_string());
+                let plugin = match host.load(&file) {
+                    Ok(plugin) => Some(plugin),
+                    Err(e) => {
+                        problems.push(format!("{place}: {e}"));
+                        None
+                    }
+                };
+                bar.inc(1);
+                loaded.push((file, plugin.clone()));
+                plugin
+            }
+        };
+        if let Some(plugin) = plugin {
+            start.plugin = plugin.into();
         }
-        loaded.push(file);
-        bar.set_message(file.display().to_string());
-        if let Err(e) = host.engine().load_file(file) {
-            problems.push(format!("{place}: {e}"));
-        }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     problems
 }
 
+/// A progress bar over `len` plugins on a terminal; hidden otherwise.
+fn progress_bar(len: usize) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} compiling {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
 /// Every plugin child of the tree, with its place (`supervisor root, child "a"`).
-fn plugins(
-    spec: &warden::supervisor::SupervisorSpec,
-) -> Vec<(String, &warden::supervisor::PluginStart)> {
+fn plugins(spec: &mut SupervisorSpec) -> Vec<(String, &mut PluginStart)> {
     fn walk<'a>(
         path: &str,
-        spec: &'a warden::supervisor::SupervisorSpec,
-        out: &mut Vec<(String, &'a warden::supervisor::PluginStart)>,
+        spec: &'a mut SupervisorSpec,
+        out: &mut Vec<(String, &'a mut PluginStart)>,
     ) {
-        use warden::supervisor::ChildStart;
-        for child in &spec.children {
-            match &child.start {
+        for child in &mut spec.children {
+            match &mut child.start {
                 ChildStart::Plugin(p) => {
-                    out.push((format!("supervisor {path}, child {:?}", child.id), p));
+                    out.push((format!("supervisor {path}, child {:?}", child.id), &mut **p));
                 }
                 ChildStart::Supervisor(sub) => walk(&format!("{path}/{}", child.id), sub, out),
             }
@@ -327,22 +365,46 @@ fn plugins(
     out
 }
 
-/// SIGINT or SIGTERM.
-async fn signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, listened for from its creation on: made before the tree
+/// starts, a signal that comes as the first children start is not the default
+/// action's (ending the process at once) but a shutdown in order.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = next(&mut self.interrupt) => {}
+            () = next(&mut self.terminate) => {}
+        }
     }
 }
 
-fn check(files: &[PathBuf]) -> Result<ExitCode> {
-    let engine = Engine::new()?;
+fn check(files: &[PathBuf], cache_dir: Option<PathBuf>) -> Result<ExitCode> {
+    let config = warden::sandbox::EngineConfig { cache_dir, ..Default::default() };
+    let engine = Engine::with_config(config)?;
     let mut failed = 0;
     for path in files {
+        let before = engine.compile_cache_stats();
         let problems = if path.extension().is_some_and(|e| e == "toml") {
             check_manifest(&engine, path)
         } else {
@@ -355,7 +417,7 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
             }
         };
         if problems.is_empty() {
-            println!("ok    {}", path.display());
+            println!("ok    {}{}", path.display(), compiled(&engine, before));
         } else {
             failed += 1;
             for problem in problems {
@@ -364,6 +426,17 @@ fn check(files: &[PathBuf]) -> Result<ExitCode> {
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// What the compile cache did since `before`, e.g. ` (compiled 1, 2 from the cache)`.
+fn compiled(engine: &Engine, before: Option<(usize, usize)>) -> String {
+    match (before, engine.compile_cache_stats()) {
+        (Some((hits_before, misses_before)), Some((hits, misses))) => {
+            let (compiled, cached) = (misses - misses_before, hits - hits_before);
+            format!(" (compiled {compiled}, {cached} from the cache)")
+        }
+        _ => String::new(),
+    }
 }
 
 /// Every problem of a manifest: its own (with their places) and those of every plugin

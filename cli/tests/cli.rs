@@ -296,6 +296,24 @@ fn check_refuses_a_plugin_that_imports_an_application_interface_and_a_bad_grant(
     }
 }
 
+#[test]
+fn a_second_check_or_run_takes_compiled_plugins_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let demo = examples().join("demo.toml");
+    let check = |extra: &[&str]| {
+        let mut args = vec!["check", demo.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = cmd().args(&args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = ["--cache-dir", cache.path().to_str().unwrap()];
+    // The demo names four plugins.
+    assert!(check(&dir).ends_with("demo.toml (compiled 4, 0 from the cache)\n"));
+    assert!(check(&dir).ends_with("demo.toml (compiled 0, 4 from the cache)\n"));
+    assert!(check(&["--no-cache"]).ends_with("demo.toml\n"));
+}
+
 /// The repository's `examples/` directory.
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")

@@ -170,7 +170,10 @@ fn by_default_state_lives_in_a_directory_of_the_manifests_own() {
         run.command(r#"{"cmd":"call","id":1,"to":"root/w","payload":"state:get:n"}"#);
         let previous = run.reply(1);
         if expected == "2" {
-            assert_eq!(previous["result"], "1", "the second run finds the first's state");
+            assert_eq!(
+                previous["result"], "1",
+                "the second run finds the first's state: {previous}"
+            );
         }
         let set =
             format!(r#"{{"cmd":"call","id":2,"to":"root/w","payload":"state:set:n:{expected}"}}"#);

@@ -17,13 +17,14 @@ pub(crate) fn warden() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_warden"))
 }
 
-/// A `warden` command whose default data dirs are in this test run's own directory
-/// (one per manifest, as for a user), not in the home directory.
+/// A `warden` command whose default data dirs and compile cache are in this test
+/// run's own directory (as for a user, one data dir per manifest), not in the home
+/// directory.
 pub(crate) fn cmd() -> Command {
     static STATE_HOME: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let home = STATE_HOME.get_or_init(|| tempfile::tempdir().unwrap());
     let mut cmd = Command::new(warden());
-    cmd.env("XDG_STATE_HOME", home.path());
+    cmd.env("XDG_STATE_HOME", home.path()).env("XDG_CACHE_HOME", home.path());
     cmd
 }
 

@@ -43,8 +43,11 @@ pub struct EngineConfig {
     /// warm, so this holds at most 100 × this much. `0` hands everything back.
     /// Default 256 KiB.
     pub keep_resident: usize,
-    /// Where compiled components are cached, keyed by content hash, so a second start
-    /// skips compilation. `None` disables the on-disk cache. Default `None`.
+    /// Where compiled components are cached (wasmtime's cache, keyed by the
+    /// component's bytes and the engine's configuration), so a second start skips
+    /// compilation. The cache lives in a `compiled` directory under it, which wasmtime
+    /// manages: it removes whatever it does not recognise there, so nothing else
+    /// belongs in that directory. `None` disables the on-disk cache. Default `None`.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -61,6 +64,9 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// The directory under [`EngineConfig::cache_dir`] that wasmtime's cache manages.
+const COMPILE_CACHE: &str = "compiled";
 
 /// The part of a freed table slot kept resident (2,048 entries): a plugin's tables
 /// are small, and zeroing a whole 20,000-entry slot would cost more than it saves.
@@ -155,7 +161,8 @@ impl Engine {
         let cache = match &config.cache_dir {
             Some(dir) => {
                 let mut cache_config = wasmtime::CacheConfig::new();
-                cache_config.with_directory(dir);
+                // A directory of its own: wasmtime's cleanup deletes unknown files.
+                cache_config.with_directory(dir.join(COMPILE_CACHE));
                 let cache = wasmtime::Cache::new(cache_config).map_err(err)?;
                 wasm.cache(Some(cache.clone()));
                 Some(cache)
