@@ -6,6 +6,7 @@
 //!                                      [--only SCENARIO[,SCENARIO]] [--samples N]
 //! ```
 
+mod interfaces;
 mod plot;
 
 use anyhow::{Context as _, Result};
@@ -35,7 +36,7 @@ struct Machine {
 /// One scenario's figures: latency scenarios have percentiles and a baseline,
 /// throughput scenarios a single `warden_value`.
 #[derive(Serialize, Default)]
-struct Scenario {
+pub(crate) struct Scenario {
     name: &'static str,
     unit: &'static str,
     samples: usize,
@@ -169,6 +170,15 @@ fn run(options: &Options) -> Result<Vec<Scenario>> {
     if want("call_64KiB") {
         let call = call("call_64KiB", 64 << 10, samples / 4, Caller::Task);
         scenarios.push(runtime.block_on(call)?);
+    }
+    // From a task, as `call_64B` (a call from `block_on` costs more: see `call_64B_block_on`).
+    if want("host_function") {
+        let measure = interfaces::host_function(samples / 10);
+        scenarios.push(runtime.block_on(async { tokio::spawn(measure).await? })?);
+    }
+    if want("typed_call") {
+        let measure = interfaces::typed_call(samples);
+        scenarios.push(runtime.block_on(async { tokio::spawn(measure).await? })?);
     }
     if want("send_throughput") {
         let per_child = if quick { 1_000 } else { 10_000 };
@@ -780,14 +790,15 @@ struct RawEcho {
 /// The `envelope` record of the WIT world.
 #[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
 #[component(record)]
-struct RawEnvelope {
+pub(crate) struct RawEnvelope {
     sender: Option<String>,
     payload: Vec<u8>,
     #[component(name = "expects-reply")]
     expects_reply: bool,
 }
 
-type HandleFunc = wasmtime::component::TypedFunc<(RawEnvelope,), (Result<Vec<u8>, String>,)>;
+pub(crate) type HandleFunc =
+    wasmtime::component::TypedFunc<(RawEnvelope,), (Result<Vec<u8>, String>,)>;
 
 /// A live raw instance with its `handle` looked up.
 struct RawInstance {
@@ -806,7 +817,7 @@ impl RawInstance {
 /// The `context` record of the WIT world, lowered the way `bindgen!` would.
 #[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
 #[component(record)]
-struct Ctx {
+pub(crate) struct Ctx {
     name: String,
     path: String,
     incarnation: u64,
@@ -902,7 +913,7 @@ impl RawEcho {
     }
 }
 
-fn micros(d: Duration) -> f64 {
+pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
@@ -911,7 +922,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank]
 }
 
-fn scenario(
+pub(crate) fn scenario(
     name: &'static str,
     unit: &'static str,
     mut warden: Vec<f64>,

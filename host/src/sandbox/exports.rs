@@ -39,7 +39,8 @@ pub enum ExportFailed {
 }
 
 impl ExportCall {
-    /// A call that loads `G` from the instance with `load`, then runs `call` on it and
+    /// A call that loads `G` from the instance with `load` (once per incarnation: a
+    /// later call of the same `G` reuses what it returned), then runs `call` on it and
     /// hands the result to `done`.
     pub fn new<G, R>(
         load: impl FnOnce(&mut Store<StoreData>, &Instance) -> wasmtime::Result<G> + Send + 'static,
@@ -49,14 +50,21 @@ impl ExportCall {
         done: impl FnOnce(R) + Send + 'static,
     ) -> Self
     where
-        G: Send + 'static,
+        G: Clone + Send + 'static,
         R: Send + 'static,
     {
         Self {
             run: Box::new(move |store, instance| {
                 Box::pin(async move {
-                    let loaded =
-                        load(store, instance).map_err(|e| ExportFailed::Load(format!("{e:#}")))?;
+                    let loaded = match store.data().loaded_exports.get::<G>() {
+                        Some(loaded) => loaded,
+                        None => {
+                            let loaded = load(store, instance)
+                                .map_err(|e| ExportFailed::Load(format!("{e:#}")))?;
+                            store.data_mut().loaded_exports.insert(loaded.clone());
+                            loaded
+                        }
+                    };
                     let result = call(loaded, store).await.map_err(ExportFailed::Call)?;
                     done(result);
                     Ok(())
@@ -77,5 +85,23 @@ impl ExportCall {
 impl std::fmt::Debug for ExportCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ExportCall")
+    }
+}
+
+/// The exports an incarnation's typed calls loaded, by type: each loaded once.
+#[derive(Default)]
+pub(crate) struct LoadedExports {
+    loaded: Vec<(std::any::TypeId, Box<dyn std::any::Any + Send>)>,
+}
+
+impl LoadedExports {
+    fn get<G: Clone + 'static>(&self) -> Option<G> {
+        let id = std::any::TypeId::of::<G>();
+        let (_, loaded) = self.loaded.iter().find(|(t, _)| *t == id)?;
+        loaded.downcast_ref::<G>().cloned()
+    }
+
+    fn insert<G: Send + 'static>(&mut self, loaded: G) {
+        self.loaded.push((std::any::TypeId::of::<G>(), Box::new(loaded)));
     }
 }

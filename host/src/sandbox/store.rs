@@ -1,6 +1,7 @@
 //! The data of one incarnation's Store: what its host functions reach, its limits,
 //! and the bookkeeping of the export call in progress.
 
+use super::exports::LoadedExports;
 use super::heartbeat::Heartbeat;
 use super::limits::Limiter;
 use super::output::Budget;
@@ -44,6 +45,8 @@ pub struct StoreData {
     /// The states of the application's interfaces this incarnation imports.
     pub(crate) app: AppStates,
     pub(crate) interfaces: Arc<Registry>,
+    /// What typed calls into its exports loaded.
+    pub(crate) loaded_exports: LoadedExports,
 }
 
 impl std::fmt::Debug for StoreData {
@@ -164,6 +167,7 @@ impl StoreData {
             host_waits,
             app: AppStates::new(interfaces.len()),
             interfaces,
+            loaded_exports: LoadedExports::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Imports the tests' application interfaces (`tests/wit/app.wit`) and calls them on
 //! command, and exports their `report` interface, for the host's embedding tests.
 //!
-//! Messages: `add:A:B` (replies the sum), `fail:TEXT`, `boom:TEXT`, `whoami`,
+//! Messages: `add:A:B` (replies the sum), `adds:N` (N calls of `add`, for the
+//! benchmarks; replies the sum), `fail:TEXT`, `boom:TEXT`, `whoami`,
 //! `served`, `sleep:MS` (replies `slept`), `reveal`, `spin` (an endless loop).
 use warden_guest::{Context, Envelope, ExitReason, Plugin, export_plugin};
 
@@ -24,6 +25,10 @@ impl Plugin for Importer {
                 let (a, b) = arg.split_once(':').ok_or("add:A:B")?;
                 let number = |n: &str| n.parse::<u32>().map_err(|e| e.to_string());
                 calc::add(number(a)?, number(b)?).to_string()
+            }
+            "adds" => {
+                let n: u32 = arg.parse().map_err(|_| "adds:N")?;
+                (0..n).fold(0u32, calc::add).to_string()
             }
             "fail" => {
                 calc::fail(arg);
