@@ -4,7 +4,8 @@
 fn every_fixture_plugin_is_used_by_a_test() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut sources = String::new();
-    let mut dirs: Vec<_> = ["all", "isolated", "../cli/tests"].map(|d| dir.join(d)).into();
+    let mut dirs: Vec<_> =
+        ["all", "isolated", "../cli/tests", "../examples/embedding"].map(|d| dir.join(d)).into();
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -16,7 +17,7 @@ fn every_fixture_plugin_is_used_by_a_test() {
         }
     }
     for (name, _) in warden_tests::ALL {
-        let constant = name.to_uppercase();
+        let constant = name.replace('-', "_").to_uppercase();
         assert!(sources.contains(&constant), "no test uses the `{name}` fixture ({constant})");
     }
 }

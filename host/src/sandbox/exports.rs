@@ -87,21 +87,3 @@ impl std::fmt::Debug for ExportCall {
         f.write_str("ExportCall")
     }
 }
-
-/// The exports an incarnation's typed calls loaded, by type: each loaded once.
-#[derive(Default)]
-pub(crate) struct LoadedExports {
-    loaded: Vec<(std::any::TypeId, Box<dyn std::any::Any + Send>)>,
-}
-
-impl LoadedExports {
-    fn get<G: Clone + 'static>(&self) -> Option<G> {
-        let id = std::any::TypeId::of::<G>();
-        let (_, loaded) = self.loaded.iter().find(|(t, _)| *t == id)?;
-        loaded.downcast_ref::<G>().cloned()
-    }
-
-    fn insert<G: Send + 'static>(&mut self, loaded: G) {
-        self.loaded.push((std::any::TypeId::of::<G>(), Box::new(loaded)));
-    }
-}

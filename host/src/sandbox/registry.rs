@@ -1,6 +1,6 @@
 //! What an engine keeps of the application's interfaces (their names and state
-//! factories, in registration order), which of them a plugin imports, and one
-//! incarnation's states of them. Data only: registering interfaces and reaching
+//! factories, in registration order), which of them a plugin imports, one
+//! incarnation's states of them, and the exports its typed calls loaded. Data only: registering interfaces and reaching
 //! their states from host functions is the business of `interfaces.rs`.
 
 use crate::ExitReason;
@@ -201,6 +201,24 @@ pub(crate) fn app_imports(
         imports.push(AppImport { index, name: name.to_owned(), functions });
     }
     Ok(imports)
+}
+
+/// The exports an incarnation's typed calls loaded, by type: each loaded once.
+#[derive(Default)]
+pub(crate) struct LoadedExports {
+    loaded: Vec<(std::any::TypeId, Box<dyn std::any::Any + Send>)>,
+}
+
+impl LoadedExports {
+    pub(crate) fn get<G: Clone + 'static>(&self) -> Option<G> {
+        let id = std::any::TypeId::of::<G>();
+        let (_, loaded) = self.loaded.iter().find(|(t, _)| *t == id)?;
+        loaded.downcast_ref::<G>().cloned()
+    }
+
+    pub(crate) fn insert<G: Send + 'static>(&mut self, loaded: G) {
+        self.loaded.push((std::any::TypeId::of::<G>(), Box::new(loaded)));
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! The data of one incarnation's Store: what its host functions reach, its limits,
 //! and the bookkeeping of the export call in progress.
 
-use super::exports::LoadedExports;
 use super::heartbeat::Heartbeat;
 use super::limits::Limiter;
 use super::output::Budget;
-use super::registry::{AppStates, Registry};
+use super::registry::{AppStates, LoadedExports, Registry};
 use crate::ExitReason;
 use crate::services::{Messenger, StateStore};
 use crate::spec::HeartbeatPolicy;
