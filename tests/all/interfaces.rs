@@ -62,10 +62,14 @@ impl calc::Host for Calc {
     }
 }
 
-struct Clock;
+/// `clock`, which says when a sleep begins.
+struct Clock {
+    sleeping: Arc<tokio::sync::Notify>,
+}
 
 impl clock::Host for Clock {
     async fn sleep(&mut self, ms: u32) -> warden::wasmtime::Result<()> {
+        self.sleeping.notify_one();
         if ms > 10_000 {
             return Err(warden::wasmtime::Error::msg(format!("refusing to sleep {ms} ms")));
         }
@@ -82,10 +86,13 @@ impl secret::Host for Secret {
     }
 }
 
-/// A host that gives plugins `calc` and `clock`, and `secret` when `with_secret`.
-fn host(with_secret: bool) -> (Host, Arc<AtomicU32>) {
+/// A host that gives plugins `calc` and `clock`, and `secret` when `with_secret`;
+/// how many `calc` states it made, and a notice of each sleep in the host.
+fn host(with_secret: bool) -> (Host, Arc<AtomicU32>, Arc<tokio::sync::Notify>) {
     let made = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&made);
+    let sleeping = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&sleeping);
     let mut builder = Host::builder()
         .engine(EngineConfig { max_instances: 16, ..EngineConfig::default() })
         .interface(
@@ -99,7 +106,7 @@ fn host(with_secret: bool) -> (Host, Arc<AtomicU32>) {
         .interface(
             "test:app/clock@0.1.0",
             |linker, get| clock::add_to_linker::<_, HasSelf<Clock>>(linker, get),
-            |_: &ChildIdentity| Ok(Clock),
+            move |_: &ChildIdentity| Ok(Clock { sleeping: Arc::clone(&notify) }),
         );
     if with_secret {
         builder = builder.interface(
@@ -108,7 +115,7 @@ fn host(with_secret: bool) -> (Host, Arc<AtomicU32>) {
             |_: &ChildIdentity| Ok(Secret),
         );
     }
-    (builder.build().expect("the host builds"), made)
+    (builder.build().expect("the host builds"), made, sleeping)
 }
 
 fn importer(id: &str, grants: &[&str]) -> ChildSpec {
@@ -130,7 +137,7 @@ fn text(reply: Result<Vec<u8>, MessageError>) -> String {
 
 #[tokio::test]
 async fn a_plugin_calls_the_applications_functions_on_state_made_for_its_incarnation() {
-    let (host, _) = host(true);
+    let (host, ..) = host(true);
     let echo = ChildSpec::plugin("echo", PluginStart::new(ECHO));
     let tree = tree(host, vec![importer("shop", &["test:app/*"]), echo]).await;
     assert_eq!(text(tree.call("root/shop", "add:2:40").await), "42");
@@ -152,7 +159,7 @@ async fn a_plugin_calls_the_applications_functions_on_state_made_for_its_incarna
 
 #[tokio::test]
 async fn an_interface_the_child_is_not_granted_stops_it_at_start_naming_the_interface() {
-    let (host, _) = host(true);
+    let (host, ..) = host(true);
     let spec = SupervisorSpec::new(
         Strategy::OneForOne,
         vec![importer("shop", &["test:app/calc", "test:app/clock"])],
@@ -170,7 +177,7 @@ async fn an_interface_the_child_is_not_granted_stops_it_at_start_naming_the_inte
 
 #[tokio::test]
 async fn an_interface_the_host_does_not_provide_is_refused_when_the_plugin_loads() {
-    let (host, _) = host(false);
+    let (host, ..) = host(false);
     let spec = SupervisorSpec::new(Strategy::OneForOne, vec![importer("shop", &["test:app/*"])]);
     let message = host.start(spec).await.expect_err("the plugin must not load").to_string();
     assert!(
@@ -185,7 +192,7 @@ async fn an_interface_the_host_does_not_provide_is_refused_when_the_plugin_loads
 
 #[tokio::test]
 async fn a_host_function_that_fails_ends_only_that_incarnation_which_is_restarted() {
-    let (host, made) = host(true);
+    let (host, made, _) = host(true);
     let mut tree = tree(
         host,
         vec![importer("shop", &["test:app/*"]), ChildSpec::plugin("echo", PluginStart::new(ECHO))],
@@ -227,7 +234,7 @@ async fn a_host_function_that_fails_ends_only_that_incarnation_which_is_restarte
 
 #[tokio::test]
 async fn a_host_function_that_panics_ends_only_that_incarnation_with_the_panic_message() {
-    let (host, _) = host(true);
+    let (host, ..) = host(true);
     let mut tree = tree(host, vec![importer("shop", &["test:app/*"])]).await;
     let crashed = tree.call("root/shop", "boom:an index out of range").await;
     let Err(MessageError::CalleeCrashed(ExitReason::HostFunctionFailed(failure))) = crashed else {
@@ -245,7 +252,7 @@ async fn a_host_function_that_panics_ends_only_that_incarnation_with_the_panic_m
 
 #[tokio::test]
 async fn time_in_an_async_host_function_counts_against_neither_the_deadline_nor_heartbeats() {
-    let (host, _) = host(true);
+    let (host, ..) = host(true);
     let mut start = PluginStart::new(IMPORTER);
     start.grants.interfaces = vec!["test:app/*".into()];
     start.limits.call_deadline = Some(Duration::from_millis(100));
@@ -307,7 +314,7 @@ async fn report<R: Send + 'static>(
 
 #[tokio::test]
 async fn the_application_calls_a_plugins_export_typed_through_the_supervised_child() {
-    let (host, _) = host(true);
+    let (host, ..) = host(true);
     let echo = ChildSpec::plugin("echo", PluginStart::new(ECHO));
     let mut tree = tree(host, vec![importer("shop", &["test:app/*"]), echo]).await;
     let host = tree.host().clone();
@@ -362,7 +369,7 @@ async fn summary_at(host: &Host, path: &str) -> Result<Result<String, String>, E
 
 #[tokio::test]
 async fn a_typed_call_is_bounded_by_the_childs_deadline() {
-    let (host, _) = host(true);
+    let (host, ..) = host(true);
     let mut start = PluginStart::new(IMPORTER);
     start.grants.interfaces = vec!["test:app/*".into()];
     start.limits.call_deadline = Some(Duration::from_millis(50));
@@ -380,4 +387,32 @@ async fn a_typed_call_is_bounded_by_the_childs_deadline() {
     tree.expect(started("root/shop", 2)).await;
     assert_eq!(summary_at(&host, "root/shop").await, Ok(Ok("x: 2001".to_owned())));
     tree.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_child_waiting_in_a_host_function_is_still_stopped_by_its_supervisor() {
+    let (host, _, sleeping) = host(true);
+    let mut child = importer("shop", &["test:app/*"]);
+    child.shutdown = warden::sandbox::Shutdown::Timeout(Duration::from_millis(50));
+    let mut tree = tree(host, vec![child]).await;
+    // The child waits in the host for nine seconds; its supervisor stops it meanwhile.
+    let host = tree.host().clone();
+    let call = tokio::spawn(async move {
+        host.call("root/shop", b"sleep:9000".to_vec(), Duration::from_secs(20)).await
+    });
+    tree.within(sleeping.notified()).await;
+    let started = std::time::Instant::now();
+    let stopped = tree.within(tree.host().terminate_child("root", "shop")).await;
+    assert!(stopped.is_ok(), "{stopped:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped only after {:?}",
+        started.elapsed()
+    );
+    tree.expect(exited_with("root/shop", |r| {
+        matches!(r, ExitReason::Killed { cause: warden::KillCause::ShutdownTimeout })
+    }))
+    .await;
+    let answer = call.await.unwrap();
+    assert!(matches!(answer, Err(MessageError::CalleeCrashed(_))), "{answer:?}");
 }
