@@ -333,14 +333,7 @@ impl Sandbox {
         let call = guest.warden_plugin_guest().call_handle(&mut *store, msg);
         let result = guarded(kill, host_waits, watch, call).await;
         abandoned.disarm();
-        match result {
-            Ok(reply) => {
-                let exit = self.store.data_mut().exit_request.take();
-                self.dead.clone_from(&exit);
-                Ok(Handled { reply, exit })
-            }
-            Err(ended) => Err(self.end(ended)),
-        }
+        self.handled(result)
     }
 
     /// Runs a typed call into the guest's own exports, guarded like
@@ -367,14 +360,7 @@ impl Sandbox {
         };
         let result = guarded(kill, host_waits, watch, call).await;
         abandoned.disarm();
-        match result {
-            Ok(reply) => {
-                let exit = self.store.data_mut().exit_request.take();
-                self.dead.clone_from(&exit);
-                Ok(Handled { reply, exit })
-            }
-            Err(ended) => Err(self.end(ended)),
-        }
+        self.handled(result)
     }
 
     /// Stops the sandbox as `shutdown` says, telling the guest `reason`; returns the
@@ -419,6 +405,22 @@ impl Sandbox {
             return Err(dead.clone());
         }
         prepare_call(&mut self.store, self.plugin.engine(), &self.limits, deadline)
+    }
+
+    /// How a guarded `handle` or typed call ended: its reply with the exit the guest
+    /// asked for, or the sandbox's end.
+    fn handled(
+        &mut self,
+        result: Result<Result<Vec<u8>, String>, Ended>,
+    ) -> Result<Handled, ExitReason> {
+        match result {
+            Ok(reply) => {
+                let exit = self.store.data_mut().exit_request.take();
+                self.dead.clone_from(&exit);
+                Ok(Handled { reply, exit })
+            }
+            Err(ended) => Err(self.end(ended)),
+        }
     }
 
     fn end(&mut self, ended: Ended) -> ExitReason {
