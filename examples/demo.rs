@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let host = Host::builder().build()?;
     let mut events = host.subscribe();
     let printer = tokio::spawn(async move {
-        while let Ok(record) = events.recv().await {
+        while let Some(warden::Received::Event(record)) = events.next().await {
             println!("{}", serde_json::to_string(&record).expect("events serialise"));
         }
     });

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use warden::events::Event;
-use warden::runtime::{EventRecord, Host};
+use warden::runtime::Host;
 use warden::sandbox::{Engine, Sandbox, SandboxConfig};
 use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -747,7 +747,7 @@ async fn scale_children(
 async fn never_giving_up(
     strategy: Strategy,
     children: Vec<ChildSpec>,
-) -> Result<(Host, tokio::sync::broadcast::Receiver<EventRecord>)> {
+) -> Result<(Host, warden::Events)> {
     let host = Host::builder().build()?;
     let mut spec = SupervisorSpec::new(strategy, children);
     spec.intensity = u32::MAX;
@@ -762,13 +762,13 @@ fn chaos_child(id: &str) -> ChildSpec {
 }
 
 /// The timestamp of the next event matching `pred`.
-async fn next_event(
-    events: &mut tokio::sync::broadcast::Receiver<EventRecord>,
-    pred: impl Fn(&Event) -> bool,
-) -> Result<u64> {
+async fn next_event(events: &mut warden::Events, pred: impl Fn(&Event) -> bool) -> Result<u64> {
     let wait = async {
         loop {
-            let record = events.recv().await?;
+            let received = events.next().await.context("the tree stopped")?;
+            let warden::Received::Event(record) = received else {
+                anyhow::bail!("the benchmark fell behind its events: {received:?}")
+            };
             if pred(&record.event) {
                 return Ok::<_, anyhow::Error>(record.ts_us);
             }

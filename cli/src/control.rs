@@ -19,6 +19,7 @@
 //! its command caused; replies are never dropped, however far the event stream falls
 //! behind.
 
+use crate::line::{Line, Said};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,7 +30,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
-use warden::events::{Event, EventRecord};
 use warden::runtime::{Host, HostError};
 use warden::sandbox::MessageError;
 
@@ -40,7 +40,7 @@ const MAX_LINE: usize = 64 << 20;
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) after: u64,
-    pub(crate) record: EventRecord,
+    pub(crate) line: Line,
 }
 
 impl Reply {
@@ -53,8 +53,8 @@ impl Reply {
             Err(error) => (false, None, Some(error)),
         };
         let after = host.last_event_seq();
-        let event = Event::Reply { id, ok, result, error };
-        Self { after, record: EventRecord { event, ts_us: host.clock_us(), seq: 0 } }
+        let said = Said::Reply { id, ok, result, error };
+        Self { after, line: Line::Said { said, ts_us: host.clock_us() } }
     }
 }
 
@@ -325,7 +325,7 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
 fn host_error(e: HostError) -> String {
     match e {
         HostError::Admin(e) => e.to_string(),
-        HostError::NotFound => "not_found".into(),
+        HostError::NotFound { .. } => "not_found".into(),
         other => other.to_string(),
     }
 }

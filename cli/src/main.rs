@@ -4,6 +4,7 @@
 
 mod cache;
 mod control;
+mod line;
 mod logs;
 mod printer;
 mod render;

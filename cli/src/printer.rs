@@ -15,11 +15,24 @@
 //! never the runtime's.
 
 use crate::control::Reply;
+use crate::line::{Line, Said};
 use crate::render::{self, Style};
+use std::future::Future;
 use std::io::Write;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use warden::events::{Event, EventRecord};
+use tokio::sync::{mpsc, oneshot};
+use warden::events::{Events, Received};
+
+/// Where the printer's events come from: a host's stream (a test's in the tests).
+pub(crate) trait Source: Send + 'static {
+    /// The next event or count of events lost; `None` at the end.
+    fn next(&mut self) -> impl Future<Output = Option<Received>> + Send;
+}
+
+impl Source for Events {
+    fn next(&mut self) -> impl Future<Output = Option<Received>> + Send {
+        Events::next(self)
+    }
+}
 
 /// How events are printed.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +55,7 @@ impl Printer {
     /// time of an `events_dropped` note).
     pub(crate) fn start(
         runtime: tokio::runtime::Handle,
-        events: broadcast::Receiver<EventRecord>,
+        events: impl Source,
         since: u64,
         clock_us: u64,
         replies: mpsc::UnboundedReceiver<Reply>,
@@ -67,7 +80,7 @@ impl Printer {
 }
 
 async fn print(
-    mut events: broadcast::Receiver<EventRecord>,
+    mut events: impl Source,
     since: u64,
     mut replies: mpsc::UnboundedReceiver<Reply>,
     format: Format,
@@ -86,8 +99,8 @@ async fn print(
                 Some(reply) => held.push(reply),
                 None => replies_open = false,
             },
-            received = events.recv(), if events_open => match received {
-                Ok(record) => {
+            received = events.next(), if events_open => match received {
+                Some(Received::Event(record)) => {
                     while let Ok(reply) = replies.try_recv() {
                         held.push(reply);
                     }
@@ -97,13 +110,13 @@ async fn print(
                         write(&mut out, format, &dropped(record.seq - last - 1, record.ts_us));
                     }
                     last = record.seq;
-                    write(&mut out, format, &record);
+                    write(&mut out, format, &Line::Event(record));
                 }
-                Err(RecvError::Lagged(n)) => {
+                Some(Received::Missed(n)) => {
                     last += n;
                     write(&mut out, format, &dropped(n, clock()));
                 }
-                Err(RecvError::Closed) => events_open = false,
+                None => events_open = false,
             },
         }
         // Replies whose events are out; all of them once no more events can come.
@@ -116,18 +129,18 @@ fn flush(held: &mut Vec<Reply>, upto: u64, out: &mut impl Write, format: Format)
     held.sort_by_key(|reply| reply.after);
     let ready = held.partition_point(|reply| reply.after <= upto);
     for reply in held.drain(..ready) {
-        write(out, format, &reply.record);
+        write(out, format, &reply.line);
     }
 }
 
-fn dropped(count: u64, ts_us: u64) -> EventRecord {
-    EventRecord { event: Event::EventsDropped { count }, ts_us, seq: 0 }
+fn dropped(count: u64, ts_us: u64) -> Line {
+    Line::Said { said: Said::EventsDropped { count }, ts_us }
 }
 
-fn write(out: &mut impl Write, format: Format, record: &EventRecord) {
+fn write(out: &mut impl Write, format: Format, line: &Line) {
     let line = match format {
-        Format::Pretty(style) => render::pretty(record, style),
-        Format::Jsonl => match serde_json::to_string(record) {
+        Format::Pretty(style) => render::pretty(line, style),
+        Format::Jsonl => match serde_json::to_string(line) {
             Ok(line) => line,
             Err(e) => format!("{{\"event\":\"error\",\"message\":{:?}}}", e.to_string()),
         },
@@ -139,7 +152,19 @@ fn write(out: &mut impl Write, format: Format, record: &EventRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden::events::Event;
+    use tokio::sync::broadcast::{self, error::RecvError};
+    use warden::events::{Event, EventRecord};
+
+    /// A lagging stream made by hand: a small broadcast channel.
+    impl Source for broadcast::Receiver<EventRecord> {
+        async fn next(&mut self) -> Option<Received> {
+            match self.recv().await {
+                Ok(record) => Some(Received::Event(record)),
+                Err(RecvError::Lagged(n)) => Some(Received::Missed(n)),
+                Err(RecvError::Closed) => None,
+            }
+        }
+    }
 
     fn record(seq: u64) -> EventRecord {
         let event = Event::ChildStarted { path: format!("root/c{seq}"), incarnation: 1 };
@@ -147,8 +172,8 @@ mod tests {
     }
 
     fn reply(id: u64, after: u64) -> Reply {
-        let event = Event::Reply { id: Some(id.into()), ok: true, result: None, error: None };
-        Reply { after, record: EventRecord { event, ts_us: 0, seq: 0 } }
+        let said = Said::Reply { id: Some(id.into()), ok: true, result: None, error: None };
+        Reply { after, line: Line::Said { said, ts_us: 0 } }
     }
 
     #[tokio::test]

@@ -1,10 +1,11 @@
 //! What the CLI shows people: a manifest's tree (`warden tree`) and the live event
 //! log of `warden run --events pretty`.
 
+use crate::line::{Line, Said};
 use std::fmt::Write as _;
 use std::time::Duration;
 use warden::escape::printable;
-use warden::events::{Event, EventRecord};
+use warden::events::Event;
 use warden::sandbox::{HeartbeatPolicy, Network, Shutdown};
 use warden::supervisor::{Backoff, ChildSpec, ChildStart, Restart, SupervisorSpec};
 
@@ -162,17 +163,33 @@ impl Style {
 /// guest can influence (exit reasons, messages, errors, replies, even paths of dynamic
 /// children) is escaped: one event is one line, and no escape sequence reaches the
 /// terminal.
-pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
-    const GREEN: &str = "32";
-    const RED: &str = "31";
-    const BOLD_RED: &str = "1;31";
-    const YELLOW: &str = "33";
-    const BLUE: &str = "34";
-    const MAGENTA: &str = "35";
-    const CYAN: &str = "36";
-    const DIM: &str = "2";
-    let time = style.paint(DIM, &format!("{:>10.3}s", record.ts_us as f64 / 1e6));
-    let (path, colour, what) = match &record.event {
+pub(crate) fn pretty(line: &Line, style: Style) -> String {
+    let (ts_us, (path, colour, what)) = match line {
+        Line::Event(record) => (record.ts_us, describe_event(&record.event)),
+        Line::Said { said, ts_us } => (*ts_us, describe_said(said)),
+    };
+    let time = style.paint(DIM, &format!("{:>10.3}s", ts_us as f64 / 1e6));
+    let (path, what) = (printable(path), printable(&what));
+    // Padded before painting: escape codes have no width on screen.
+    format!(
+        "{time}  {} {}",
+        style.paint(colour, &format!("{path:<24}")),
+        style.paint(colour, &what)
+    )
+}
+
+const GREEN: &str = "32";
+const RED: &str = "31";
+const BOLD_RED: &str = "1;31";
+const YELLOW: &str = "33";
+const BLUE: &str = "34";
+const MAGENTA: &str = "35";
+const CYAN: &str = "36";
+const DIM: &str = "2";
+
+/// The path an event is about, its colour and what it says.
+fn describe_event(event: &Event) -> (&str, &'static str, String) {
+    match event {
         Event::ChildStarted { path, incarnation } => {
             (path.as_str(), GREEN, format!("started #{incarnation}"))
         }
@@ -211,7 +228,19 @@ pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
             let state = serde_name(state);
             (path.as_str(), BLUE, format!("circuit {state} after {failures} failures"))
         }
-        Event::Reply { id, ok, result, error } => {
+        Event::DeadLettersSuppressed { path, count, window_ms } => (
+            path.as_str(),
+            MAGENTA,
+            format!("{count} more dead letters in {window_ms} ms (not shown one by one)"),
+        ),
+        other => ("", DIM, format!("{other:?}")),
+    }
+}
+
+/// What the CLI's own line says, as [`describe_event`] does for events.
+fn describe_said(said: &Said) -> (&str, &'static str, String) {
+    match said {
+        Said::Reply { id, ok, result, error } => {
             let id = id.as_ref().map_or_else(String::new, |id| format!("{id} "));
             let body = match (ok, result, error) {
                 (true, None | Some(serde_json::Value::Null), _) => "ok".into(),
@@ -221,29 +250,17 @@ pub(crate) fn pretty(record: &EventRecord, style: Style) -> String {
             };
             ("reply", CYAN, format!("{id}{body}"))
         }
-        Event::DeadLettersSuppressed { path, count, window_ms } => (
-            path.as_str(),
-            MAGENTA,
-            format!("{count} more dead letters in {window_ms} ms (not shown one by one)"),
-        ),
-        Event::EventsDropped { count } => {
+        Said::EventsDropped { count } => {
             ("", BOLD_RED, format!("{count} events were lost: the log fell behind"))
         }
-        other => ("", DIM, format!("{other:?}")),
-    };
-    let (path, what) = (printable(path), printable(&what));
-    // Padded before painting: escape codes have no width on screen.
-    format!(
-        "{time}  {} {}",
-        style.paint(colour, &format!("{path:<24}")),
-        style.paint(colour, &what)
-    )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use warden::ExitReason;
+    use warden::events::EventRecord;
 
     #[test]
     fn a_tree_shows_every_node_with_its_settings() {
@@ -297,6 +314,7 @@ supervisor = { strategy = "simple_one_for_one", children = [{ name = "w", plugin
             ts_us: 1_500_000,
             seq: 1,
         };
+        let record = Line::Event(record);
         let plain = pretty(&record, Style { colour: false });
         assert_eq!(plain, "     1.500s  root/a                   exited #2: killed: heartbeat");
         let coloured = pretty(&record, Style { colour: true });
@@ -320,19 +338,18 @@ supervisor = { strategy = "simple_one_for_one", children = [{ name = "w", plugin
             ts_us: 0,
             seq: 1,
         };
-        let line = pretty(&record, Style { colour: false });
+        let line = pretty(&Line::Event(record), Style { colour: false });
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(!line.contains('\x1b') && !line.contains('\x07'), "{line:?}");
         assert!(line.contains("boom\\n     1.365s"), "{line}");
-        let reply = EventRecord {
-            event: Event::Reply {
+        let reply = Line::Said {
+            said: Said::Reply {
                 id: Some(serde_json::json!("x\ny")),
                 ok: false,
                 result: None,
                 error: Some("a\rb".into()),
             },
             ts_us: 0,
-            seq: 2,
         };
         let line = pretty(&reply, Style { colour: false });
         assert_eq!(line.lines().count(), 1, "{line}");

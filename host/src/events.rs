@@ -5,7 +5,7 @@ use crate::ExitReason;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Instant;
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 /// An event with the time it was published, as the CLI prints it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -21,10 +21,18 @@ pub struct EventRecord {
     pub seq: u64,
 }
 
+/// What travels on the bus: the events, and the end of a tree's stream.
+#[derive(Clone, Debug)]
+enum Item {
+    Record(EventRecord),
+    /// The root supervisor exited: the tree a stream watched is gone.
+    End,
+}
+
 /// Where a host's events are published, stamped with the host's clock and numbered.
 #[derive(Debug)]
 pub(crate) struct EventBus {
-    tx: broadcast::Sender<EventRecord>,
+    tx: broadcast::Sender<Item>,
     epoch: Instant,
     /// The number of the last event published; held while it is sent, so events are
     /// sent in the order of their numbers.
@@ -50,11 +58,104 @@ impl EventBus {
         tracing::debug!(?event, "event");
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         *last += 1;
-        let _ = self.tx.send(EventRecord { event, ts_us: self.now_us(), seq: *last });
+        let _ = self.tx.send(Item::Record(EventRecord { event, ts_us: self.now_us(), seq: *last }));
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
-        self.tx.subscribe()
+    /// Ends the streams of the tree that just stopped, after its last event.
+    pub(crate) fn end(&self) {
+        let _last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.tx.send(Item::End);
+    }
+
+    pub(crate) fn subscribe(&self) -> Events {
+        Events { rx: self.tx.subscribe(), ended: false }
+    }
+}
+
+/// A host's event stream, from the moment it was subscribed ([`Host::subscribe`])
+/// until the tree stops: after the root supervisor's last event it ends (`None`),
+/// as it does when the host is dropped.
+///
+/// A stream that falls more than 65,536 events behind loses the oldest and says so
+/// with [`Received::Missed`] before going on with the newest it still has; the
+/// numbers ([`EventRecord::seq`]) of the events it gets show the gap too.
+///
+/// [`Host::subscribe`]: crate::Host::subscribe
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<Item>,
+    ended: bool,
+}
+
+/// What an [`Events`] stream yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// The next event.
+    Event(EventRecord),
+    /// The stream fell behind and lost this many events (the oldest it had not
+    /// received); the next event is the oldest one still kept.
+    Missed(u64),
+}
+
+impl Received {
+    /// The event, if it is one.
+    pub fn event(self) -> Option<EventRecord> {
+        match self {
+            Self::Event(record) => Some(record),
+            Self::Missed(_) => None,
+        }
+    }
+}
+
+impl Events {
+    /// The next event (or the count of events missed), waiting for it; `None` once
+    /// the tree has stopped and every event before that was received. Cancel safe.
+    pub async fn next(&mut self) -> Option<Received> {
+        if self.ended {
+            return None;
+        }
+        let received = self.rx.recv().await;
+        self.take(received)
+    }
+
+    /// The next event if one is waiting now; `None` when none is (or the stream has
+    /// ended: see [`Events::is_ended`]).
+    pub fn try_next(&mut self) -> Option<Received> {
+        if self.ended {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(item) => self.take(Ok(item)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Received::Missed(n)),
+            Err(broadcast::error::TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
+            Err(broadcast::error::TryRecvError::Empty) => None,
+        }
+    }
+
+    /// As [`Events::next`], blocking the thread: for synchronous code, never inside
+    /// an async task.
+    pub fn blocking_next(&mut self) -> Option<Received> {
+        if self.ended {
+            return None;
+        }
+        let received = self.rx.blocking_recv();
+        self.take(received)
+    }
+
+    /// Whether the stream has ended (the tree stopped, or the host is gone).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    fn take(&mut self, received: Result<Item, RecvError>) -> Option<Received> {
+        match received {
+            Ok(Item::Record(record)) => Some(Received::Event(record)),
+            Err(RecvError::Lagged(n)) => Some(Received::Missed(n)),
+            Ok(Item::End) | Err(RecvError::Closed) => {
+                self.ended = true;
+                None
+            }
+        }
     }
 }
 
@@ -100,22 +201,8 @@ pub enum Event {
     SupervisorGaveUp {
         /// The supervisor's path.
         path: String,
-        /// `reached_max_restart_intensity`.
-        reason: String,
-    },
-    /// The answer to a control command (CLI); `id` echoes the command's.
-    Reply {
-        /// The command's id, if it had one.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<serde_json::Value>,
-        /// Whether the command succeeded.
-        ok: bool,
-        /// The result, when it succeeded.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        result: Option<serde_json::Value>,
-        /// What went wrong, when it failed (OTP's word where OTP has one).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
+        /// Why (`reached_max_restart_intensity`).
+        reason: GaveUpReason,
     },
     /// A busy child's heartbeats stopped; the watchdog kills it (`killed(heartbeat)`
     /// follows in its `child_exited`).
@@ -137,7 +224,7 @@ pub enum Event {
         /// The target's path.
         path: String,
         /// Why, as one word (see above).
-        reason: String,
+        reason: DeadLetterReason,
         /// The sender's path; absent when the embedding application sent it.
         #[serde(skip_serializing_if = "Option::is_none")]
         sender: Option<String>,
@@ -168,12 +255,6 @@ pub enum Event {
         /// The window they came in.
         window_ms: u64,
     },
-    /// This subscriber fell behind and lost `count` events (the stream goes on with
-    /// the newest). Replies to commands are never among them.
-    EventsDropped {
-        /// Events lost.
-        count: u64,
-    },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {
         /// The supervisor's path.
@@ -181,6 +262,68 @@ pub enum Event {
         /// Its exit reason (`shutdown` after giving up or an auto shutdown).
         reason: ExitReason,
     },
+}
+
+/// Why a supervisor gave up, as `supervisor_gave_up` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GaveUpReason {
+    /// More restarts than its intensity within its period (OTP's word).
+    ReachedMaxRestartIntensity,
+}
+
+impl std::fmt::Display for GaveUpReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReachedMaxRestartIntensity => f.write_str("reached_max_restart_intensity"),
+        }
+    }
+}
+
+/// Why a message became a dead letter, as `dead_letter` says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// Its handler crashed on it (by default a message is not tried again).
+    Crashed,
+    /// It crashed its handler `poison_after` times.
+    Poison,
+    /// Its target was removed with it still queued.
+    TargetRemoved,
+    /// A `send-after` fired for a target that no longer exists.
+    UnknownTarget,
+    /// A `send-after` fired for a target whose mailbox was full.
+    MailboxFull,
+    /// A `send-after` fired with a payload over its target's size limit.
+    TooLarge,
+    /// A `send-after` fired for a target its sender may no longer message.
+    NotAllowed,
+    /// It could not be delivered for another reason.
+    Undeliverable,
+}
+
+impl DeadLetterReason {
+    /// The word events and the CLI use (`crashed`, `target_removed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crashed => "crashed",
+            Self::Poison => "poison",
+            Self::TargetRemoved => "target_removed",
+            Self::UnknownTarget => "unknown_target",
+            Self::MailboxFull => "mailbox_full",
+            Self::TooLarge => "too_large",
+            Self::NotAllowed => "not_allowed",
+            Self::Undeliverable => "undeliverable",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A circuit breaker's state, as events report it.
@@ -213,7 +356,7 @@ mod tests {
         );
         let gave_up = Event::SupervisorGaveUp {
             path: "root/sub".into(),
-            reason: "reached_max_restart_intensity".into(),
+            reason: GaveUpReason::ReachedMaxRestartIntensity,
         };
         assert_eq!(
             serde_json::to_string(&gave_up).unwrap(),
@@ -233,7 +376,7 @@ mod tests {
         );
         let dead = Event::DeadLetter {
             path: "root/a".into(),
-            reason: "target_removed".into(),
+            reason: DeadLetterReason::TargetRemoved,
             sender: None,
             size: 5,
             crashes: 0,

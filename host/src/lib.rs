@@ -1,23 +1,75 @@
 //! Warden hosts WebAssembly plugins in supervised sandboxes.
 //!
 //! Each child is a Wasm component (the `warden:plugin` WIT world) running in its own
-//! [`Sandbox`](sandbox::Sandbox): a trap, a runaway loop, a memory bomb or a stack
-//! overflow ends that incarnation with a typed [`ExitReason`] and leaves the host and
-//! every other child running.
+//! sandbox: a trap, a runaway loop, a memory bomb or a stack overflow ends that
+//! incarnation with a typed [`ExitReason`] and leaves the host and every other child
+//! running. Children are supervised with Erlang/OTP's `supervisor` semantics: a
+//! [`Host`] runs one tree of them.
 //!
 //! ```no_run
-//! use warden::sandbox::{Engine, Sandbox, SandboxConfig};
+//! use std::time::Duration;
+//! use warden::prelude::*;
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let engine = Engine::new()?;
-//! let plugin = engine.load_file("plugins/target/wasm32-wasip2/release/echo.wasm")?;
-//! let mut child = Sandbox::start(&plugin, SandboxConfig::new("root/echo"), 1).await?;
-//! let handled = child.handle(None, b"hello".to_vec(), true).await?;
-//! assert_eq!(handled.reply.as_deref(), Ok(&b"hello"[..]));
-//! # Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let host = Host::builder().build()?; // inside a tokio runtime with timers
+//!     let mut events = host.subscribe();
+//!     let echo = ChildSpec::plugin("echo", "target/plugins/wasm32-wasip2/release/echo.wasm");
+//!     host.start(SupervisorSpec::new(Strategy::OneForOne, vec![echo])).await?;
+//!     let reply = host.call("root/echo", b"hi".to_vec(), Duration::from_secs(1)).await?;
+//!     assert_eq!(reply, b"hi");
+//!     host.shutdown().await;
+//!     while let Some(Received::Event(record)) = events.next().await {
+//!         println!("{:?}", record.event);
+//!     }
+//!     Ok(())
+//! }
 //! ```
+//!
+//! # The public API at a glance
+//!
+//! Everything an embedder needs is at the crate root (and the most used part in
+//! [`prelude`]); the modules hold the same items by concept, and the lower layers
+//! (a single [`sandbox::Sandbox`], the pure [`supervisor::Core`]) for those who
+//! build their own runtime.
+//!
+//! | concept | items |
+//! |---|---|
+//! | running a tree | [`Host`], [`HostBuilder`], [`blocking::Host`] (for synchronous code), [`MailboxInfo`] |
+//! | what a tree is | [`SupervisorSpec`], [`ChildSpec`], [`PluginStart`], [`Strategy`], [`Restart`], [`Shutdown`], [`Backoff`], [`AutoShutdown`] |
+//! | a child's settings | [`ChildLimits`], [`Grants`], [`DirGrant`], [`Network`], [`HeartbeatPolicy`], [`PhiAccrual`], [`MailboxConfig`], [`CircuitConfig`], [`Quota`] |
+//! | plugins | [`Engine`], [`EngineConfig`], [`Plugin`], [`PluginSource`], [`Host::load`] |
+//! | what happened | [`Events`], [`Received`], [`EventRecord`], [`Event`], [`DeadLetterReason`], [`GaveUpReason`], [`CircuitState`] |
+//! | how a child ended | [`ExitReason`], [`TrapKind`], [`KillCause`], [`HostFunctionFailure`] |
+//! | errors | [`HostError`], [`SpecError`] with [`SpecProblem`], [`LoadError`], [`MessageError`], [`AdminError`], [`ExportError`] |
+//! | OTP's reports | [`ChildInfo`], [`ChildState`], [`ChildKind`], [`ChildCounts`], [`MessageStats`] |
+//! | state | [`StateStore`], [`MemoryStore`], [`DiskStore`] |
+//! | the application's own interfaces | [`HostBuilder::interface`], [`ChildIdentity`], [`StoreData`], [`Host::call_export`], [`wasmtime`] |
+//! | a tree from a manifest | [`manifest::load`], [`manifest::parse`] |
+//! | tests | `testing` (feature `testing`): a tree awaited event by event |
+//!
+//! # What the host needs
+//!
+//! [`Host`] runs on tokio: [`HostBuilder::build`] must be called inside a runtime
+//! with timers (`#[tokio::main]` has them), or be given one with
+//! [`HostBuilder::runtime`]; it says so with [`HostError::NoRuntime`] or
+//! [`HostError::NoTimers`] otherwise. Synchronous applications use
+//! [`blocking::Host`], which brings its own runtime.
+//!
+//! # The life of a host
+//!
+//! A host holds at most one tree at a time:
+//!
+//! | state | how it gets there | what works |
+//! |---|---|---|
+//! | no tree | built; [`Host::shutdown`] returned | [`Host::start`]; calls and admin requests fail with `not_found` |
+//! | running | [`Host::start`] returned `Ok` | everything; a second `start` is [`HostError::AlreadyRunning`] |
+//! | ended by itself | the root gave up (see [`Host::root_gave_up`]) or shut down automatically; [`Host::wait`] returns | [`Host::start`] starts a new tree; [`Host::shutdown`] returns at once |
+//!
+//! Dropping the last clone of a host stops its tree at once, without `terminate`.
 #![deny(unsafe_code)]
 
+pub mod blocking;
 pub mod escape;
 pub mod events;
 pub mod exit;
@@ -33,7 +85,31 @@ mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use exit::{ExitReason, KillCause, TrapKind};
+pub use events::{
+    CircuitState, DeadLetterReason, Event, EventRecord, Events, GaveUpReason, Received,
+};
+pub use exit::{ExitReason, HostFunctionFailure, KillCause, TrapKind};
+pub use messaging::{CircuitConfig, MailboxConfig, MessageStats};
+pub use runtime::{ExportError, Host, HostBuilder, HostError, MailboxInfo};
+pub use sandbox::{
+    ChildIdentity, Engine, EngineConfig, LoadError, MessageError, Plugin, StoreData,
+};
+pub use spec::{
+    AutoShutdown, Backoff, ChildLimits, ChildSpec, DirGrant, Grants, HeartbeatPolicy, Network,
+    PhiAccrual, PluginSource, PluginStart, Quota, Restart, Shutdown, SpecError, SpecProblem,
+    Strategy, SupervisorSpec,
+};
+pub use state::{DiskStore, MemoryStore, StateStore};
+pub use supervisor::{AdminError, ChildCounts, ChildInfo, ChildKind, ChildState};
+
+/// The items most embedders use: `use warden::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        Backoff, ChildLimits, ChildSpec, EngineConfig, Event, EventRecord, ExitReason, Grants,
+        Host, HostError, KillCause, MessageError, PluginStart, Received, Restart, Shutdown,
+        Strategy, SupervisorSpec, TrapKind,
+    };
+}
 /// The wasmtime Warden is built on, for an application's `bindgen!` of its own
 /// interfaces (`wasmtime_crate: warden::wasmtime`), so that both use one version.
 pub use wasmtime;

@@ -31,7 +31,7 @@
 //! wait that runs out panics with the events seen meanwhile, so a failing test says
 //! what happened instead.
 
-use crate::events::{Event, EventRecord};
+use crate::events::{DeadLetterReason, Event, EventRecord, Events, Received};
 use crate::manifest;
 use crate::messaging::CircuitState;
 use crate::runtime::{Host, HostError};
@@ -43,7 +43,6 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::sync::broadcast;
 
 /// The engine every test of this process shares (default settings). Each engine
 /// reserves address space for its whole instance pool, so a test suite that built one
@@ -152,13 +151,13 @@ pub fn supervisor_stopped(path: &str) -> Pattern {
     )
 }
 
-/// `dead_letter` for `path` with reason `reason` (`crashed`, `poison`,
-/// `target_removed`, ...).
-pub fn dead_letter(path: &str, reason: &str) -> Pattern {
-    let (p, r) = (path.to_owned(), reason.to_owned());
+/// `dead_letter` for `path` with reason `reason` (`Crashed`, `Poison`,
+/// `TargetRemoved`, ...).
+pub fn dead_letter(path: &str, reason: DeadLetterReason) -> Pattern {
+    let p = path.to_owned();
     Pattern::new(
         format!("dead_letter {path} {reason}"),
-        move |e| matches!(e, Event::DeadLetter { path, reason, .. } if *path == p && *reason == r),
+        move |e| matches!(e, Event::DeadLetter { path, reason: r, .. } if *path == p && *r == reason),
     )
 }
 
@@ -235,7 +234,7 @@ pub enum TestError {
 /// A running tree under test, with its event stream.
 pub struct TestTree {
     host: Host,
-    events: broadcast::Receiver<EventRecord>,
+    events: Events,
     seen: Vec<EventRecord>,
     deadline: Duration,
 }
@@ -316,14 +315,15 @@ impl TestTree {
         let from = self.seen.len();
         let deadline = tokio::time::Instant::now() + self.deadline;
         loop {
-            let record = match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Ok(record)) => record,
-                Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+            let record = match tokio::time::timeout_at(deadline, self.events.next()).await {
+                Ok(Some(Received::Event(record))) => record,
+                Ok(Some(Received::Missed(n))) => {
                     panic!("the test fell {n} events behind while waiting for {pattern:?}")
                 }
-                Ok(Err(broadcast::error::RecvError::Closed)) => {
-                    panic!("the event stream closed while waiting for {pattern:?}")
-                }
+                Ok(None) => panic!(
+                    "the tree stopped while waiting for {pattern:?}; saw meanwhile:\n{}",
+                    describe(&self.seen[from..])
+                ),
                 Err(_) => panic!(
                     "no {pattern:?} within {:?}; saw meanwhile:\n{}",
                     self.deadline,

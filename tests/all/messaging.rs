@@ -4,7 +4,7 @@
 //! is for an event or an answer, with a deadline; nothing sleeps.
 
 use std::time::Duration;
-use warden::events::Event;
+use warden::events::{DeadLetterReason, Event};
 use warden::messaging::{CircuitConfig, CircuitState, Targets};
 use warden::sandbox::{HeartbeatPolicy, MessageError, PhiAccrual};
 use warden::supervisor::{ChildSpec, ChildState, PluginStart, Restart, Strategy, SupervisorSpec};
@@ -15,7 +15,7 @@ use warden::{ExitReason, KillCause, TrapKind};
 use warden_tests::{CHAOS, RELAY};
 
 fn chaos(id: &str, config: &str, setup: impl FnOnce(&mut PluginStart)) -> ChildSpec {
-    let mut start = PluginStart::new(CHAOS).with_config(config);
+    let mut start = PluginStart::new(CHAOS).config(config);
     setup(&mut start);
     ChildSpec::plugin(id, start)
 }
@@ -199,14 +199,14 @@ async fn a_message_that_crashes_its_handler_costs_one_crash_and_is_dead_lettered
     let next = host.call("root/c", b"echo:next".to_vec(), Duration::from_secs(10));
     let (reply, ()) = tokio::join!(next, async {
         tree.expect(exited("root/c")).await;
-        tree.expect(dead_letter("root/c", "crashed")).await;
+        tree.expect(dead_letter("root/c", DeadLetterReason::Crashed)).await;
         tree.expect(started("root/c", 2)).await;
     });
     assert_eq!(text(reply), "next", "the message behind the bad one goes to the next incarnation");
     let dead = tree
         .seen()
         .iter()
-        .find(|r| dead_letter("root/c", "crashed").matches(&r.event))
+        .find(|r| dead_letter("root/c", DeadLetterReason::Crashed).matches(&r.event))
         .expect("a dead letter")
         .event
         .clone();
@@ -242,7 +242,7 @@ async fn poison_after_opts_in_to_retries_then_dead_letters_the_poison() {
     let dead = tree
         .seen()
         .iter()
-        .find(|r| dead_letter("root/c", "poison").matches(&r.event))
+        .find(|r| dead_letter("root/c", DeadLetterReason::Poison).matches(&r.event))
         .expect("a dead letter")
         .event
         .clone();
@@ -263,12 +263,12 @@ async fn poison_after_opts_in_to_retries_then_dead_letters_the_poison() {
 
 #[tokio::test]
 async fn a_removed_child_dead_letters_what_it_left_and_is_no_longer_a_target() {
-    let mut tree = start(vec![chaos("t", "", |_| {}).with_restart(Restart::Temporary)]).await;
+    let mut tree = start(vec![chaos("t", "", |_| {}).restart(Restart::Temporary)]).await;
     for msg in ["busy:30", "exit:normal", "echo:lost"] {
         tree.send("root/t", msg).unwrap();
     }
     tree.expect(exited("root/t")).await;
-    let dead = tree.expect(dead_letter("root/t", "target_removed")).await;
+    let dead = tree.expect(dead_letter("root/t", DeadLetterReason::TargetRemoved)).await;
     assert!(matches!(dead.event, Event::DeadLetter { size: 9, .. }), "{dead:?}");
     assert_eq!(tree.send("root/t", "x"), Err(MessageError::UnknownTarget("root/t".into())));
     tree.shutdown().await;
@@ -289,7 +289,7 @@ async fn every_message_is_accounted_for_under_load_with_random_crashes() {
         // (The first incarnations started before this subscription.)
         let mut started: std::collections::HashSet<(String, u64)> =
             (0..4).map(|i| (format!("root/c{i}"), 1)).collect();
-        while let Ok(record) = events.recv().await {
+        while let Some(warden::Received::Event(record)) = events.next().await {
             match record.event {
                 Event::DeadLetter { .. } => n += 1,
                 Event::ChildStarted { path, incarnation } => {

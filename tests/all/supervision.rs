@@ -3,9 +3,8 @@
 //! with a deadline; nothing sleeps.
 
 use std::time::Duration;
-use tokio::sync::broadcast;
 use warden::events::Event;
-use warden::runtime::{EventRecord, Host, HostError};
+use warden::runtime::{Host, HostError};
 use warden::sandbox::{MessageError, Shutdown};
 use warden::supervisor::{
     AdminError, AutoShutdown, ChildSpec, ChildState, PluginStart, Restart, Strategy, SupervisorSpec,
@@ -17,7 +16,7 @@ use warden_tests::CHAOS;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn chaos(id: &str, restart: Restart, config: &str) -> ChildSpec {
-    let mut spec = ChildSpec::plugin(id, PluginStart::new(CHAOS).with_config(config));
+    let mut spec = ChildSpec::plugin(id, PluginStart::new(CHAOS).config(config));
     spec.restart = restart;
     spec
 }
@@ -34,11 +33,12 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// Waits for the first event matching `pattern`, failing with what was seen instead.
-async fn expect(events: &mut broadcast::Receiver<EventRecord>, pattern: Pattern) -> Event {
+async fn expect(events: &mut warden::Events, pattern: Pattern) -> Event {
     let mut seen = Vec::new();
     let wait = async {
         loop {
-            let record = events.recv().await.expect("the event stream is open");
+            let received = events.next().await.expect("the event stream is open");
+            let record = received.event().expect("no event is missed");
             if pattern.matches(&record.event) {
                 return record.event;
             }
@@ -51,7 +51,7 @@ async fn expect(events: &mut broadcast::Receiver<EventRecord>, pattern: Pattern)
     }
 }
 
-async fn host_with(spec: SupervisorSpec) -> (Host, broadcast::Receiver<EventRecord>) {
+async fn host_with(spec: SupervisorSpec) -> (Host, warden::Events) {
     let host = Host::builder().shared_engine(warden_tests::engine().clone()).build().unwrap();
     let events = host.subscribe();
     host.start(spec).await.expect("the tree starts");
@@ -117,7 +117,8 @@ async fn one_for_all_restarts_every_child() {
     let mut exits = Vec::new();
     let wait = async {
         loop {
-            let record = events.recv().await.expect("the event stream is open");
+            let received = events.next().await.expect("the event stream is open");
+            let record = received.event().expect("no event is missed");
             match record.event {
                 Event::ChildExited { path, incarnation, .. } => exits.push((path, incarnation)),
                 Event::ChildStarted { path, incarnation: 2 } if path == "root/c" => break,
@@ -333,11 +334,14 @@ async fn admin_requests_answer_with_otps_results() {
     let admin = |r: Result<(), HostError>| match r {
         Ok(()) => "ok".to_string(),
         Err(HostError::Admin(e)) => e.to_string(),
+        Err(HostError::NotFound { path }) => format!("not_found {path}"),
         Err(e) => format!("other: {e}"),
     };
     assert_eq!(admin(host.restart_child("root", "a").await), "running");
     assert_eq!(admin(host.delete_child("root", "a").await), "running");
-    assert_eq!(admin(host.terminate_child("root", "nope").await), "not_found");
+    // One "not found" for a child and a supervisor alike, with the path looked for.
+    assert_eq!(admin(host.terminate_child("root", "nope").await), "not_found root/nope");
+    assert_eq!(admin(host.terminate_child("root/x", "a").await), "not_found root/x");
     assert_eq!(
         admin(host.start_child("root", chaos("a", Restart::Permanent, "")).await),
         "already_started"
@@ -357,7 +361,10 @@ async fn admin_requests_answer_with_otps_results() {
     let names: Vec<String> =
         host.which_children("root").await.unwrap().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["b", "c", "d"]);
-    assert!(matches!(host.which_children("root/nope").await, Err(HostError::NotFound)));
+    assert!(matches!(
+        host.which_children("root/nope").await,
+        Err(HostError::NotFound { path }) if path == "root/nope"
+    ));
     within(host.shutdown()).await;
 }
 

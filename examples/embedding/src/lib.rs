@@ -197,7 +197,7 @@ impl Shop {
     /// The shop's tree: each child granted only the interfaces it needs.
     pub fn tree(plugins: &Plugins) -> SupervisorSpec {
         let child = |id: &str, plugin: &str, grants: &[&str], config: &str| {
-            let mut start = PluginStart::new(plugin).with_config(config);
+            let mut start = PluginStart::new(plugin).config(config);
             start.grants.interfaces = grants.iter().map(|g| (*g).to_owned()).collect();
             ChildSpec::plugin(id, start)
         };

@@ -2,7 +2,7 @@
 //! crash (the cashier is restarted while the rest of the shop goes on), and asks its
 //! auditor for a typed summary.
 
-use warden::events::Event;
+use warden::{Event, Received};
 use warden_example_shop::{Plugins, Shop};
 
 #[tokio::main]
@@ -21,8 +21,9 @@ async fn main() -> anyhow::Result<()> {
         shop.buy("pears", 13).await.unwrap_or_else(|e| format!("refused: {e}"))
     );
     // The cashier crashed on that one and its supervisor restarted it.
-    loop {
-        match events.recv().await?.event {
+    while let Some(received) = events.next().await {
+        let Received::Event(record) = received else { continue };
+        match record.event {
             Event::ChildExited { path, reason, .. } => println!("  {path} exited: {reason}"),
             Event::ChildStarted { path, incarnation, .. } if path == "root/cashier" => {
                 println!("  {path} started again (incarnation {incarnation})");

@@ -9,13 +9,11 @@ use warden::supervisor::ChildState;
 use warden_example_shop::{Order, Plugins, Shop};
 
 /// Waits for the event `wanted` picks, at most ten seconds.
-async fn expect<T>(
-    events: &mut tokio::sync::broadcast::Receiver<warden::runtime::EventRecord>,
-    wanted: impl Fn(&Event) -> Option<T>,
-) -> T {
+async fn expect<T>(events: &mut warden::Events, wanted: impl Fn(&Event) -> Option<T>) -> T {
     let wait = async {
         loop {
-            if let Some(found) = wanted(&events.recv().await.expect("the event stream").event) {
+            let received = events.next().await.expect("the event stream goes on");
+            if let Some(found) = received.event().and_then(|r| wanted(&r.event)) {
                 return found;
             }
         }

@@ -144,7 +144,9 @@ pub fn parse_with_settings(
     let mut semantic = builder.problems;
     if pruned.is_empty() {
         let rules = validate("root", &spec).into_iter();
-        semantic.extend(rules.map(|e| Problem::new(ProblemKind::Rule, e.place, e.problem)));
+        semantic.extend(
+            rules.map(|e| Problem::new(ProblemKind::Rule, e.place(), e.problem.to_string())),
+        );
     }
     // Where an entry was left out for its problem, that it is missing now is no news.
     let tainted = |p: &Problem| {

@@ -7,7 +7,7 @@
 //! one `dead_letters_suppressed` event says how many when the window ends.
 
 use crate::ExitReason;
-use crate::events::{Event, EventBus};
+use crate::events::{DeadLetterReason, Event, EventBus};
 use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ const SWEEP_ABOVE: usize = 1024;
 pub(crate) struct DeadLetter {
     /// The target's path.
     pub(crate) path: String,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: DeadLetterReason,
     pub(crate) sender: Option<String>,
     pub(crate) size: u64,
     pub(crate) crashes: u32,
@@ -77,7 +77,6 @@ impl DeadLetters {
             window.shown += 1;
             drop(windows);
             let DeadLetter { path, reason, sender, size, crashes, exit } = letter;
-            let reason = reason.to_owned();
             self.events.emit(Event::DeadLetter { path, reason, sender, size, crashes, exit });
             return;
         }
@@ -92,6 +91,16 @@ impl DeadLetters {
                 tokio::time::sleep_until(ends).await;
                 summarize(&events, &path, &count);
             })));
+        }
+    }
+
+    /// Publishes every window's suppressed count now (the tree is stopping: its
+    /// event stream ends after this).
+    pub(crate) fn summarize_all(&self) {
+        let windows = std::mem::take(&mut *self.windows.lock().unwrap_or_else(|p| p.into_inner()));
+        for (path, window) in windows {
+            drop(window.flush);
+            self.summarize(&path, &window.suppressed);
         }
     }
 
@@ -122,7 +131,7 @@ mod tests {
     fn letter(path: &str) -> DeadLetter {
         DeadLetter {
             path: path.into(),
-            reason: "mailbox_full",
+            reason: DeadLetterReason::MailboxFull,
             sender: None,
             size: 1,
             crashes: 0,
@@ -143,7 +152,7 @@ mod tests {
         gate.announce(letter("root/flood")); // a new window
         let mut shown = HashMap::<String, u32>::new();
         let mut suppressed = Vec::new();
-        while let Ok(record) = rx.try_recv() {
+        while let Some(crate::events::Received::Event(record)) = rx.try_next() {
             match record.event {
                 Event::DeadLetter { path, .. } => *shown.entry(path).or_default() += 1,
                 Event::DeadLettersSuppressed { path, count, .. } => suppressed.push((path, count)),

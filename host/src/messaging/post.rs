@@ -5,7 +5,7 @@ use super::breaker::{Admit, Outcome};
 use super::dead_letters::{DeadLetter, DeadLetters};
 use super::mailbox::{Letter, Mailbox};
 use super::{CircuitState, MailboxConfig, MessageStats};
-use crate::events::{Event, EventBus};
+use crate::events::{DeadLetterReason, Event, EventBus};
 use crate::services::{Envelope, MessageError};
 use crate::task::Owned;
 use std::collections::HashMap;
@@ -106,7 +106,7 @@ impl Post {
                 self.answer(mailbox, &mut letter, gone);
                 self.failed();
             }
-            None => self.dead_letter(&mailbox.path, letter, "target_removed", None),
+            None => self.dead_letter(&mailbox.path, letter, DeadLetterReason::TargetRemoved, None),
         }
     }
 
@@ -368,12 +368,18 @@ impl Post {
         self.finish(&self.counts.failed);
     }
 
+    /// Publishes the dead letters counted but not yet announced (see
+    /// `dead_letters_suppressed`): the tree is stopping.
+    pub(crate) fn summarize_dead_letters(&self) {
+        self.dead_letters.summarize_all();
+    }
+
     /// A letter is set aside, with an event (see [`DeadLetters`] for how many).
     pub(crate) fn dead_letter(
         &self,
         path: &str,
         letter: Letter,
-        reason: &'static str,
+        reason: DeadLetterReason,
         exit: Option<crate::ExitReason>,
     ) {
         self.dead_letters.announce(DeadLetter {
@@ -416,14 +422,14 @@ impl Post {
     }
 }
 
-/// The event word for why a delivery failed.
-fn reason_word(e: &MessageError) -> &'static str {
+/// Why a delivery failed, as a dead letter's reason.
+fn reason_word(e: &MessageError) -> DeadLetterReason {
     match e {
-        MessageError::UnknownTarget(_) => "unknown_target",
-        MessageError::MailboxFull => "mailbox_full",
-        MessageError::TooLarge(_) => "too_large",
-        MessageError::NotAllowed(_) => "not_allowed",
-        _ => "undeliverable",
+        MessageError::UnknownTarget(_) => DeadLetterReason::UnknownTarget,
+        MessageError::MailboxFull => DeadLetterReason::MailboxFull,
+        MessageError::TooLarge(_) => DeadLetterReason::TooLarge,
+        MessageError::NotAllowed(_) => DeadLetterReason::NotAllowed,
+        _ => DeadLetterReason::Undeliverable,
     }
 }
 
@@ -508,7 +514,7 @@ mod tests {
     use super::*;
     use crate::messaging::Targets;
 
-    fn post() -> (Arc<Post>, tokio::sync::broadcast::Receiver<crate::events::EventRecord>) {
+    fn post() -> (Arc<Post>, crate::events::Events) {
         let events = Arc::new(EventBus::new(64));
         let rx = events.subscribe();
         (Arc::new(Post::new(events)), rx)
@@ -531,8 +537,8 @@ mod tests {
         let (answer, ()) = tokio::join!(call, forget);
         assert_eq!(answer, Err(MessageError::UnknownTarget("root/a".into())));
         assert!(matches!(
-            events.recv().await.unwrap().event,
-            Event::DeadLetter { ref reason, size: 4, .. } if reason == "target_removed"
+            events.next().await.and_then(crate::events::Received::event).unwrap().event,
+            Event::DeadLetter { reason: DeadLetterReason::TargetRemoved, size: 4, .. }
         ));
         let stats = post.stats();
         assert_eq!(

@@ -244,7 +244,7 @@ mod tests {
         let stats = post.stats();
         assert_eq!((stats.sent, stats.dead_letters, stats.pending), (2, 1, 1), "{stats:?}");
         assert_eq!(a.len(), 1);
-        match rx.recv().await.unwrap().event {
+        match rx.next().await.and_then(crate::events::Received::event).unwrap().event {
             Event::DeadLetter { path, reason, sender, size: 4, .. } => {
                 assert_eq!((path.as_str(), reason.as_str()), ("root/a", "mailbox_full"));
                 assert_eq!(sender.as_deref(), Some("root/b"));

@@ -1,29 +1,76 @@
 //! Why a request to the host failed.
 
 use crate::ExitReason;
-use crate::sandbox::{InterfaceError, MessageError, SandboxError};
+use crate::sandbox::{InterfaceError, LoadError, MessageError, SandboxError};
 use crate::state::OpenError;
-use crate::supervisor::AdminError;
+use crate::supervisor::{AdminError, SpecError};
 
 /// Why a host request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
-    /// No supervisor or child at that path.
-    #[error("not_found")]
-    NotFound,
-    /// The supervisor refused the request (OTP's answer).
+    /// No supervisor or child at that path (a supervisor's for requests to a
+    /// supervisor, a child's for requests about one of its children).
+    #[error("not_found: nothing at {path}")]
+    NotFound {
+        /// The path looked for.
+        path: String,
+    },
+    /// The supervisor refused the request (OTP's answer: `running`,
+    /// `already_present`, ...).
     #[error("{0}")]
     Admin(AdminError),
-    /// The child the request started failed to start.
-    #[error("{0}")]
-    StartFailed(ExitReason),
-    /// The tree could not start.
+    /// The spec breaks OTP's rules or asks for what this host's engine lacks: every
+    /// problem, each with the path of the child (or supervisor) it is about. Nothing
+    /// was started.
+    #[error("invalid spec: {}", join(.0))]
+    InvalidSpec(Vec<SpecError>),
+    /// The plugin of the child at `path` could not be loaded: the file is missing,
+    /// not WebAssembly, a core module, or imports what the host does not give.
+    /// Nothing was started.
+    #[error("{path}: {error}")]
+    Load {
+        /// The child's path.
+        path: String,
+        /// What is wrong with its plugin.
+        error: LoadError,
+    },
+    /// The child the request started failed to start (its `init` failed or
+    /// trapped).
+    #[error("{reason}")]
+    StartFailed {
+        /// The child's path.
+        path: String,
+        /// Why, as its exit reason.
+        reason: ExitReason,
+    },
+    /// The tree could not start: a child's `init` failed or trapped. The reason's
+    /// message names the child (`failed_to_start_child a: ...`), as OTP's does; the
+    /// `child_start_failed` event gives its path.
     #[error("the tree did not start: {0}")]
     TreeStart(ExitReason),
-    /// A tree is already running in this host.
-    #[error("a tree is already running")]
+    /// A tree is already running in this host: [`Host::shutdown`] it first (also
+    /// after its root gave up, see [`Host::wait`]).
+    ///
+    /// [`Host::shutdown`]: super::Host::shutdown
+    /// [`Host::wait`]: super::Host::wait
+    #[error("a tree is already running in this host: shut it down first")]
     AlreadyRunning,
+    /// The host was built outside a tokio runtime and was given none.
+    #[error(
+        "the host needs a tokio runtime: build it inside one (e.g. under #[tokio::main]), \
+         give it one with HostBuilder::runtime, or use warden::blocking::Host"
+    )]
+    NoRuntime,
+    /// [`crate::blocking::Host`] could not start its tokio runtime.
+    #[error("could not start a tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The tokio runtime has no timers (built without `enable_time`).
+    #[error(
+        "the host's tokio runtime has no timers: build it with enable_all() or \
+         enable_time() (#[tokio::main] does)"
+    )]
+    NoTimers,
     /// The engine could not be created.
     #[error(transparent)]
     Engine(#[from] SandboxError),
@@ -43,6 +90,11 @@ pub enum HostError {
     /// The supervisor ended before answering.
     #[error("the supervisor is gone")]
     Gone,
+}
+
+fn join(errors: &[SpecError]) -> String {
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    errors.join("; ")
 }
 
 /// Why a typed call into a child's exports ([`super::Host::call_export`]) failed.

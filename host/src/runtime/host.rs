@@ -5,18 +5,22 @@ use super::protocol::{AdminReply, AdminRequest, SupMsg};
 use super::shared::Shared;
 use super::supervisor;
 use crate::ExitReason;
-use crate::events::{Event, EventBus, EventRecord};
+use crate::events::{EventBus, Events};
 use crate::messaging::{CircuitState, MessageStats};
 use crate::sandbox::{
     BoxFuture, ChildIdentity, Engine, EngineConfig, ExportCall, HostInterfaces, InterfaceError,
     LoadError, MessageError, Plugin, StoreData,
 };
 use crate::state::{DiskStore, MemoryStore, StateStore};
-use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
+use crate::supervisor::{
+    AdminError, ChildCounts, ChildInfo, ChildSpec, ChildStart, PluginStart, SpecError, SpecProblem,
+    SupervisorSpec, validate,
+};
 use crate::task::Owned;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 /// How many events a subscriber may fall behind before it loses the oldest.
 const EVENT_BACKLOG: usize = 1 << 16;
@@ -37,24 +41,28 @@ pub struct MailboxInfo {
 /// order and learn how it ended).
 ///
 /// ```no_run
-/// use warden::runtime::Host;
-/// use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+/// use std::time::Duration;
+/// use warden::prelude::*;
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let host = Host::builder().build()?;
 /// let mut events = host.subscribe();
-/// let echo = ChildSpec::plugin("echo", PluginStart::new("echo.wasm"));
+/// let echo = ChildSpec::plugin("echo", "target/plugins/wasm32-wasip2/release/echo.wasm");
 /// host.start(SupervisorSpec::new(Strategy::OneForOne, vec![echo])).await?;
-/// let reply = host.call("root/echo", b"hi".to_vec(), std::time::Duration::from_secs(1)).await?;
+/// let reply = host.call("root/echo", b"hi".to_vec(), Duration::from_secs(1)).await?;
 /// assert_eq!(reply, b"hi");
-/// println!("{:?}", events.recv().await?);
+/// println!("{:?}", events.next().await); // child_started root/echo
 /// host.shutdown().await;
 /// # Ok(()) }
 /// ```
+///
+/// The life of a host (which calls work when) is in the crate's documentation.
 #[derive(Clone)]
 pub struct Host {
     shared: Arc<Shared>,
     root: Arc<Mutex<Root>>,
+    /// Where the tree's tasks run.
+    runtime: Handle,
 }
 
 /// A start under way: dropped before it completes, the host has no tree again.
@@ -93,6 +101,7 @@ pub struct HostBuilder {
     interfaces: HostInterfaces,
     /// The first interface that could not be registered, reported by `build`.
     bad_interface: Option<InterfaceError>,
+    runtime: Option<Handle>,
 }
 
 impl HostBuilder {
@@ -155,12 +164,29 @@ impl HostBuilder {
         self
     }
 
+    /// The tokio runtime the tree's tasks run on. Default the runtime `build` is
+    /// called in. It needs timers (`enable_time`, or `enable_all`), and should be
+    /// multi-threaded for children to run in parallel.
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// Builds the host.
     ///
     /// # Errors
-    /// The engine could not be created, or the data directory opened (it is in use by
-    /// another process, or its database is corrupted).
+    /// No tokio runtime ([`HostError::NoRuntime`]: called outside one and none given)
+    /// or one without timers ([`HostError::NoTimers`]); the engine could not be
+    /// created, or the data directory opened (it is in use by another process, or its
+    /// database is corrupted).
     pub fn build(self) -> Result<Host, HostError> {
+        let runtime = match self.runtime {
+            Some(runtime) => runtime,
+            None => Handle::try_current().map_err(|_| HostError::NoRuntime)?,
+        };
+        if !has_timers(&runtime) {
+            return Err(HostError::NoTimers);
+        }
         if let Some(e) = self.bad_interface {
             return Err(HostError::Interface(e));
         }
@@ -179,8 +205,17 @@ impl HostBuilder {
         Ok(Host {
             shared: Arc::new(Shared::new(engine, state, events)),
             root: Arc::new(Mutex::new(Root::None)),
+            runtime,
         })
     }
+}
+
+/// Whether `runtime` has a time driver. tokio offers no question for it: making a
+/// timer panics without one, so the check makes one (and the panic's message is
+/// printed, once, by the panic hook, before `build` says what to do).
+fn has_timers(runtime: &Handle) -> bool {
+    let _in = runtime.enter();
+    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
 }
 
 impl Host {
@@ -212,10 +247,9 @@ impl Host {
         self.shared.engine.load(name, bytes)
     }
 
-    /// Events from now on. A receiver that falls more than 65,536 events behind
-    /// loses the oldest: its next `recv` says how many (`Lagged`), and the numbers
-    /// ([`EventRecord::seq`]) of the events it then gets show the gap.
-    pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
+    /// The events from now until the tree stops (see [`Events`]). Subscribe before
+    /// [`Host::start`] to see the tree's first `child_started`.
+    pub fn subscribe(&self) -> Events {
         self.shared.events.subscribe()
     }
 
@@ -231,20 +265,16 @@ impl Host {
         self.shared.events.now_us()
     }
 
-    /// Publishes `event` on the event stream, after every event published before it
-    /// (an embedder's own events, say). Like every event, it is lost to a subscriber
-    /// that has fallen too far behind: the CLI sends its replies beside the stream,
-    /// not on it.
-    pub fn publish(&self, event: Event) {
-        self.shared.emit(event);
-    }
-
     /// Starts the tree under the root supervisor `root`; returns once every child
-    /// started.
+    /// started. Before anything starts, the spec is checked (OTP's rules, and what
+    /// this host's engine can do) and every plugin it names is loaded (compiled, or
+    /// found in the compile cache), so a bad spec or plugin starts nothing.
     ///
     /// # Errors
-    /// An invalid spec or a child that failed to start ([`HostError::TreeStart`]
-    /// names it); a tree already running.
+    /// [`HostError::InvalidSpec`] with every problem and its path;
+    /// [`HostError::Load`] for a plugin that cannot be loaded, with the child's path;
+    /// [`HostError::TreeStart`] for a child whose `init` failed;
+    /// [`HostError::AlreadyRunning`] while a tree runs.
     ///
     /// # Cancel safety
     /// Dropping the future before it completes stops what was started of the tree;
@@ -252,19 +282,66 @@ impl Host {
     pub async fn start(&self, spec: SupervisorSpec) -> Result<(), HostError> {
         {
             let mut root = self.root();
-            if !matches!(*root, Root::None) {
-                return Err(HostError::AlreadyRunning);
+            match *root {
+                Root::None => {}
+                // A tree that ended by itself (its root gave up or shut down
+                // automatically) is gone: a new one may start.
+                Root::Running { .. } if self.shared.root_has_exited() => {}
+                _ => return Err(HostError::AlreadyRunning),
             }
             *root = Root::Starting;
         }
         // Back to `None` unless the start completes, also when this future is dropped.
         let starting = Starting(self);
+        self.preflight_tree("root", &spec).await?;
         self.shared.root_starting();
-        let started = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None).await;
+        let start = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None);
+        let mut start = Owned(self.runtime.spawn(start));
+        let started = (&mut start.0).await.map_err(|_| HostError::Gone)?;
         let (_, task) = started.map_err(HostError::TreeStart)?;
         std::mem::forget(starting);
         *self.root() = Root::Running { _task: task };
         Ok(())
+    }
+
+    /// Checks `spec` (at `path`) and loads its plugins, before anything starts.
+    async fn preflight_tree(&self, path: &str, spec: &SupervisorSpec) -> Result<(), HostError> {
+        let mut problems = validate(path, spec);
+        let mut plugins = Vec::new();
+        collect(path, spec, &mut plugins);
+        problems.extend(plugins.iter().filter_map(|(path, start)| self.engine_lacks(path, start)));
+        if !problems.is_empty() {
+            return Err(HostError::InvalidSpec(problems));
+        }
+        for (path, start) in plugins {
+            self.shared
+                .plugin(&start.plugin)
+                .await
+                .map_err(|error| HostError::Load { path, error })?;
+        }
+        Ok(())
+    }
+
+    /// As [`Host::preflight_tree`], for one child added to the supervisor at `parent`
+    /// (whose own checks come when it gets the spec).
+    async fn preflight_child(&self, parent: &str, spec: &ChildSpec) -> Result<(), HostError> {
+        let path = format!("{parent}/{}", spec.id);
+        match &spec.start {
+            ChildStart::Supervisor(sub) => self.preflight_tree(&path, sub).await,
+            ChildStart::Plugin(start) => {
+                if let Some(problem) = self.engine_lacks(&path, start) {
+                    return Err(HostError::InvalidSpec(vec![problem]));
+                }
+                let loaded = self.shared.plugin(&start.plugin).await;
+                loaded.map(drop).map_err(|error| HostError::Load { path, error })
+            }
+        }
+    }
+
+    /// What the child at `path` asks of the engine that it cannot do.
+    fn engine_lacks(&self, path: &str, start: &PluginStart) -> Option<SpecError> {
+        (start.limits.fuel_per_call.is_some() && !self.shared.engine.config().fuel)
+            .then(|| SpecError { path: path.to_owned(), problem: SpecProblem::FuelOff })
     }
 
     fn root(&self) -> std::sync::MutexGuard<'_, Root> {
@@ -388,15 +465,24 @@ impl Host {
         })
     }
 
+    /// Sends `request` to the supervisor at `supervisor`; a child it does not know
+    /// is [`HostError::NotFound`] with the child's path (`child`).
     async fn admin(
         &self,
         supervisor: &str,
+        child: Option<&str>,
         request: AdminRequest,
     ) -> Result<AdminReply, HostError> {
-        let tx = self.shared.supervisor(supervisor).ok_or(HostError::NotFound)?;
+        let not_found = |path: String| HostError::NotFound { path };
+        let tx = self.shared.supervisor(supervisor).ok_or_else(|| not_found(supervisor.into()))?;
         let (reply, answer) = oneshot::channel();
         tx.send(SupMsg::Admin(request, reply)).map_err(|_| HostError::Gone)?;
-        answer.await.map_err(|_| HostError::Gone)?
+        match answer.await.map_err(|_| HostError::Gone)? {
+            Err(HostError::Admin(AdminError::NotFound)) => {
+                Err(not_found(format!("{supervisor}/{}", child.unwrap_or_default())))
+            }
+            answer => answer,
+        }
     }
 
     /// OTP's `start_child`: adds `spec` to `supervisor` and starts it; returns once it
@@ -410,7 +496,10 @@ impl Host {
     /// are carried out by the supervisor once sent: dropping the future only drops
     /// the answer.
     pub async fn start_child(&self, supervisor: &str, spec: ChildSpec) -> Result<(), HostError> {
-        self.admin(supervisor, AdminRequest::StartChild(Box::new(spec))).await.map(|_| ())
+        self.preflight_child(supervisor, &spec).await?;
+        let id = spec.id.clone();
+        let request = AdminRequest::StartChild(Box::new(spec));
+        self.admin(supervisor, Some(&id), request).await.map(|_| ())
     }
 
     /// `start_child` on a simple_one_for_one supervisor: a child from its template,
@@ -425,7 +514,8 @@ impl Host {
         name: Option<String>,
         config: Option<Vec<u8>>,
     ) -> Result<String, HostError> {
-        match self.admin(supervisor, AdminRequest::StartDynamic { name, config }).await? {
+        let request = AdminRequest::StartDynamic { name, config };
+        match self.admin(supervisor, None, request).await? {
             AdminReply::Started(name) => Ok(name),
             _ => Err(HostError::Gone),
         }
@@ -437,7 +527,9 @@ impl Host {
     /// # Errors
     /// `not_found`.
     pub async fn terminate_child(&self, supervisor: &str, child: &str) -> Result<(), HostError> {
-        self.admin(supervisor, AdminRequest::TerminateChild(child.into())).await.map(|_| ())
+        self.admin(supervisor, Some(child), AdminRequest::TerminateChild(child.into()))
+            .await
+            .map(|_| ())
     }
 
     /// OTP's `restart_child`: returns once the child started (its `child_started`
@@ -446,7 +538,9 @@ impl Host {
     /// # Errors
     /// `running`, `restarting`, `not_found`, `simple_one_for_one`, the start's failure.
     pub async fn restart_child(&self, supervisor: &str, child: &str) -> Result<(), HostError> {
-        self.admin(supervisor, AdminRequest::RestartChild(child.into())).await.map(|_| ())
+        self.admin(supervisor, Some(child), AdminRequest::RestartChild(child.into()))
+            .await
+            .map(|_| ())
     }
 
     /// OTP's `delete_child`.
@@ -454,7 +548,9 @@ impl Host {
     /// # Errors
     /// `running`, `restarting`, `not_found`, `simple_one_for_one`.
     pub async fn delete_child(&self, supervisor: &str, child: &str) -> Result<(), HostError> {
-        self.admin(supervisor, AdminRequest::DeleteChild(child.into())).await.map(|_| ())
+        self.admin(supervisor, Some(child), AdminRequest::DeleteChild(child.into()))
+            .await
+            .map(|_| ())
     }
 
     /// OTP's `which_children`, in start order.
@@ -462,7 +558,7 @@ impl Host {
     /// # Errors
     /// No supervisor at that path.
     pub async fn which_children(&self, supervisor: &str) -> Result<Vec<ChildInfo>, HostError> {
-        match self.admin(supervisor, AdminRequest::WhichChildren).await? {
+        match self.admin(supervisor, None, AdminRequest::WhichChildren).await? {
             AdminReply::Children(children) => Ok(children),
             _ => Err(HostError::Gone),
         }
@@ -473,7 +569,7 @@ impl Host {
     /// # Errors
     /// No supervisor at that path.
     pub async fn count_children(&self, supervisor: &str) -> Result<ChildCounts, HostError> {
-        match self.admin(supervisor, AdminRequest::CountChildren).await? {
+        match self.admin(supervisor, None, AdminRequest::CountChildren).await? {
             AdminReply::Counts(counts) => Ok(counts),
             _ => Err(HostError::Gone),
         }
@@ -508,5 +604,17 @@ impl Host {
         let reason = self.wait().await;
         *self.root() = Root::None;
         reason
+    }
+}
+
+/// Every plugin child of `spec` (at `path`) and of its nested supervisors, with its
+/// path.
+fn collect<'a>(path: &str, spec: &'a SupervisorSpec, into: &mut Vec<(String, &'a PluginStart)>) {
+    for child in &spec.children {
+        let child_path = format!("{path}/{}", child.id);
+        match &child.start {
+            ChildStart::Plugin(start) => into.push((child_path, start)),
+            ChildStart::Supervisor(sub) => collect(&child_path, sub, into),
+        }
     }
 }

@@ -49,6 +49,11 @@ impl Shared {
         self.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
     }
 
+    /// Whether the root supervisor of the tree last started has exited.
+    pub(crate) fn root_has_exited(&self) -> bool {
+        self.root_exit.borrow().is_some()
+    }
+
     /// Waits until the root supervisor exits; its reason.
     pub(crate) async fn root_exit(&self) -> ExitReason {
         let mut exit = self.root_exit.subscribe();

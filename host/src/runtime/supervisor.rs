@@ -154,6 +154,7 @@ impl Supervisor {
             }
         };
         self.close(&mut rx);
+        let root = parent.is_none();
         match ready.take() {
             // Failed while starting: the starter is told, not the parent.
             Some(ready) => {
@@ -170,6 +171,11 @@ impl Supervisor {
                 }
                 None => shared.root_exited(reason.clone()),
             },
+        }
+        if root {
+            // After the tree's last event: its streams end.
+            shared.post.summarize_dead_letters();
+            shared.events.end();
         }
         reason
     }
@@ -295,9 +301,10 @@ impl Supervisor {
                     if let Some(result) = admin
                         && let Some(reply) = self.admin.take()
                     {
+                        let path = self.core.child_path(&child);
                         let answer = result
                             .map(|()| AdminReply::Started(child))
-                            .map_err(HostError::StartFailed);
+                            .map_err(|reason| HostError::StartFailed { path, reason });
                         self.deferred.push((reply, answer));
                     }
                 }

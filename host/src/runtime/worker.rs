@@ -21,7 +21,7 @@
 
 use super::protocol::SupMsg;
 use super::shared::Shared;
-use crate::events::Event;
+use crate::events::{DeadLetterReason, Event};
 use crate::messaging::{Letter, Mailbox};
 use crate::sandbox::{ExportCall, Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
@@ -316,7 +316,8 @@ fn settle(
         letter.crashes += 1;
         let tries = mailbox.config.poison_after;
         if letter.crashes >= tries {
-            let word = if tries <= 1 { "crashed" } else { "poison" };
+            let word =
+                if tries <= 1 { DeadLetterReason::Crashed } else { DeadLetterReason::Poison };
             shared.post.dead_letter(&mailbox.path, letter, word, Some(reason.clone()));
             return;
         }

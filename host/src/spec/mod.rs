@@ -30,5 +30,5 @@ pub use source::{LoadedPlugin, PluginSource};
 pub(crate) use tree::check_child;
 pub use tree::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, SpecError,
-    Strategy, SupervisorSpec, validate,
+    SpecProblem, Strategy, SupervisorSpec, validate,
 };

@@ -1,6 +1,7 @@
 //! What a supervisor is told: its flags and its children's specs, checked with
 //! OTP's rules (`supervisor:check_flags/1`, `check_childspec/2`).
 
+use super::heartbeat::HeartbeatPolicy;
 use super::limits::{ChildLimits, Grants};
 use super::mailbox::MailboxConfig;
 use super::source::PluginSource;
@@ -178,10 +179,85 @@ impl PluginStart {
         }
     }
 
-    /// The same, with `config` handed to `init`.
-    pub fn with_config(mut self, config: impl Into<Vec<u8>>) -> Self {
+    /// The bytes handed to `init` (a manifest gives JSON). Default empty.
+    pub fn config(mut self, config: impl Into<Vec<u8>>) -> Self {
         self.config = config.into();
         self
+    }
+
+    /// All its resource limits at once. Default [`ChildLimits::default`] (64 MiB of
+    /// memory, a 5 s call deadline, no fuel, no heartbeat watchdog, ...).
+    pub fn limits(mut self, limits: ChildLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Its largest linear memory, in bytes; growing past it ends the incarnation with
+    /// `trap(memory_limit)`. Default 64 MiB.
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.limits.max_memory_bytes = bytes;
+        self
+    }
+
+    /// How long one export call may run in the guest before `killed(deadline)`;
+    /// `None` for no deadline. Default 5 s.
+    pub fn call_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.limits.call_deadline = deadline;
+        self
+    }
+
+    /// Fuel for one export call; running out ends the incarnation with
+    /// `trap(out_of_fuel)`. Needs a host whose engine has fuel on
+    /// (`EngineConfig::fuel`): a spec with it is refused by one without
+    /// ([`SpecProblem::FuelOff`]). Default none.
+    pub fn fuel_per_call(mut self, fuel: u64) -> Self {
+        self.limits.fuel_per_call = Some(fuel);
+        self
+    }
+
+    /// The heartbeat watchdog: while the child is busy in a call, heartbeats judged
+    /// missing by `policy` kill it with `killed(heartbeat)`. Default none.
+    pub fn heartbeat(mut self, policy: HeartbeatPolicy) -> Self {
+        self.limits.heartbeat = Some(policy);
+        self
+    }
+
+    /// What it may reach outside its sandbox. Default [`Grants::default`]: nothing.
+    pub fn grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
+        self
+    }
+
+    /// Grants it the application interface `name` (`acme:shop/inventory`) or package
+    /// (`acme:shop/*`), beside those already granted. Default none.
+    pub fn interface(mut self, name: impl Into<String>) -> Self {
+        self.grants.interfaces.push(name.into());
+        self
+    }
+
+    /// Its mailbox, whom it may message and its circuit breaker. Default
+    /// [`MailboxConfig::default`].
+    pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Hibernates it after `idle` without a message (see the field). Default never.
+    pub fn hibernate_after(mut self, idle: Duration) -> Self {
+        self.hibernate_after = Some(idle);
+        self
+    }
+
+    /// Keeps its durable state when its spec is dropped. Default false.
+    pub fn keep_state(mut self, keep: bool) -> Self {
+        self.keep_state = keep;
+        self
+    }
+}
+
+impl<T: Into<PluginSource>> From<T> for PluginStart {
+    fn from(plugin: T) -> Self {
+        Self::new(plugin)
     }
 }
 
@@ -209,10 +285,12 @@ pub struct ChildSpec {
 
 impl ChildSpec {
     /// A permanent worker with OTP's defaults.
-    pub fn plugin(id: impl Into<String>, start: PluginStart) -> Self {
+    /// `start` is a [`PluginStart`], or what one is made from: a path, a loaded
+    /// [`Plugin`](crate::sandbox::Plugin) or [`PluginSource::bytes`].
+    pub fn plugin(id: impl Into<String>, start: impl Into<PluginStart>) -> Self {
         Self::new(
             id,
-            ChildStart::Plugin(Box::new(start)),
+            ChildStart::Plugin(Box::new(start.into())),
             Shutdown::Timeout(Duration::from_secs(5)),
         )
     }
@@ -240,9 +318,38 @@ impl ChildSpec {
         matches!(self.start, ChildStart::Supervisor(_))
     }
 
-    /// The same spec with restart type `restart`.
-    pub fn with_restart(mut self, restart: Restart) -> Self {
+    /// When it is restarted. Default [`Restart::Permanent`].
+    pub fn restart(mut self, restart: Restart) -> Self {
         self.restart = restart;
+        self
+    }
+
+    /// How it is stopped. Default a 5 s timeout for a plugin, infinity for a
+    /// supervisor (OTP's).
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Whether its exit may shut its supervisor down (with the supervisor's
+    /// [`AutoShutdown`]). Default false.
+    pub fn significant(mut self, significant: bool) -> Self {
+        self.significant = significant;
+        self
+    }
+
+    /// The delay before its restarts, and how long it must run before the delays
+    /// start over. Default none, and 10 s.
+    pub fn backoff(mut self, backoff: Backoff, reset_after: Duration) -> Self {
+        self.backoff = backoff;
+        self.backoff_reset = reset_after;
+        self
+    }
+
+    /// Trap kinds after which it is not restarted, whatever its restart type.
+    /// Default none.
+    pub fn no_restart_on(mut self, kinds: impl IntoIterator<Item = TrapKind>) -> Self {
+        self.no_restart_on = kinds.into_iter().collect();
         self
     }
 }
@@ -274,56 +381,132 @@ impl SupervisorSpec {
             children,
         }
     }
+
+    /// Gives up (and exits, escalating to its parent) at the `(intensity + 1)`th
+    /// restart within `period`. Default OTP's 1 in 5 s: a second crash within 5 s
+    /// stops the supervisor, and at the root the whole tree. A tree of plugins that
+    /// may crash now and then wants more, e.g. 10 in 60 s.
+    pub fn intensity(mut self, intensity: u32, period: Duration) -> Self {
+        self.intensity = intensity;
+        self.period = period;
+        self
+    }
+
+    /// When significant children's exits shut it down. Default never.
+    pub fn auto_shutdown(mut self, auto_shutdown: AutoShutdown) -> Self {
+        self.auto_shutdown = auto_shutdown;
+        self
+    }
 }
 
 /// One problem with a spec, and where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SpecError {
-    /// Where: `supervisor root, child "a"`.
-    pub place: String,
+    /// The path of what is wrong: a child's (`root/a`) or, for a problem with a
+    /// supervisor's own flags, the supervisor's (`root`).
+    pub path: String,
     /// What is wrong.
-    pub problem: String,
+    pub problem: SpecProblem,
+}
+
+impl SpecError {
+    /// Where, in words: `supervisor root, child "a"` or `supervisor root`.
+    pub fn place(&self) -> String {
+        match self.path.rsplit_once('/') {
+            Some((supervisor, child)) if self.problem.is_about_a_child() => {
+                format!("supervisor {supervisor}, child {child:?}")
+            }
+            _ => format!("supervisor {}", self.path),
+        }
+    }
 }
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.place, self.problem)
+        write!(f, "{}: {}", self.place(), self.problem)
     }
 }
 
 impl std::error::Error for SpecError {}
 
+/// What can be wrong with a spec: OTP's `check_flags/1` and `check_childspec/2`
+/// rules, and what Warden adds.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecProblem {
+    /// The intensity window is zero.
+    #[error("period must be greater than zero")]
+    ZeroPeriod,
+    /// A simple_one_for_one supervisor has other than one child spec.
+    #[error("simple_one_for_one needs exactly one child spec (the template), found {found}")]
+    TemplateCount {
+        /// How many it has.
+        found: usize,
+    },
+    /// A child's id is empty.
+    #[error("the id is empty")]
+    EmptyId,
+    /// A child's id contains `/`.
+    #[error("the id contains '/', which separates path segments")]
+    SlashInId,
+    /// Two children have the same id.
+    #[error("duplicate child id")]
+    DuplicateId,
+    /// A significant child under a supervisor whose `auto_shutdown` is never.
+    #[error("significant is true but the supervisor's auto_shutdown is never")]
+    SignificantWithoutAutoShutdown,
+    /// A significant child that is permanent.
+    #[error("significant is true but the child is permanent")]
+    SignificantPermanent,
+    /// An exponential backoff's jitter outside 0–1.
+    #[error("backoff jitter must be between 0 and 1, not {jitter}")]
+    Jitter {
+        /// The jitter given.
+        jitter: f64,
+    },
+    /// A `grants.interfaces` entry that does not name an application interface.
+    #[error("grants.interfaces: {0}")]
+    InterfaceGrant(String),
+    /// `limits.fuel_per_call` is set but the host's engine has no fuel
+    /// (`EngineConfig::fuel`).
+    #[error(
+        "limits.fuel_per_call is set but the engine was built without fuel \
+         (EngineConfig::fuel = true turns it on)"
+    )]
+    FuelOff,
+}
+
+impl SpecProblem {
+    /// Whether it is about one child (rather than the supervisor's own flags).
+    pub fn is_about_a_child(&self) -> bool {
+        !matches!(self, Self::ZeroPeriod | Self::TemplateCount { .. })
+    }
+}
+
 /// Checks `spec` at `path` and every nested supervisor; returns every problem.
 pub fn validate(path: &str, spec: &SupervisorSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
-    let here = format!("supervisor {path}");
-    let mut problem = |place: &str, problem: String| {
-        errors.push(SpecError { place: place.to_owned(), problem });
+    let mut problem = |path: String, problem: SpecProblem| {
+        errors.push(SpecError { path, problem });
     };
     if spec.period.is_zero() {
-        problem(&here, "period must be greater than zero".into());
+        problem(path.to_owned(), SpecProblem::ZeroPeriod);
     }
     if spec.strategy == Strategy::SimpleOneForOne && spec.children.len() != 1 {
-        problem(
-            &here,
-            format!(
-                "simple_one_for_one needs exactly one child spec (the template), found {}",
-                spec.children.len()
-            ),
-        );
+        problem(path.to_owned(), SpecProblem::TemplateCount { found: spec.children.len() });
     }
     let mut seen = std::collections::HashSet::new();
     let mut nested = Vec::new();
     for child in &spec.children {
-        let place = format!("{here}, child {:?}", child.id);
+        let child_path = format!("{path}/{}", child.id);
         for p in check_child(child, spec.auto_shutdown) {
-            problem(&place, p);
+            problem(child_path.clone(), p);
         }
         if !seen.insert(child.id.as_str()) {
-            problem(&place, "duplicate child id".into());
+            problem(child_path.clone(), SpecProblem::DuplicateId);
         }
         if let ChildStart::Supervisor(sub) = &child.start {
-            nested.push((format!("{path}/{}", child.id), sub));
+            nested.push((child_path, sub));
         }
     }
     for (sub_path, sub) in nested {
@@ -334,28 +517,28 @@ pub fn validate(path: &str, spec: &SupervisorSpec) -> Vec<SpecError> {
 
 /// OTP's `check_childspec/2` rules, plus what Warden adds (ids usable in paths,
 /// backoff values).
-pub(crate) fn check_child(child: &ChildSpec, auto_shutdown: AutoShutdown) -> Vec<String> {
+pub(crate) fn check_child(child: &ChildSpec, auto_shutdown: AutoShutdown) -> Vec<SpecProblem> {
     let mut problems = Vec::new();
     if child.id.is_empty() {
-        problems.push("the id is empty".into());
+        problems.push(SpecProblem::EmptyId);
     } else if child.id.contains('/') {
-        problems.push("the id contains '/', which separates path segments".into());
+        problems.push(SpecProblem::SlashInId);
     }
     if child.significant && auto_shutdown == AutoShutdown::Never {
-        problems.push("significant is true but the supervisor's auto_shutdown is never".into());
+        problems.push(SpecProblem::SignificantWithoutAutoShutdown);
     }
     if child.significant && child.restart == Restart::Permanent {
-        problems.push("significant is true but the child is permanent".into());
+        problems.push(SpecProblem::SignificantPermanent);
     }
     if let Backoff::Exponential { jitter, .. } = child.backoff
         && !(0.0..=1.0).contains(&jitter)
     {
-        problems.push(format!("backoff jitter must be between 0 and 1, not {jitter}"));
+        problems.push(SpecProblem::Jitter { jitter });
     }
     if let ChildStart::Plugin(plugin) = &child.start {
         for grant in &plugin.grants.interfaces {
             if let Err(problem) = super::interfaces::check_interface_grant(grant) {
-                problems.push(format!("grants.interfaces: {problem}"));
+                problems.push(SpecProblem::InterfaceGrant(problem));
             }
         }
     }

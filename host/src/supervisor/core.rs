@@ -14,7 +14,7 @@
 //! source are parameters, so every rule is a plain unit test.
 
 use crate::ExitReason;
-use crate::events::Event;
+use crate::events::{Event, GaveUpReason};
 use crate::spec::SpecError;
 use crate::spec::{
     AutoShutdown, ChildSpec, ChildStart, Restart, Shutdown, Strategy, SupervisorSpec, check_child,
@@ -99,7 +99,7 @@ pub enum ChildState {
 }
 
 /// Why an admin request was refused, in OTP's words where OTP has one.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {
     /// No child with that id.
@@ -120,12 +120,20 @@ pub enum AdminError {
     /// Not possible on a simple_one_for_one supervisor.
     #[error("simple_one_for_one")]
     SimpleOneForOne,
-    /// The request's spec is invalid.
-    #[error("invalid child spec: {0}")]
-    Invalid(String),
+    /// The request's spec is invalid: every problem, with the child's path.
+    #[error("invalid child spec: {}", join(.0))]
+    Invalid(Vec<SpecError>),
+    /// `start_dynamic` on a supervisor that is not simple_one_for_one.
+    #[error("not a simple_one_for_one supervisor")]
+    NotSimpleOneForOne,
     /// The supervisor is shutting down.
     #[error("shutting_down")]
     ShuttingDown,
+}
+
+fn join(problems: &[SpecError]) -> String {
+    let problems: Vec<String> = problems.iter().map(|p| p.problem.to_string()).collect();
+    problems.join("; ")
 }
 
 /// One child, as `which_children` reports it (in start order).
@@ -568,7 +576,7 @@ impl Core {
     fn give_up(&mut self) {
         self.emit(Event::SupervisorGaveUp {
             path: self.path.clone(),
-            reason: "reached_max_restart_intensity".into(),
+            reason: GaveUpReason::ReachedMaxRestartIntensity,
         });
         self.abort_batch = true;
         self.stop_all_children();
@@ -668,10 +676,7 @@ impl Core {
         if self.template.is_some() {
             return Err(AdminError::SimpleOneForOne);
         }
-        let problems = check_child(&spec, self.auto_shutdown);
-        if !problems.is_empty() {
-            return Err(AdminError::Invalid(problems.join("; ")));
-        }
+        self.check(&spec)?;
         if let Some(i) = self.find(&spec.id) {
             return Err(match self.children[i].state {
                 ChildState::Running | ChildState::Restarting => AdminError::AlreadyStarted,
@@ -682,6 +687,17 @@ impl Core {
         self.add_child(spec);
         self.push_start(&id, StartCause::Admin);
         Ok(())
+    }
+
+    /// OTP's `check_childspec/2` on a child spec given at run time.
+    fn check(&self, spec: &ChildSpec) -> Result<(), AdminError> {
+        let problems = check_child(spec, self.auto_shutdown);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let path = self.child_path(&spec.id);
+        let errors = problems.into_iter().map(|problem| SpecError { path: path.clone(), problem });
+        Err(AdminError::Invalid(errors.collect()))
     }
 
     /// `start_child` on a simple_one_for_one supervisor: a new child from the
@@ -696,7 +712,7 @@ impl Core {
     ) -> Result<String, AdminError> {
         self.accepting()?;
         let Some(template) = &self.template else {
-            return Err(AdminError::Invalid("not a simple_one_for_one supervisor".into()));
+            return Err(AdminError::NotSimpleOneForOne);
         };
         let mut spec = template.clone();
         let id = match name {
@@ -716,10 +732,7 @@ impl Core {
         if let (Some(config), ChildStart::Plugin(start)) = (config, &mut spec.start) {
             start.config = config;
         }
-        let problems = check_child(&spec, self.auto_shutdown);
-        if !problems.is_empty() {
-            return Err(AdminError::Invalid(problems.join("; ")));
-        }
+        self.check(&spec)?;
         self.add_child(spec);
         self.push_start(&id, StartCause::Admin);
         Ok(id)

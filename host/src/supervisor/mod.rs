@@ -11,7 +11,7 @@ pub use self::core::{
 };
 pub use crate::spec::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, LoadedPlugin, PluginSource, PluginStart, Restart,
-    SpecError, Strategy, SupervisorSpec, validate,
+    Shutdown, SpecError, SpecProblem, Strategy, SupervisorSpec, validate,
 };
 
 #[cfg(test)]

@@ -547,8 +547,8 @@ fn validation_reports_every_problem_with_its_place() {
     );
     let spec = sup(Strategy::OneForOne, vec![ChildSpec::supervisor("pool", nested)]);
     let errors = Core::new("root", &spec, Box::new(|| 0.0)).unwrap_err();
-    assert_eq!(errors[0].place, "supervisor root/pool");
-    assert!(errors[0].problem.contains("exactly one child spec"));
+    assert_eq!(errors[0].place(), "supervisor root/pool");
+    assert_eq!(errors[0].problem, SpecProblem::TemplateCount { found: 2 });
 }
 
 #[test]
