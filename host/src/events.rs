@@ -342,6 +342,34 @@ pub enum CircuitState {
 mod tests {
     use super::*;
 
+    fn started(n: u64) -> Event {
+        Event::ChildStarted { path: format!("root/c{n}"), incarnation: 1 }
+    }
+
+    #[tokio::test]
+    async fn a_stream_says_how_many_it_missed_and_ends_after_the_trees_last_event() {
+        let bus = EventBus::new(2);
+        let mut events = bus.subscribe();
+        for n in 1..=5 {
+            bus.emit(started(n));
+        }
+        assert_eq!(events.next().await, Some(Received::Missed(3)));
+        let record = events.next().await.and_then(Received::event).unwrap();
+        assert_eq!((record.event, record.seq), (started(4), 4));
+        bus.end();
+        assert_eq!(events.next().await.and_then(Received::event).map(|r| r.seq), Some(5));
+        bus.emit(started(6)); // a next tree's: not this stream's
+        assert_eq!(events.next().await, None);
+        assert!(events.is_ended());
+        assert_eq!(events.try_next(), None, "an ended stream stays ended");
+        // A stream subscribed later sees the next tree's events.
+        let mut next = bus.subscribe();
+        bus.emit(started(7));
+        assert_eq!(next.try_next().and_then(Received::event).map(|r| r.seq), Some(7));
+        assert_eq!(next.try_next(), None, "nothing waiting");
+        assert!(!next.is_ended());
+    }
+
     #[test]
     fn events_serialise_to_the_cli_contract() {
         let started = Event::ChildStarted { path: "root/a".into(), incarnation: 1 };
