@@ -272,3 +272,9 @@ impl Shop {
         self.host.shutdown().await;
     }
 }
+
+/// Every Rust block of the README, compiled as a doctest of this crate (whose `wit/`
+/// the README's interface example uses); `tests/readme.rs` runs its first program.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
