@@ -253,14 +253,14 @@ impl Host {
         self.shared.events.subscribe()
     }
 
-    /// The number ([`EventRecord::seq`]) of the last event published, 0 before the
+    /// The number ([`EventRecord::seq`](crate::EventRecord::seq)) of the last event published, 0 before the
     /// first: everything an operation caused has a number up to this once the
     /// operation returned (the CLI prints a command's reply after that event).
     pub fn last_event_seq(&self) -> u64 {
         self.shared.events.last_seq()
     }
 
-    /// Microseconds since the host was built: the clock of [`EventRecord::ts_us`].
+    /// Microseconds since the host was built: the clock of [`EventRecord::ts_us`](crate::EventRecord::ts_us).
     pub fn clock_us(&self) -> u64 {
         self.shared.events.now_us()
     }

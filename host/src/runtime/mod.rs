@@ -1,6 +1,7 @@
 //! The async shell around the supervision core: one tokio task per supervisor and
 //! per child, owned all the way down (dropping a supervisor's task aborts its
-//! children's), carrying out the [`Directive`]s of each supervisor's [`Core`].
+//! children's), carrying out the [`Directive`](crate::supervisor::Directive)s of each supervisor's
+//! [`Core`](crate::supervisor::Core).
 //!
 //! ```text
 //!  Host ──▶ root supervisor task ──┬─▶ worker task (owns one Sandbox incarnation)
