@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use warden::ExitReason;
 use warden::exit::HostFunctionFailure;
 use warden::runtime::{ExportError, Host, HostError};
 use warden::sandbox::{ChildIdentity, EngineConfig, HeartbeatPolicy, MessageError};
 use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
 use warden::testing::{TestTree, exited_with, started};
 use warden::wasmtime::component::HasSelf;
+use warden::{ExitReason, SpecError, SpecProblem};
 use warden_tests::{ECHO, IMPORTER};
 
 warden::wasmtime::component::bindgen!({
@@ -165,14 +165,22 @@ async fn an_interface_the_child_is_not_granted_stops_it_at_start_naming_the_inte
         vec![importer("shop", &["test:app/calc", "test:app/clock"])],
     );
     let refused = host.start(spec).await.expect_err("the child must not start");
-    let message = refused.to_string();
-    assert!(
-        message.contains(
-            "root/shop: its plugin imports `test:app/secret@0.1.0`, which its grants \
-                          do not name (grants.interfaces)"
-        ),
-        "{message}"
+    let HostError::InvalidSpec(problems) = &refused else { panic!("{refused:?}") };
+    let not_granted = SpecProblem::NotGranted { import: "test:app/secret@0.1.0".into() };
+    assert_eq!(problems, &[SpecError { path: "root/shop".into(), problem: not_granted }]);
+    assert_eq!(
+        problems[0].to_string(),
+        "supervisor root, child \"shop\": its plugin imports `test:app/secret@0.1.0`, which \
+         its grants do not name (grants.interfaces)"
     );
+    // Added at run time, it is refused the same way, before it starts.
+    host.start(SupervisorSpec::new(Strategy::OneForOne, vec![])).await.unwrap();
+    let refused = host.start_child("root", importer("late", &["test:app/calc"])).await;
+    assert!(
+        matches!(&refused, Err(HostError::InvalidSpec(p)) if p.len() == 2 && p[0].path == "root/late"),
+        "{refused:?}"
+    );
+    host.shutdown().await;
 }
 
 #[tokio::test]

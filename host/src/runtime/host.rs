@@ -304,7 +304,8 @@ impl Host {
         Ok(())
     }
 
-    /// Checks `spec` (at `path`) and loads its plugins, before anything starts.
+    /// Checks `spec` (at `path`), loads its plugins and checks what they import
+    /// against the children's grants, before anything starts.
     async fn preflight_tree(&self, path: &str, spec: &SupervisorSpec) -> Result<(), HostError> {
         let mut problems = validate(path, spec);
         let mut plugins = Vec::new();
@@ -314,12 +315,9 @@ impl Host {
             return Err(HostError::InvalidSpec(problems));
         }
         for (path, start) in plugins {
-            self.shared
-                .plugin(&start.plugin)
-                .await
-                .map_err(|error| HostError::Load { path, error })?;
+            problems.extend(self.load_granted(path, start).await?);
         }
-        Ok(())
+        if problems.is_empty() { Ok(()) } else { Err(HostError::InvalidSpec(problems)) }
     }
 
     /// As [`Host::preflight_tree`], for one child added to the supervisor at `parent`
@@ -329,13 +327,30 @@ impl Host {
         match &spec.start {
             ChildStart::Supervisor(sub) => self.preflight_tree(&path, sub).await,
             ChildStart::Plugin(start) => {
-                if let Some(problem) = self.engine_lacks(&path, start) {
-                    return Err(HostError::InvalidSpec(vec![problem]));
+                let mut problems: Vec<SpecError> =
+                    self.engine_lacks(&path, start).into_iter().collect();
+                if problems.is_empty() {
+                    problems = self.load_granted(path, start).await?;
                 }
-                let loaded = self.shared.plugin(&start.plugin).await;
-                loaded.map(drop).map_err(|error| HostError::Load { path, error })
+                if problems.is_empty() { Ok(()) } else { Err(HostError::InvalidSpec(problems)) }
             }
         }
+    }
+
+    /// Loads the plugin of the child at `path`; the application interfaces it
+    /// imports that the child is not granted.
+    async fn load_granted(
+        &self,
+        path: String,
+        start: &PluginStart,
+    ) -> Result<Vec<SpecError>, HostError> {
+        let plugin = match self.shared.plugin(&start.plugin).await {
+            Ok(plugin) => plugin,
+            Err(error) => return Err(HostError::Load { path, error }),
+        };
+        let refused = plugin.application_imports().filter(|i| !start.grants.allows_interface(i));
+        let problem = |import: &str| SpecProblem::NotGranted { import: import.to_owned() };
+        Ok(refused.map(|i| SpecError { path: path.clone(), problem: problem(i) }).collect())
     }
 
     /// What the child at `path` asks of the engine that it cannot do.

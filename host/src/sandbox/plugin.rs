@@ -211,6 +211,12 @@ impl Plugin {
         self.inner.hash.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The application interfaces it imports, as it names them
+    /// (`acme:shop/inventory@0.1.0`): a child running it must be granted each.
+    pub fn application_imports(&self) -> impl Iterator<Item = &str> {
+        self.inner.app_imports.iter().map(|import| import.name.as_str())
+    }
+
     /// The engine the plugin was compiled for.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine

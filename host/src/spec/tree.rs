@@ -467,6 +467,13 @@ pub enum SpecProblem {
     /// A `grants.interfaces` entry that does not name an application interface.
     #[error("grants.interfaces: {0}")]
     InterfaceGrant(String),
+    /// The child's plugin imports an application interface its `grants.interfaces`
+    /// do not name.
+    #[error("its plugin imports `{import}`, which its grants do not name (grants.interfaces)")]
+    NotGranted {
+        /// The interface, as the plugin names it (`acme:shop/inventory@0.1.0`).
+        import: String,
+    },
     /// `limits.fuel_per_call` is set but the host's engine has no fuel
     /// (`EngineConfig::fuel`).
     #[error(
