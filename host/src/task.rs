@@ -9,6 +9,13 @@ use tokio::task::JoinHandle;
 #[derive(Debug)]
 pub(crate) struct Owned<T>(pub(crate) JoinHandle<T>);
 
+impl<T> Owned<T> {
+    /// Waits for the task; `None` if it panicked or was cancelled.
+    pub(crate) async fn join(mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
+}
+
 impl<T> Drop for Owned<T> {
     fn drop(&mut self) {
         self.0.abort();

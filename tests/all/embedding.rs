@@ -169,6 +169,42 @@ fn a_host_given_a_runtime_runs_its_tree_there() {
     });
 }
 
+/// Runs `future` on this thread outside any tokio runtime, as another executor would.
+fn block_on_elsewhere<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_call_awaited_outside_any_tokio_runtime_is_answered_not_a_panic() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let host = Host::builder()
+        .shared_engine(engine().clone())
+        .runtime(runtime.handle().clone())
+        .build()
+        .unwrap();
+    block_on_elsewhere(host.start(fragile(&["a"]))).expect("the tree starts");
+    let reply = block_on_elsewhere(host.call("root/a", b"echo:far".to_vec(), DEADLINE));
+    assert_eq!(reply.unwrap(), b"far");
+    let slow =
+        block_on_elsewhere(host.call("root/a", b"busy:300".to_vec(), Duration::from_millis(50)));
+    assert_eq!(slow, Err(MessageError::Timeout));
+    assert_eq!(block_on_elsewhere(host.shutdown()), ExitReason::Shutdown);
+}
+
 #[test]
 fn a_synchronous_application_runs_a_tree_with_the_blocking_host() {
     let host = warden::blocking::Host::build(Host::builder().shared_engine(engine().clone()))

@@ -49,11 +49,11 @@ pub enum HostError {
     /// `child_start_failed` event gives its path.
     #[error("the tree did not start: {0}")]
     TreeStart(ExitReason),
-    /// A tree is already running in this host: [`Host::shutdown`] it first (also
-    /// after its root gave up, see [`Host::wait`]).
+    /// A tree is already running in this host: [`Host::shutdown`] it first. (A tree
+    /// that ended by itself, its root having given up, is not running: a new one may
+    /// start.)
     ///
     /// [`Host::shutdown`]: super::Host::shutdown
-    /// [`Host::wait`]: super::Host::wait
     #[error("a tree is already running in this host: shut it down first")]
     AlreadyRunning,
     /// The host was built outside a tokio runtime and was given none.

@@ -110,14 +110,37 @@ impl HostBuilder {
     /// getter it is given; `factory` makes their state for each incarnation of a
     /// child that imports it. Only children whose `grants.interfaces` name it may.
     ///
-    /// ```ignore
+    /// ```no_run
+    /// use warden::{ChildIdentity, Host};
+    /// use warden::wasmtime::component::HasSelf;
+    ///
+    /// warden::wasmtime::component::bindgen!({
+    ///     inline: "package acme:shop@0.1.0;
+    ///              interface inventory { stock: func(item: string) -> u32; }
+    ///              world host { import inventory; }",
+    ///     wasmtime_crate: warden::wasmtime,
+    /// });
+    /// use acme::shop::inventory;
+    ///
+    /// /// `inventory` as one incarnation of one child sees it.
+    /// struct Inventory { child: String }
+    ///
+    /// impl inventory::Host for Inventory {
+    ///     fn stock(&mut self, item: String) -> u32 {
+    ///         println!("{} asks for {item}", self.child);
+    ///         7
+    ///     }
+    /// }
+    ///
+    /// # async fn demo() -> Result<(), warden::HostError> {
     /// let host = Host::builder()
     ///     .interface(
-    ///         "acme:shop/inventory",
+    ///         "acme:shop/inventory@0.1.0",
     ///         |linker, get| inventory::add_to_linker::<_, HasSelf<Inventory>>(linker, get),
-    ///         move |child| Ok(Inventory::new(db.clone(), &child.path)),
+    ///         |child: &ChildIdentity| Ok(Inventory { child: child.path.clone() }),
     ///     )
     ///     .build()?;
+    /// # Ok(()) }
     /// ```
     pub fn interface<S, A, F>(mut self, name: &str, add_to_linker: A, factory: F) -> Self
     where
@@ -293,15 +316,28 @@ impl Host {
         }
         // Back to `None` unless the start completes, also when this future is dropped.
         let starting = Starting(self);
-        self.preflight_tree("root", &spec).await?;
-        self.shared.root_starting();
-        let start = supervisor::start(Arc::clone(&self.shared), "root".into(), spec, None);
-        let mut start = Owned(self.runtime.spawn(start));
-        let started = (&mut start.0).await.map_err(|_| HostError::Gone)?;
-        let (_, task) = started.map_err(HostError::TreeStart)?;
+        let host = self.clone();
+        let task = self
+            .on_runtime(async move {
+                host.preflight_tree("root", &spec).await?;
+                host.shared.root_starting();
+                let started =
+                    supervisor::start(Arc::clone(&host.shared), "root".into(), spec, None).await;
+                started.map(|(_, task)| task).map_err(HostError::TreeStart)
+            })
+            .await?;
         std::mem::forget(starting);
         *self.root() = Root::Running { _task: task };
         Ok(())
+    }
+
+    /// Runs `work` on the host's runtime (whatever runtime, or none, the caller is
+    /// in); dropped, it is aborted.
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, HostError>> + Send + 'static,
+    ) -> Result<T, HostError> {
+        Owned(self.runtime.spawn(work)).join().await.unwrap_or(Err(HostError::Gone))
     }
 
     /// Checks `spec` (at `path`), loads its plugins and checks what they import
@@ -381,7 +417,16 @@ impl Host {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
-        self.shared.post.call(None, path, payload, timeout).await
+        if Handle::try_current().is_ok() {
+            return self.shared.post.call(None, path, payload, timeout).await;
+        }
+        // Awaited outside any tokio runtime (another executor, a plain thread): the
+        // call's timer runs on the host's runtime instead.
+        let (post, to) = (Arc::clone(&self.shared.post), path.to_owned());
+        let call =
+            Owned(self.runtime.spawn(async move { post.call(None, &to, payload, timeout).await }));
+        // Cancelled only when the runtime shuts down, with the tree.
+        call.join().await.unwrap_or_else(|| Err(MessageError::UnknownTarget(path.to_owned())))
     }
 
     /// Calls an interface the child's plugin exports (an application's own, with
@@ -392,16 +437,26 @@ impl Host {
     /// `load` of the exported interface), once per incarnation and type `G`: later
     /// calls reuse it; `call` calls it.
     ///
-    /// ```ignore
+    /// ```no_run
+    /// warden::wasmtime::component::bindgen!({
+    ///     inline: "package acme:shop@0.1.0;
+    ///              interface report { summary: func() -> string; }
+    ///              world host { export report; }",
+    ///     wasmtime_crate: warden::wasmtime,
+    ///     exports: { default: async }, // Warden's engine is async
+    /// });
     /// use exports::acme::shop::report::GuestIndices;
+    ///
+    /// # async fn demo(host: warden::Host) -> Result<(), warden::ExportError> {
     /// let summary: String = host
     ///     .call_export(
     ///         "root/reporter",
-    ///         Duration::from_secs(1),
+    ///         std::time::Duration::from_secs(1),
     ///         |store, instance| GuestIndices::new(&instance.instance_pre(&*store))?.load(store, instance),
     ///         |report, store| Box::pin(async move { report.call_summary(store).await }),
     ///     )
     ///     .await?;
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -511,7 +566,8 @@ impl Host {
     /// are carried out by the supervisor once sent: dropping the future only drops
     /// the answer.
     pub async fn start_child(&self, supervisor: &str, spec: ChildSpec) -> Result<(), HostError> {
-        self.preflight_child(supervisor, &spec).await?;
+        let (host, parent, checked) = (self.clone(), supervisor.to_owned(), spec.clone());
+        self.on_runtime(async move { host.preflight_child(&parent, &checked).await }).await?;
         let id = spec.id.clone();
         let request = AdminRequest::StartChild(Box::new(spec));
         self.admin(supervisor, Some(&id), request).await.map(|_| ())

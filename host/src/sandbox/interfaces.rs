@@ -45,19 +45,35 @@ pub enum InterfaceError {
 
 /// The application's interfaces, to be given to an [`super::Engine`].
 ///
-/// ```ignore
-/// // bindings from the application's WIT, e.g. `acme:shop` with an `inventory` interface
-/// wasmtime::component::bindgen!({ path: "wit", world: "shop" });
+/// ```no_run
+/// use warden::ChildIdentity;
+/// use warden::sandbox::{Engine, EngineConfig, HostInterfaces};
+/// use warden::wasmtime::component::HasSelf;
 ///
-/// struct Inventory { db: Db, child: String }
-/// impl acme::shop::inventory::Host for Inventory { /* ... */ }
+/// // Bindings from the application's WIT: here `acme:shop` with an `inventory`.
+/// warden::wasmtime::component::bindgen!({
+///     inline: "package acme:shop@0.1.0;
+///              interface inventory { stock: func(item: string) -> u32; }
+///              world host { import inventory; }",
+///     wasmtime_crate: warden::wasmtime,
+/// });
+/// use acme::shop::inventory;
 ///
+/// struct Inventory { child: String }
+///
+/// impl inventory::Host for Inventory {
+///     fn stock(&mut self, _item: String) -> u32 { 7 }
+/// }
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut interfaces = HostInterfaces::new();
 /// interfaces.add(
 ///     "acme:shop/inventory",
-///     |linker, get| acme::shop::inventory::add_to_linker::<_, HasSelf<Inventory>>(linker, get),
-///     move |child| Ok(Inventory { db: db.clone(), child: child.path.clone() }),
+///     |linker, get| inventory::add_to_linker::<_, HasSelf<Inventory>>(linker, get),
+///     |child: &ChildIdentity| Ok(Inventory { child: child.path.clone() }),
 /// )?;
+/// let engine = Engine::with_interfaces(EngineConfig::default(), interfaces)?;
+/// # Ok(()) }
 /// ```
 #[derive(Default)]
 pub struct HostInterfaces {
