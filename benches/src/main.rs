@@ -681,7 +681,7 @@ async fn scale_children(
         Some(_) => warden::sandbox::EngineConfig::default(),
     };
     let host = Host::builder().engine(engine).build()?;
-    let mut start = PluginStart::new(warden_tests::ECHO);
+    let mut start = PluginStart::new(warden_tests::ECHO).max_memory(16 << 20);
     start.hibernate_after = hibernate_after;
     let template = ChildSpec::plugin("echo", start);
     let mut pool = SupervisorSpec::new(Strategy::SimpleOneForOne, vec![template]);
@@ -710,6 +710,7 @@ async fn scale_children(
         pick ^= pick << 13;
         pick ^= pick >> 7;
         pick ^= pick << 17;
+        anyhow::ensure!(!names.is_empty(), "no child started: {refused:?}");
         let name = &names[(pick % names.len() as u64) as usize];
         let t = Instant::now();
         host.call(&format!("root/pool/{name}"), vec![7u8; 64], Duration::from_secs(5)).await?;

@@ -66,6 +66,33 @@ async fn a_plugin_that_cannot_load_is_a_typed_error_with_the_childs_path_and_sta
 }
 
 #[tokio::test]
+async fn a_child_added_with_a_bad_plugin_is_refused_typed_and_announced_as_a_failed_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, wat::parse_str("(module)").unwrap()).unwrap();
+    let host = host();
+    host.start(fragile(&["a"])).await.unwrap();
+    let mut events = host.subscribe();
+    let refused = host.start_child("root", ChildSpec::plugin("b", &*core)).await;
+    assert!(
+        matches!(&refused, Err(HostError::Load { path, error: LoadError::CoreModule { .. } }) if path == "root/b"),
+        "{refused:?}"
+    );
+    assert!(refused.unwrap_err().to_string().starts_with("root/b: "));
+    match next(&mut events).await {
+        Event::ChildStartFailed { path, message } => {
+            assert_eq!(path, "root/b");
+            assert!(message.contains("core WebAssembly module"), "{message}");
+        }
+        other => panic!("expected child_start_failed, got {other:?}"),
+    }
+    let names: Vec<String> =
+        host.which_children("root").await.unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["a"], "no spec is kept for a child that never started (OTP's rule)");
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_problem_of_a_spec_comes_typed_with_its_path() {
     let host = host(); // its engine has no fuel
     let spec = SupervisorSpec::new(
@@ -74,6 +101,7 @@ async fn every_problem_of_a_spec_comes_typed_with_its_path() {
             ChildSpec::plugin("a", ECHO),
             ChildSpec::plugin("a", ECHO),
             ChildSpec::plugin("slow", PluginStart::new(ECHO).fuel_per_call(1_000_000)),
+            ChildSpec::plugin("big", PluginStart::new(ECHO).max_memory(1 << 30)),
             ChildSpec::plugin("late", ECHO).backoff(
                 Backoff::Exponential {
                     initial: Duration::from_millis(1),
@@ -94,6 +122,7 @@ async fn every_problem_of_a_spec_comes_typed_with_its_path() {
             at("root/a", SpecProblem::DuplicateId),
             at("root/late", SpecProblem::Jitter { jitter: 2.0 }),
             at("root/slow", SpecProblem::FuelOff),
+            at("root/big", SpecProblem::MemoryOverPool { limit: 1 << 30, pool: 256 << 20 }),
         ]
     );
     assert_eq!(

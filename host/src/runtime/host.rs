@@ -5,7 +5,7 @@ use super::protocol::{AdminReply, AdminRequest, SupMsg};
 use super::shared::Shared;
 use super::supervisor;
 use crate::ExitReason;
-use crate::events::{EventBus, Events};
+use crate::events::{Event, EventBus, Events};
 use crate::messaging::{CircuitState, MessageStats};
 use crate::sandbox::{
     BoxFuture, ChildIdentity, Engine, EngineConfig, ExportCall, HostInterfaces, InterfaceError,
@@ -391,8 +391,8 @@ impl Host {
 
     /// What the child at `path` asks of the engine that it cannot do.
     fn engine_lacks(&self, path: &str, start: &PluginStart) -> Option<SpecError> {
-        (start.limits.fuel_per_call.is_some() && !self.shared.engine.config().fuel)
-            .then(|| SpecError { path: path.to_owned(), problem: SpecProblem::FuelOff })
+        let problem = self.shared.engine.cannot_honour(&start.limits)?;
+        Some(SpecError { path: path.to_owned(), problem })
     }
 
     fn root(&self) -> std::sync::MutexGuard<'_, Root> {
@@ -567,7 +567,16 @@ impl Host {
     /// the answer.
     pub async fn start_child(&self, supervisor: &str, spec: ChildSpec) -> Result<(), HostError> {
         let (host, parent, checked) = (self.clone(), supervisor.to_owned(), spec.clone());
-        self.on_runtime(async move { host.preflight_child(&parent, &checked).await }).await?;
+        let checked = self.on_runtime(async move { host.preflight_child(&parent, &checked).await });
+        match checked.await {
+            Err(HostError::Load { path, error }) => {
+                // As a start that failed: announced, as OTP's supervisor reports it.
+                let message = ExitReason::StartFailed { message: error.to_string() }.to_string();
+                self.shared.emit(Event::ChildStartFailed { path: path.clone(), message });
+                return Err(HostError::Load { path, error });
+            }
+            checked => checked?,
+        }
         let id = spec.id.clone();
         let request = AdminRequest::StartChild(Box::new(spec));
         self.admin(supervisor, Some(&id), request).await.map(|_| ())

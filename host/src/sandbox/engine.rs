@@ -7,6 +7,7 @@ pub use super::error::SandboxError;
 use super::interfaces::HostInterfaces;
 use super::registry::Registry;
 use super::store::StoreData;
+use crate::spec::{ChildLimits, SpecProblem};
 use std::any::Any;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -195,6 +196,22 @@ impl Engine {
     /// The configuration this engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// What in `limits` this engine cannot honour: fuel without fuel on, a memory
+    /// limit past what its pool gives a memory. Checked before a tree or child
+    /// starts (and again when an instance is made).
+    pub fn cannot_honour(&self, limits: &ChildLimits) -> Option<SpecProblem> {
+        let config = &self.inner.config;
+        if limits.fuel_per_call.is_some() && !config.fuel {
+            return Some(SpecProblem::FuelOff);
+        }
+        (config.pooling && limits.max_memory_bytes > config.max_memory_bytes).then_some(
+            SpecProblem::MemoryOverPool {
+                limit: limits.max_memory_bytes,
+                pool: config.max_memory_bytes,
+            },
+        )
     }
 
     /// Compiled components found in and missing from the on-disk cache so far, as

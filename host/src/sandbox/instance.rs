@@ -450,23 +450,12 @@ impl Drop for Abandoned<'_> {
 
 /// Refuses limits the engine cannot honour, before anything is created.
 fn check_limits(engine: &Engine, config: &SandboxConfig) -> Result<(), ExitReason> {
-    let refuse = |message: String| Err(ExitReason::StartFailed { message });
-    if config.limits.fuel_per_call.is_some() && !engine.config().fuel {
-        return refuse(format!(
-            "{}: fuel_per_call is set but the engine was built without fuel (EngineConfig::fuel)",
-            config.path
-        ));
+    match engine.cannot_honour(&config.limits) {
+        Some(problem) => {
+            Err(ExitReason::StartFailed { message: format!("{}: {problem}", config.path) })
+        }
+        None => Ok(()),
     }
-    let pool_memory = engine.config().max_memory_bytes;
-    if engine.config().pooling && config.limits.max_memory_bytes > pool_memory {
-        return refuse(format!(
-            "{}: its memory limit, {} bytes, is more than the engine's pool gives a memory, \
-             {pool_memory} bytes: lower the limit or raise EngineConfig::max_memory_bytes \
-             (`warden run` sizes it to the largest limit)",
-            config.path, config.limits.max_memory_bytes
-        ));
-    }
-    Ok(())
 }
 
 /// A Store for one incarnation, with its limiter and its epoch callback.

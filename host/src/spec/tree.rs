@@ -476,11 +476,21 @@ pub enum SpecProblem {
     },
     /// `limits.fuel_per_call` is set but the host's engine has no fuel
     /// (`EngineConfig::fuel`).
-    #[error(
-        "limits.fuel_per_call is set but the engine was built without fuel \
-         (EngineConfig::fuel = true turns it on)"
-    )]
+    #[error("fuel_per_call is set but the engine was built without fuel (EngineConfig::fuel)")]
     FuelOff,
+    /// The child's memory limit is more than the engine's instance pool gives one
+    /// memory (`EngineConfig::max_memory_bytes`): the limit could not be honoured.
+    #[error(
+        "its memory limit, {limit} bytes, is more than the engine's pool gives a memory, \
+         {pool} bytes: lower the limit or raise EngineConfig::max_memory_bytes (`warden run` \
+         sizes it to the largest limit)"
+    )]
+    MemoryOverPool {
+        /// The child's limit, in bytes.
+        limit: usize,
+        /// What the engine's pool gives one memory, in bytes.
+        pool: usize,
+    },
 }
 
 impl SpecProblem {
