@@ -322,10 +322,19 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
     }
 }
 
+/// A host's error as the reply's `error`: OTP's word where OTP has one, else what was
+/// wrong (a plugin that cannot load, as a failed start; a spec's problems).
 fn host_error(e: HostError) -> String {
     match e {
         HostError::Admin(e) => e.to_string(),
         HostError::NotFound { .. } => "not_found".into(),
+        HostError::Load { error, .. } => {
+            warden::ExitReason::StartFailed { message: error.to_string() }.to_string()
+        }
+        HostError::InvalidSpec(problems) => {
+            let problems: Vec<String> = problems.iter().map(|p| p.problem.to_string()).collect();
+            format!("invalid child spec: {}", problems.join("; "))
+        }
         other => other.to_string(),
     }
 }

@@ -24,8 +24,8 @@
 use crate::ExitReason;
 use crate::events::Events;
 use crate::messaging::MessageStats;
-use crate::runtime::{HostBuilder, HostError};
-use crate::sandbox::{LoadError, MessageError, Plugin};
+use crate::runtime::{ExportError, HostBuilder, HostError};
+use crate::sandbox::{BoxFuture, LoadError, MessageError, Plugin, StoreData};
 use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, SupervisorSpec};
 use std::time::Duration;
 
@@ -102,6 +102,34 @@ impl Host {
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
         self.runtime.block_on(self.host.call(path, payload, timeout))
+    }
+
+    /// [`crate::Host::call_export`]: a typed call into the child's exports.
+    ///
+    /// # Errors
+    /// As [`crate::Host::call_export`].
+    pub fn call_export<G, R>(
+        &self,
+        path: &str,
+        timeout: Duration,
+        load: impl FnOnce(
+            &mut wasmtime::Store<StoreData>,
+            &wasmtime::component::Instance,
+        ) -> wasmtime::Result<G>
+        + Send
+        + 'static,
+        call: impl for<'a> FnOnce(
+            G,
+            &'a mut wasmtime::Store<StoreData>,
+        ) -> BoxFuture<'a, wasmtime::Result<R>>
+        + Send
+        + 'static,
+    ) -> Result<R, ExportError>
+    where
+        G: Clone + Send + 'static,
+        R: Send + 'static,
+    {
+        self.runtime.block_on(self.host.call_export(path, timeout, load, call))
     }
 
     /// [`crate::Host::send`] (which does not wait).

@@ -21,11 +21,15 @@ pub struct EventRecord {
     pub seq: u64,
 }
 
-/// What travels on the bus: the events, and the end of a tree's stream.
+/// What travels on the bus: the events, each stamped with the tree it belongs to,
+/// and the end of a tree.
 #[derive(Clone, Debug)]
 enum Item {
-    Record(EventRecord),
-    /// The root supervisor exited: the tree a stream watched is gone.
+    Record {
+        tree: u64,
+        record: EventRecord,
+    },
+    /// The root supervisor of the tree running exited: the tree is gone.
     End,
 }
 
@@ -34,19 +38,35 @@ enum Item {
 pub(crate) struct EventBus {
     tx: broadcast::Sender<Item>,
     epoch: Instant,
-    /// The number of the last event published; held while it is sent, so events are
-    /// sent in the order of their numbers.
-    last: Mutex<u64>,
+    /// Held while an item is sent, so items are sent in the order of their numbers.
+    state: Mutex<BusState>,
+}
+
+#[derive(Debug)]
+struct BusState {
+    /// The number of the last event published.
+    last: u64,
+    /// The tree events are stamped with: the one running, or between trees the next
+    /// one (what happens before a tree starts belongs to it).
+    tree: u64,
 }
 
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { tx: broadcast::channel(capacity).0, epoch: Instant::now(), last: Mutex::new(0) }
+        Self {
+            tx: broadcast::channel(capacity).0,
+            epoch: Instant::now(),
+            state: Mutex::new(BusState { last: 0, tree: 1 }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BusState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number of the last event published (0 before the first).
     pub(crate) fn last_seq(&self) -> u64 {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        self.state().last
     }
 
     /// Microseconds since the host started: the clock of `ts_us`.
@@ -56,34 +76,42 @@ impl EventBus {
 
     pub(crate) fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        *last += 1;
-        let _ = self.tx.send(Item::Record(EventRecord { event, ts_us: self.now_us(), seq: *last }));
+        let mut state = self.state();
+        state.last += 1;
+        let record = EventRecord { event, ts_us: self.now_us(), seq: state.last };
+        let _ = self.tx.send(Item::Record { tree: state.tree, record });
     }
 
-    /// Ends the streams of the tree that just stopped, after its last event.
+    /// Ends the streams of the tree that just stopped, after its last event; what is
+    /// published from now on belongs to the next tree.
     pub(crate) fn end(&self) {
-        let _last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state();
         let _ = self.tx.send(Item::End);
+        state.tree += 1;
     }
 
     pub(crate) fn subscribe(&self) -> Events {
-        Events { rx: self.tx.subscribe(), ended: false }
+        let state = self.state();
+        Events { rx: self.tx.subscribe(), tree: state.tree, ended: false }
     }
 }
 
-/// A host's event stream, from the moment it was subscribed ([`Host::subscribe`])
-/// until the tree stops: after the root supervisor's last event it ends (`None`),
-/// as it does when the host is dropped.
+/// A host's event stream: the events of the tree running when it was subscribed
+/// ([`Host::subscribe`]), or of the next tree to start if none was running, until
+/// that tree stops. After the root supervisor's last event it ends (`None`), as it
+/// does when the host is dropped.
 ///
 /// A stream that falls more than 65,536 events behind loses the oldest and says so
-/// with [`Received::Missed`] before going on with the newest it still has; the
-/// numbers ([`EventRecord::seq`]) of the events it gets show the gap too.
+/// with [`Received::Missed`], then goes on with the oldest event it still has; the
+/// numbers ([`EventRecord::seq`]) of the events it gets show the gap too. A stream
+/// that falls behind past its tree's end still ends there.
 ///
 /// [`Host::subscribe`]: crate::Host::subscribe
 #[derive(Debug)]
 pub struct Events {
     rx: broadcast::Receiver<Item>,
+    /// The tree it follows.
+    tree: u64,
     ended: bool,
 }
 
@@ -93,7 +121,8 @@ pub enum Received {
     /// The next event.
     Event(EventRecord),
     /// The stream fell behind and lost this many events (the oldest it had not
-    /// received); the next event is the oldest one still kept.
+    /// received; a tree's end lost with them counts as one); the next event is the
+    /// oldest one still kept.
     Missed(u64),
 }
 
@@ -111,51 +140,61 @@ impl Events {
     /// The next event (or the count of events missed), waiting for it; `None` once
     /// the tree has stopped and every event before that was received. Cancel safe.
     pub async fn next(&mut self) -> Option<Received> {
-        if self.ended {
-            return None;
+        while !self.ended {
+            let received = self.rx.recv().await;
+            if let Some(received) = self.take(received) {
+                return Some(received);
+            }
         }
-        let received = self.rx.recv().await;
-        self.take(received)
+        None
     }
 
     /// The next event if one is waiting now; `None` when none is (or the stream has
     /// ended: see [`Events::is_ended`]).
     pub fn try_next(&mut self) -> Option<Received> {
-        if self.ended {
-            return None;
+        while !self.ended {
+            let received = match self.rx.try_recv() {
+                Ok(item) => Ok(item),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(broadcast::error::TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(broadcast::error::TryRecvError::Empty) => return None,
+            };
+            if let Some(received) = self.take(received) {
+                return Some(received);
+            }
         }
-        match self.rx.try_recv() {
-            Ok(item) => self.take(Ok(item)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Received::Missed(n)),
-            Err(broadcast::error::TryRecvError::Closed) => self.take(Err(RecvError::Closed)),
-            Err(broadcast::error::TryRecvError::Empty) => None,
-        }
+        None
     }
 
     /// As [`Events::next`], blocking the thread: for synchronous code, never inside
     /// an async task.
     pub fn blocking_next(&mut self) -> Option<Received> {
-        if self.ended {
-            return None;
+        while !self.ended {
+            let received = self.rx.blocking_recv();
+            if let Some(received) = self.take(received) {
+                return Some(received);
+            }
         }
-        let received = self.rx.blocking_recv();
-        self.take(received)
+        None
     }
 
-    /// Whether the stream has ended (the tree stopped, or the host is gone).
+    /// Whether the stream has ended (its tree stopped, or the host is gone).
     pub fn is_ended(&self) -> bool {
         self.ended
     }
 
+    /// What `received` means for this stream; `None` when it ended it.
     fn take(&mut self, received: Result<Item, RecvError>) -> Option<Received> {
         match received {
-            Ok(Item::Record(record)) => Some(Received::Event(record)),
-            Err(RecvError::Lagged(n)) => Some(Received::Missed(n)),
-            Ok(Item::End) | Err(RecvError::Closed) => {
-                self.ended = true;
-                None
+            Ok(Item::Record { tree, record }) if tree == self.tree => {
+                return Some(Received::Event(record));
             }
+            Err(RecvError::Lagged(n)) => return Some(Received::Missed(n)),
+            // Its tree's end, or (fallen behind past it) a later tree's event or end.
+            Ok(Item::Record { .. } | Item::End) | Err(RecvError::Closed) => {}
         }
+        self.ended = true;
+        None
     }
 }
 
@@ -362,10 +401,21 @@ mod tests {
         assert_eq!(events.next().await, None);
         assert!(events.is_ended());
         assert_eq!(events.try_next(), None, "an ended stream stays ended");
+        // A stream that fell behind past its tree's end still ends there.
+        let mut late = bus.subscribe();
+        for n in 8..=9 {
+            bus.emit(started(n));
+        }
+        bus.end();
+        bus.emit(started(10));
+        bus.emit(started(11)); // the channel keeps two: End is lost to `late`
+        // 8, 9 and the end marker (counted as one).
+        assert_eq!(late.next().await, Some(Received::Missed(3)));
+        assert_eq!(late.next().await, None, "the next tree's events are not its own");
         // A stream subscribed later sees the next tree's events.
         let mut next = bus.subscribe();
         bus.emit(started(7));
-        assert_eq!(next.try_next().and_then(Received::event).map(|r| r.seq), Some(7));
+        assert_eq!(next.try_next().and_then(Received::event).map(|r| r.event), Some(started(7)));
         assert_eq!(next.try_next(), None, "nothing waiting");
         assert!(!next.is_ended());
     }

@@ -41,7 +41,7 @@
 //! | plugins | [`Engine`], [`EngineConfig`], [`Plugin`], [`PluginSource`], [`Host::load`] |
 //! | what happened | [`Events`], [`Received`], [`EventRecord`], [`Event`], [`DeadLetterReason`], [`GaveUpReason`], [`CircuitState`] |
 //! | how a child ended | [`ExitReason`], [`TrapKind`], [`KillCause`], [`HostFunctionFailure`] |
-//! | errors | [`HostError`], [`SpecError`] with [`SpecProblem`], [`LoadError`], [`MessageError`], [`AdminError`], [`ExportError`] |
+//! | errors | [`HostError`], [`SpecError`] with [`SpecProblem`], [`LoadError`], [`MessageError`], [`AdminError`], [`ExportError`], [`SandboxError`], [`InterfaceError`], [`OpenError`] |
 //! | OTP's reports | [`ChildInfo`], [`ChildState`], [`ChildKind`], [`ChildCounts`], [`MessageStats`] |
 //! | state | [`StateStore`], [`MemoryStore`], [`DiskStore`] |
 //! | the application's own interfaces | [`HostBuilder::interface`], [`ChildIdentity`], [`StoreData`], [`Host::call_export`], [`wasmtime`] |
@@ -62,8 +62,10 @@
 //!
 //! | state | how it gets there | what works |
 //! |---|---|---|
-//! | no tree | built; [`Host::shutdown`] returned | [`Host::start`]; calls and admin requests fail with `not_found` |
-//! | running | [`Host::start`] returned `Ok` | everything; a second `start` is [`HostError::AlreadyRunning`] |
+//! | no tree | built; [`Host::shutdown`] returned; a [`Host::start`] failed (nothing of its tree is left) | [`Host::start`]; calls fail with [`MessageError::UnknownTarget`], admin requests with [`HostError::NotFound`] |
+//! | starting | [`Host::start`] is under way | a second `start` is [`HostError::AlreadyRunning`]; children started so far answer |
+//! | running | [`Host::start`] returned `Ok` | everything; `start` is [`HostError::AlreadyRunning`] |
+//! | stopping | [`Host::shutdown`] is under way | calls to children not yet stopped; `start` is [`HostError::AlreadyRunning`]; another `shutdown` waits for the same end |
 //! | ended by itself | the root gave up (see [`Host::root_gave_up`]) or shut down automatically; [`Host::wait`] returns | [`Host::start`] starts a new tree; [`Host::shutdown`] returns at once |
 //!
 //! Dropping the last clone of a host stops its tree at once, without `terminate`.
@@ -92,22 +94,23 @@ pub use exit::{ExitReason, HostFunctionFailure, KillCause, TrapKind};
 pub use messaging::{CircuitConfig, MailboxConfig, MessageStats};
 pub use runtime::{ExportError, Host, HostBuilder, HostError, MailboxInfo};
 pub use sandbox::{
-    ChildIdentity, Engine, EngineConfig, LoadError, MessageError, Plugin, StoreData,
+    ChildIdentity, Engine, EngineConfig, InterfaceError, LoadError, MessageError, Plugin,
+    SandboxError, StoreData,
 };
 pub use spec::{
     AutoShutdown, Backoff, ChildLimits, ChildSpec, DirGrant, Grants, HeartbeatPolicy, Network,
     PhiAccrual, PluginSource, PluginStart, Quota, Restart, Shutdown, SpecError, SpecProblem,
     Strategy, SupervisorSpec,
 };
-pub use state::{DiskStore, MemoryStore, StateStore};
+pub use state::{DiskStore, MemoryStore, OpenError, StateStore};
 pub use supervisor::{AdminError, ChildCounts, ChildInfo, ChildKind, ChildState};
 
 /// The items most embedders use: `use warden::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Backoff, ChildLimits, ChildSpec, EngineConfig, Event, EventRecord, ExitReason, Grants,
-        Host, HostError, KillCause, MessageError, PluginStart, Received, Restart, Shutdown,
-        Strategy, SupervisorSpec, TrapKind,
+        AdminError, Backoff, ChildLimits, ChildSpec, EngineConfig, Event, EventRecord, Events,
+        ExitReason, Grants, Host, HostError, KillCause, LoadError, MessageError, PluginStart,
+        Received, Restart, Shutdown, SpecError, SpecProblem, Strategy, SupervisorSpec, TrapKind,
     };
 }
 /// The wasmtime Warden is built on, for an application's `bindgen!` of its own

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 use warden::prelude::*;
-use warden::{LoadError, SpecError, SpecProblem};
+use warden::{AdminError, LoadError, SpecError, SpecProblem};
 use warden_tests::{CHAOS, ECHO, engine};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -162,12 +162,91 @@ async fn a_host_whose_root_gave_up_starts_a_new_tree_without_a_shutdown_first() 
         "{last:?}"
     );
     assert!(events.is_ended() && events.next().await.is_none());
+    // A stream subscribed now follows the next tree, from its first event.
+    let mut fresh = host.subscribe();
     host.start(fragile(&["b"])).await.expect("a new tree starts");
+    assert!(matches!(next(&mut fresh).await, Event::ChildStarted { path, .. } if path == "root/b"));
     assert!(!host.root_gave_up());
     assert_eq!(host.call("root/b", b"echo:hi".to_vec(), DEADLINE).await.unwrap(), b"hi");
     // A second start while it runs is refused.
     assert!(matches!(host.start(fragile(&["c"])).await, Err(HostError::AlreadyRunning)));
     host.shutdown().await;
+}
+
+/// Polls `future` once.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) {
+    tokio::select! {
+        biased;
+        _ = future => panic!("expected it to be under way, not done"),
+        () = std::future::ready(()) => {}
+    }
+}
+
+#[tokio::test]
+async fn no_tree_starts_while_a_shutdown_is_under_way_and_a_dropped_shutdown_goes_on() {
+    let host = host();
+    let slow =
+        ChildSpec::plugin("slow", PluginStart::new(CHAOS).config(r#"{"terminate_delay_ms":200}"#));
+    host.start(SupervisorSpec::new(Strategy::OneForOne, vec![slow.clone()])).await.unwrap();
+    let mut stopping = Box::pin(host.shutdown());
+    poll_once(&mut stopping).await;
+    assert!(matches!(host.start(fragile(&["x"])).await, Err(HostError::AlreadyRunning)));
+    let waiting = host.shutdown(); // a second shutdown waits for the same end
+    let (first, second) = tokio::join!(stopping, waiting);
+    assert_eq!((first, second), (ExitReason::Shutdown, ExitReason::Shutdown));
+    // A shutdown dropped midway: the tree still stops, and a new one may start.
+    host.start(SupervisorSpec::new(Strategy::OneForOne, vec![slow])).await.unwrap();
+    let mut dropped = Box::pin(host.shutdown());
+    poll_once(&mut dropped).await;
+    drop(dropped);
+    assert_eq!(tokio::time::timeout(DEADLINE, host.wait()).await.unwrap(), ExitReason::Shutdown);
+    host.start(fragile(&["y"])).await.expect("a tree starts after the stop");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_child_answers_as_the_supervisor_would_before_loading_anything() {
+    let host = host();
+    host.start(fragile(&["a"])).await.unwrap();
+    let mut events = host.subscribe();
+    let bad = |id: &str| ChildSpec::plugin(id, "/nonexistent/plugin.wasm");
+    let refused = host.start_child("root/nope", bad("b")).await;
+    assert!(
+        matches!(&refused, Err(HostError::NotFound { path }) if path == "root/nope"),
+        "{refused:?}"
+    );
+    let refused = host.start_child("root", bad("a")).await;
+    assert!(matches!(refused, Err(HostError::Admin(AdminError::AlreadyStarted))), "{refused:?}");
+    // One shape for spec problems, whoever finds them.
+    let jittery = ChildSpec::plugin("j", ECHO).backoff(
+        Backoff::Exponential { initial: Duration::ZERO, max: Duration::ZERO, jitter: -1.0 },
+        Duration::from_secs(1),
+    );
+    let refused = host.start_child("root", jittery).await;
+    let expected =
+        SpecError { path: "root/j".into(), problem: SpecProblem::Jitter { jitter: -1.0 } };
+    assert!(matches!(&refused, Err(HostError::InvalidSpec(p)) if p == &[expected]), "{refused:?}");
+    // None of these was a start that failed.
+    assert!(events.try_next().is_none());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tree_whose_child_fails_to_start_names_it() {
+    let host = host();
+    let failing = ChildSpec::plugin("x", PluginStart::new(CHAOS).config(r#"{"fail_init":true}"#));
+    let sub =
+        SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::plugin("ok", ECHO), failing]);
+    let spec = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::supervisor("sub", sub)]);
+    match host.start(spec).await {
+        Err(HostError::TreeStart { path, reason: ExitReason::StartFailed { message } }) => {
+            assert_eq!(path, "root/sub/x");
+            assert!(message.starts_with("failed_to_start_child sub: "), "{message}");
+            assert!(message.contains("failed_to_start_child x: "), "{message}");
+        }
+        other => panic!("expected the tree not to start, got {other:?}"),
+    }
+    assert!(matches!(host.which_children("root").await, Err(HostError::NotFound { .. })));
 }
 
 #[test]

@@ -36,7 +36,7 @@ pub enum HostError {
         error: LoadError,
     },
     /// The child the request started failed to start (its `init` failed or
-    /// trapped).
+    /// trapped). Displayed as its reason alone (`start failed: ...`).
     #[error("{reason}")]
     StartFailed {
         /// The child's path.
@@ -44,11 +44,16 @@ pub enum HostError {
         /// Why, as its exit reason.
         reason: ExitReason,
     },
-    /// The tree could not start: a child's `init` failed or trapped. The reason's
-    /// message names the child (`failed_to_start_child a: ...`), as OTP's does; the
-    /// `child_start_failed` event gives its path.
-    #[error("the tree did not start: {0}")]
-    TreeStart(ExitReason),
+    /// The tree could not start: a child's `init` failed or trapped, and what had
+    /// started was stopped (OTP's rule). Nothing of the tree is left.
+    #[error("the tree did not start: {reason}")]
+    TreeStart {
+        /// The child whose start failed (the deepest, in a nested supervisor).
+        path: String,
+        /// The root supervisor's exit reason, naming the child as OTP does
+        /// (`failed_to_start_child sub: start failed: failed_to_start_child x: ...`).
+        reason: ExitReason,
+    },
     /// A tree is already running in this host: [`Host::shutdown`] it first. (A tree
     /// that ended by itself, its root having given up, is not running: a new one may
     /// start.)

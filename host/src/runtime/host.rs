@@ -13,8 +13,8 @@ use crate::sandbox::{
 };
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{
-    AdminError, ChildCounts, ChildInfo, ChildSpec, ChildStart, PluginStart, SpecError, SpecProblem,
-    SupervisorSpec, validate,
+    AdminError, ChildCounts, ChildInfo, ChildSpec, ChildStart, PluginSource, PluginStart,
+    SpecError, SpecProblem, SupervisorSpec, validate,
 };
 use crate::task::Owned;
 use std::sync::{Arc, Mutex};
@@ -74,6 +74,19 @@ impl Drop for Starting<'_> {
     }
 }
 
+/// A shutdown under way: dropped before it completes, the tree is left running (or
+/// ended) as `Running`, for a later `start` or `shutdown`.
+struct Stopping<'a>(&'a Host);
+
+impl Drop for Stopping<'_> {
+    fn drop(&mut self) {
+        let mut root = self.0.root();
+        if let Root::Stopping { task } = std::mem::take(&mut *root) {
+            *root = Root::Running { task };
+        }
+    }
+}
+
 /// The root supervisor's task, through its life.
 #[derive(Default)]
 enum Root {
@@ -81,8 +94,11 @@ enum Root {
     None,
     /// A `start` is under way: a second one is refused.
     Starting,
-    /// Running; dropping the task (with the last clone of the host) aborts the tree.
-    Running { _task: Owned<ExitReason> },
+    /// Running (or ended by itself: its root gave up); dropping the task (with the
+    /// last clone of the host) aborts the tree.
+    Running { task: Owned<ExitReason> },
+    /// A `shutdown` is under way: a `start` is refused until it is done.
+    Stopping { task: Owned<ExitReason> },
 }
 
 impl std::fmt::Debug for Host {
@@ -188,8 +204,10 @@ impl HostBuilder {
     }
 
     /// The tokio runtime the tree's tasks run on. Default the runtime `build` is
-    /// called in. It needs timers (`enable_time`, or `enable_all`), and should be
-    /// multi-threaded for children to run in parallel.
+    /// called in. It needs timers (`enable_time`, or `enable_all`), should be
+    /// multi-threaded for children to run in parallel, and must be driven: a
+    /// current-thread runtime runs the tree only while something `block_on`s it.
+    /// Calls awaited outside it run their timers on it.
     pub fn runtime(mut self, runtime: Handle) -> Self {
         self.runtime = Some(runtime);
         self
@@ -235,10 +253,20 @@ impl HostBuilder {
 
 /// Whether `runtime` has a time driver. tokio offers no question for it: making a
 /// timer panics without one, so the check makes one (and the panic's message is
-/// printed, once, by the panic hook, before `build` says what to do).
+/// printed, once, by the panic hook, before `build` says what to do). Built with
+/// `panic = "abort"` there is nothing to catch: the check is skipped, and a runtime
+/// without timers fails at the first timer.
 fn has_timers(runtime: &Handle) -> bool {
-    let _in = runtime.enter();
-    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
+    #[cfg(panic = "unwind")]
+    {
+        let _in = runtime.enter();
+        std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
+    }
+    #[cfg(not(panic = "unwind"))]
+    {
+        let _ = runtime;
+        true
+    }
 }
 
 impl Host {
@@ -319,15 +347,19 @@ impl Host {
         let host = self.clone();
         let task = self
             .on_runtime(async move {
-                host.preflight_tree("root", &spec).await?;
+                let mut spec = spec;
+                host.preflight_tree("root", &mut spec).await?;
                 host.shared.root_starting();
                 let started =
                     supervisor::start(Arc::clone(&host.shared), "root".into(), spec, None).await;
-                started.map(|(_, task)| task).map_err(HostError::TreeStart)
+                started.map(|(_, task)| task).map_err(|reason| {
+                    let path = host.shared.first_start_failure().unwrap_or_else(|| "root".into());
+                    HostError::TreeStart { path, reason }
+                })
             })
             .await?;
         std::mem::forget(starting);
-        *self.root() = Root::Running { _task: task };
+        *self.root() = Root::Running { task };
         Ok(())
     }
 
@@ -341,8 +373,9 @@ impl Host {
     }
 
     /// Checks `spec` (at `path`), loads its plugins and checks what they import
-    /// against the children's grants, before anything starts.
-    async fn preflight_tree(&self, path: &str, spec: &SupervisorSpec) -> Result<(), HostError> {
+    /// against the children's grants, before anything starts. A plugin given as bytes
+    /// is replaced by the plugin compiled from them, compiled once.
+    async fn preflight_tree(&self, path: &str, spec: &mut SupervisorSpec) -> Result<(), HostError> {
         let mut problems = validate(path, spec);
         let mut plugins = Vec::new();
         collect(path, spec, &mut plugins);
@@ -357,20 +390,27 @@ impl Host {
     }
 
     /// As [`Host::preflight_tree`], for one child added to the supervisor at `parent`
-    /// (whose own checks come when it gets the spec).
-    async fn preflight_child(&self, parent: &str, spec: &ChildSpec) -> Result<(), HostError> {
+    /// (whose own checks came first).
+    async fn preflight_child(
+        &self,
+        parent: &str,
+        mut spec: ChildSpec,
+    ) -> Result<ChildSpec, HostError> {
         let path = format!("{parent}/{}", spec.id);
-        match &spec.start {
-            ChildStart::Supervisor(sub) => self.preflight_tree(&path, sub).await,
+        match &mut spec.start {
+            ChildStart::Supervisor(sub) => self.preflight_tree(&path, sub).await?,
             ChildStart::Plugin(start) => {
                 let mut problems: Vec<SpecError> =
                     self.engine_lacks(&path, start).into_iter().collect();
                 if problems.is_empty() {
                     problems = self.load_granted(path, start).await?;
                 }
-                if problems.is_empty() { Ok(()) } else { Err(HostError::InvalidSpec(problems)) }
+                if !problems.is_empty() {
+                    return Err(HostError::InvalidSpec(problems));
+                }
             }
         }
+        Ok(spec)
     }
 
     /// Loads the plugin of the child at `path`; the application interfaces it
@@ -378,7 +418,7 @@ impl Host {
     async fn load_granted(
         &self,
         path: String,
-        start: &PluginStart,
+        start: &mut PluginStart,
     ) -> Result<Vec<SpecError>, HostError> {
         let plugin = match self.shared.plugin(&start.plugin).await {
             Ok(plugin) => plugin,
@@ -386,7 +426,13 @@ impl Host {
         };
         let refused = plugin.application_imports().filter(|i| !start.grants.allows_interface(i));
         let problem = |import: &str| SpecProblem::NotGranted { import: import.to_owned() };
-        Ok(refused.map(|i| SpecError { path: path.clone(), problem: problem(i) }).collect())
+        let refused = refused.map(|i| SpecError { path: path.clone(), problem: problem(i) });
+        let refused = refused.collect();
+        // Files are kept loaded by the host; bytes would be compiled again at the start.
+        if matches!(start.plugin, PluginSource::Bytes { .. }) {
+            start.plugin = plugin.into();
+        }
+        Ok(refused)
     }
 
     /// What the child at `path` asks of the engine that it cannot do.
@@ -417,11 +463,11 @@ impl Host {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
-        if Handle::try_current().is_ok() {
+        if self.in_own_runtime() {
             return self.shared.post.call(None, path, payload, timeout).await;
         }
-        // Awaited outside any tokio runtime (another executor, a plain thread): the
-        // call's timer runs on the host's runtime instead.
+        // Awaited outside the host's runtime (another executor, a plain thread,
+        // another runtime, maybe without timers): the call's timer runs on the host's.
         let (post, to) = (Arc::clone(&self.shared.post), path.to_owned());
         let call =
             Owned(self.runtime.spawn(async move { post.call(None, &to, payload, timeout).await }));
@@ -489,16 +535,32 @@ impl Host {
         R: Send + 'static,
     {
         let (done, result) = oneshot::channel();
-        let export = ExportCall::new(load, call, move |r| {
+        let export = Box::new(ExportCall::new(load, call, move |r| {
             let _ = done.send(r);
-        });
-        match self.shared.post.call_export(path, Box::new(export), timeout).await {
-            Ok(_) => result
-                .await
-                .map_err(|_| ExportError::Message(MessageError::UnknownTarget(path.to_owned()))),
+        }));
+        let gone = || ExportError::Message(MessageError::UnknownTarget(path.to_owned()));
+        let called = if self.in_own_runtime() {
+            self.shared.post.call_export(path, export, timeout).await
+        } else {
+            // As for `call`: the timer runs on the host's runtime.
+            let (post, to) = (Arc::clone(&self.shared.post), path.to_owned());
+            let call =
+                self.runtime.spawn(async move { post.call_export(&to, export, timeout).await });
+            match Owned(call).join().await {
+                Some(called) => called,
+                None => return Err(gone()),
+            }
+        };
+        match called {
+            Ok(_) => result.await.map_err(|_| gone()),
             Err(MessageError::Application(message)) => Err(ExportError::Missing(message)),
             Err(e) => Err(ExportError::Message(e)),
         }
+    }
+
+    /// Whether the caller runs on the host's runtime (whose timers its calls use).
+    fn in_own_runtime(&self) -> bool {
+        Handle::try_current().is_ok_and(|current| current.id() == self.runtime.id())
     }
 
     /// Sends to the child at `path` without waiting: the message is in its mailbox
@@ -551,6 +613,10 @@ impl Host {
             Err(HostError::Admin(AdminError::NotFound)) => {
                 Err(not_found(format!("{supervisor}/{}", child.unwrap_or_default())))
             }
+            // One shape for every spec problem, wherever it is found.
+            Err(HostError::Admin(AdminError::Invalid(problems))) => {
+                Err(HostError::InvalidSpec(problems))
+            }
             answer => answer,
         }
     }
@@ -566,9 +632,13 @@ impl Host {
     /// are carried out by the supervisor once sent: dropping the future only drops
     /// the answer.
     pub async fn start_child(&self, supervisor: &str, spec: ChildSpec) -> Result<(), HostError> {
-        let (host, parent, checked) = (self.clone(), supervisor.to_owned(), spec.clone());
-        let checked = self.on_runtime(async move { host.preflight_child(&parent, &checked).await });
-        match checked.await {
+        // The supervisor's answer first (not there, the id taken, ...), then the
+        // plugin: loaded, its imports checked against the grants.
+        let id = spec.id.clone();
+        self.admin(supervisor, Some(&id), AdminRequest::Admits(Box::new(spec.clone()))).await?;
+        let (host, parent) = (self.clone(), supervisor.to_owned());
+        let checked = self.on_runtime(async move { host.preflight_child(&parent, spec).await });
+        let spec = match checked.await {
             Err(HostError::Load { path, error }) => {
                 // As a start that failed: announced, as OTP's supervisor reports it.
                 let message = ExitReason::StartFailed { message: error.to_string() }.to_string();
@@ -576,8 +646,7 @@ impl Host {
                 return Err(HostError::Load { path, error });
             }
             checked => checked?,
-        }
-        let id = spec.id.clone();
+        };
         let request = AdminRequest::StartChild(Box::new(spec));
         self.admin(supervisor, Some(&id), request).await.map(|_| ())
     }
@@ -675,13 +744,34 @@ impl Host {
     /// # Cancel safety
     /// The shutdown goes on once asked for; dropping the future only stops waiting.
     pub async fn shutdown(&self) -> ExitReason {
-        if !matches!(*self.root(), Root::Running { .. }) {
-            return ExitReason::Shutdown; // no tree was started
-        }
+        let mine = {
+            let mut root = self.root();
+            match std::mem::take(&mut *root) {
+                Root::Running { task } => {
+                    *root = Root::Stopping { task };
+                    Some(true)
+                }
+                // Another shutdown is under way: wait for the same end.
+                Root::Stopping { task } => {
+                    *root = Root::Stopping { task };
+                    Some(false)
+                }
+                other => {
+                    *root = other;
+                    None
+                }
+            }
+        };
+        let stopping = match mine {
+            Some(true) => Stopping(self),
+            Some(false) => return self.wait().await,
+            None => return ExitReason::Shutdown, // no tree was started
+        };
         if let Some(root) = self.shared.supervisor("root") {
             let _ = root.send(SupMsg::Shutdown);
         }
         let reason = self.wait().await;
+        std::mem::forget(stopping);
         *self.root() = Root::None;
         reason
     }
@@ -689,10 +779,14 @@ impl Host {
 
 /// Every plugin child of `spec` (at `path`) and of its nested supervisors, with its
 /// path.
-fn collect<'a>(path: &str, spec: &'a SupervisorSpec, into: &mut Vec<(String, &'a PluginStart)>) {
-    for child in &spec.children {
+fn collect<'a>(
+    path: &str,
+    spec: &'a mut SupervisorSpec,
+    into: &mut Vec<(String, &'a mut PluginStart)>,
+) {
+    for child in &mut spec.children {
         let child_path = format!("{path}/{}", child.id);
-        match &child.start {
+        match &mut child.start {
             ChildStart::Plugin(start) => into.push((child_path, start)),
             ChildStart::Supervisor(sub) => collect(&child_path, sub, into),
         }

@@ -19,6 +19,5 @@ mod shared;
 mod supervisor;
 mod worker;
 
-pub use crate::events::EventRecord;
 pub use error::{ExportError, HostError};
 pub use host::{Host, HostBuilder, MailboxInfo};

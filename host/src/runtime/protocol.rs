@@ -26,8 +26,13 @@ pub(crate) type Answer = oneshot::Sender<Result<AdminReply, HostError>>;
 pub(crate) enum AdminRequest {
     WhichChildren,
     CountChildren,
+    /// Whether a `StartChild` of the spec would be taken now (nothing changes).
+    Admits(Box<ChildSpec>),
     StartChild(Box<ChildSpec>),
-    StartDynamic { name: Option<String>, config: Option<Vec<u8>> },
+    StartDynamic {
+        name: Option<String>,
+        config: Option<Vec<u8>>,
+    },
     TerminateChild(String),
     RestartChild(String),
     DeleteChild(String),

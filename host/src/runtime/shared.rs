@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     /// Plugins by file path: a restart must not re-read and re-hash the file.
     plugins: Mutex<HashMap<std::path::PathBuf, Plugin>>,
     root_exit: watch::Sender<Option<ExitReason>>,
+    /// The first child whose start failed since the tree started: the one a failed
+    /// tree start names.
+    first_start_failure: Mutex<Option<String>>,
     /// Set when the root supervisor gave up (its exit reason is `shutdown` either way,
     /// as in OTP).
     root_gave_up: std::sync::atomic::AtomicBool,
@@ -39,6 +42,7 @@ impl Shared {
             supervisors: Mutex::new(HashMap::new()),
             plugins: Mutex::new(HashMap::new()),
             root_exit: watch::channel(None).0,
+            first_start_failure: Mutex::new(None),
             root_gave_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -46,7 +50,13 @@ impl Shared {
     /// A new tree starts: no exit, no giving up yet.
     pub(crate) fn root_starting(&self) {
         self.root_exit.send_replace(None);
+        *self.first_start_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.root_gave_up.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The first child whose start failed since the tree started.
+    pub(crate) fn first_start_failure(&self) -> Option<String> {
+        self.first_start_failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether the root supervisor of the tree last started has exited.
@@ -67,8 +77,15 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        if matches!(&event, Event::SupervisorGaveUp { path, .. } if path == "root") {
-            self.root_gave_up.store(true, std::sync::atomic::Ordering::Release);
+        match &event {
+            Event::SupervisorGaveUp { path, .. } if path == "root" => {
+                self.root_gave_up.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Event::ChildStartFailed { path, .. } => {
+                let mut first = self.first_start_failure.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| path.clone());
+            }
+            _ => {}
         }
         self.events.emit(event);
     }

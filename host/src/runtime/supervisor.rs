@@ -154,7 +154,12 @@ impl Supervisor {
             }
         };
         self.close(&mut rx);
-        let root = parent.is_none();
+        if parent.is_none() {
+            // After the tree's last event, before anyone waiting on the root learns
+            // of its exit (and may start the next tree): its streams end.
+            shared.post.summarize_dead_letters();
+            shared.events.end();
+        }
         match ready.take() {
             // Failed while starting: the starter is told, not the parent.
             Some(ready) => {
@@ -171,11 +176,6 @@ impl Supervisor {
                 }
                 None => shared.root_exited(reason.clone()),
             },
-        }
-        if root {
-            // After the tree's last event: its streams end.
-            shared.post.summarize_dead_letters();
-            shared.events.end();
         }
         reason
     }
@@ -256,6 +256,7 @@ impl Supervisor {
                     AdminRequest::CountChildren => {
                         Ok(AdminReply::Counts(self.core.count_children()))
                     }
+                    AdminRequest::Admits(spec) => self.core.admits(&spec).map(|()| AdminReply::Ok),
                     AdminRequest::StartChild(spec) => {
                         self.core.start_child(*spec).map(|()| AdminReply::Pending)
                     }

@@ -412,11 +412,19 @@ pub struct SpecError {
 impl SpecError {
     /// Where, in words: `supervisor root, child "a"` or `supervisor root`.
     pub fn place(&self) -> String {
-        match self.path.rsplit_once('/') {
-            Some((supervisor, child)) if self.problem.is_about_a_child() => {
-                format!("supervisor {supervisor}, child {child:?}")
-            }
-            _ => format!("supervisor {}", self.path),
+        let split = match &self.problem {
+            // The id's own '/' is not where the supervisor's path ends.
+            SpecProblem::SlashInId { id } => self
+                .path
+                .strip_suffix(id.as_str())
+                .and_then(|p| p.strip_suffix('/'))
+                .map(|supervisor| (supervisor, id.as_str())),
+            problem if problem.is_about_a_child() => self.path.rsplit_once('/'),
+            _ => None,
+        };
+        match split {
+            Some((supervisor, child)) => format!("supervisor {supervisor}, child {child:?}"),
+            None => format!("supervisor {}", self.path),
         }
     }
 }
@@ -448,7 +456,10 @@ pub enum SpecProblem {
     EmptyId,
     /// A child's id contains `/`.
     #[error("the id contains '/', which separates path segments")]
-    SlashInId,
+    SlashInId {
+        /// The id.
+        id: String,
+    },
     /// Two children have the same id.
     #[error("duplicate child id")]
     DuplicateId,
@@ -539,7 +550,7 @@ pub(crate) fn check_child(child: &ChildSpec, auto_shutdown: AutoShutdown) -> Vec
     if child.id.is_empty() {
         problems.push(SpecProblem::EmptyId);
     } else if child.id.contains('/') {
-        problems.push(SpecProblem::SlashInId);
+        problems.push(SpecProblem::SlashInId { id: child.id.clone() });
     }
     if child.significant && auto_shutdown == AutoShutdown::Never {
         problems.push(SpecProblem::SignificantWithoutAutoShutdown);

@@ -124,7 +124,7 @@ pub enum AdminError {
     #[error("invalid child spec: {}", join(.0))]
     Invalid(Vec<SpecError>),
     /// `start_dynamic` on a supervisor that is not simple_one_for_one.
-    #[error("not a simple_one_for_one supervisor")]
+    #[error("invalid child spec: not a simple_one_for_one supervisor")]
     NotSimpleOneForOne,
     /// The supervisor is shutting down.
     #[error("shutting_down")]
@@ -672,21 +672,29 @@ impl Core {
     /// # Errors
     /// `already_started`, `already_present`, an invalid spec, `simple_one_for_one`.
     pub fn start_child(&mut self, spec: ChildSpec) -> Result<(), AdminError> {
-        self.accepting()?;
-        if self.template.is_some() {
-            return Err(AdminError::SimpleOneForOne);
-        }
-        self.check(&spec)?;
-        if let Some(i) = self.find(&spec.id) {
-            return Err(match self.children[i].state {
-                ChildState::Running | ChildState::Restarting => AdminError::AlreadyStarted,
-                ChildState::Stopped => AdminError::AlreadyPresent,
-            });
-        }
+        self.admits(&spec)?;
         let id = spec.id.clone();
         self.add_child(spec);
         self.push_start(&id, StartCause::Admin);
         Ok(())
+    }
+
+    /// Whether [`Core::start_child`] would take `spec` now (it changes nothing): the
+    /// embedder asks before it loads the child's plugin.
+    ///
+    /// # Errors
+    /// As [`Core::start_child`].
+    pub fn admits(&self, spec: &ChildSpec) -> Result<(), AdminError> {
+        self.accepting()?;
+        if self.template.is_some() {
+            return Err(AdminError::SimpleOneForOne);
+        }
+        self.check(spec)?;
+        match self.find(&spec.id).map(|i| self.children[i].state) {
+            Some(ChildState::Running | ChildState::Restarting) => Err(AdminError::AlreadyStarted),
+            Some(ChildState::Stopped) => Err(AdminError::AlreadyPresent),
+            None => Ok(()),
+        }
     }
 
     /// OTP's `check_childspec/2` on a child spec given at run time.
