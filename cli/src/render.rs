@@ -228,6 +228,10 @@ fn describe_event(event: &Event) -> (&str, &'static str, String) {
             let state = serde_name(state);
             (path.as_str(), BLUE, format!("circuit {state} after {failures} failures"))
         }
+        Event::CallCancelled { chain, path, caller, reason } => {
+            let from = caller.as_deref().map_or_else(String::new, |c| format!(" from {c}"));
+            (path.as_str(), YELLOW, format!("call{from} cancelled (chain {chain}): {reason}"))
+        }
         Event::DeadLettersSuppressed { path, count, window_ms } => (
             path.as_str(),
             MAGENTA,

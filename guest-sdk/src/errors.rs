@@ -37,6 +37,33 @@ pub enum MessageError {
     Unsupported,
     /// This child has as many `send-after` timers pending as its limits allow.
     TooManyTimers(String),
+    /// The operation this call belongs to failed above it: the call was abandoned, or
+    /// refused at once because the call being handled was cancelled (see
+    /// [`crate::cancelled`]).
+    Cancelled(CancelReason),
+}
+
+/// Why the operation a call belongs to was cancelled. A call made while handling a call
+/// is a frame of the same chain: when a frame's caller is gone, it and every frame
+/// below it are cancelled, with the same reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// A caller above stopped waiting: its incarnation crashed or was stopped, or
+    /// (`None`) the embedding application dropped its call.
+    CallerGone(Option<String>),
+    /// The deadline of a call above passed: that of the call to this path.
+    Deadline(String),
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CallerGone(Some(caller)) => write!(f, "the caller {caller} is gone"),
+            Self::CallerGone(None) => f.write_str("the application's call is gone"),
+            Self::Deadline(call_to) => write!(f, "the deadline of the call to {call_to} passed"),
+        }
+    }
 }
 
 impl From<wit::MessageError> for MessageError {
@@ -53,6 +80,10 @@ impl From<wit::MessageError> for MessageError {
             wit::MessageError::Application(text) => Self::Application(text),
             wit::MessageError::Unsupported => Self::Unsupported,
             wit::MessageError::TooManyTimers(why) => Self::TooManyTimers(why),
+            wit::MessageError::Cancelled(reason) => Self::Cancelled(match reason {
+                wit::CancelReason::CallerGone(caller) => CancelReason::CallerGone(caller),
+                wit::CancelReason::Deadline(call_to) => CancelReason::Deadline(call_to),
+            }),
         }
     }
 }
@@ -71,6 +102,7 @@ impl fmt::Display for MessageError {
             Self::Application(text) => f.write_str(text),
             Self::Unsupported => f.write_str("messaging is not supported by this host"),
             Self::TooManyTimers(why) => write!(f, "too many timers: {why}"),
+            Self::Cancelled(reason) => write!(f, "cancelled: {reason}"),
         }
     }
 }

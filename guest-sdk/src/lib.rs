@@ -75,7 +75,7 @@ pub mod bindings {
 
 use bindings::warden::plugin::{runtime, types};
 
-pub use errors::{ExitReason, KillCause, MessageError, StateError, TrapKind};
+pub use errors::{CancelReason, ExitReason, KillCause, MessageError, StateError, TrapKind};
 pub use types::{Context, Envelope, ExitRequest, HostFunctionFailure, LogLevel};
 
 mod errors;
@@ -135,8 +135,14 @@ pub fn send_after(
 
 /// Sends `payload` to `to` and waits at most `timeout` for the reply.
 ///
+/// A call made while handling a call belongs to that call's chain (a [`send`] belongs to
+/// none): it waits at most what is left of the chain's deadline, and when the chain is
+/// cancelled above it (a caller gone, a deadline passed) it is abandoned at once with
+/// [`MessageError::Cancelled`], and its callee is told in turn.
+///
 /// # Errors
-/// As [`send`], plus [`MessageError::Timeout`], [`MessageError::CalleeCrashed`] with the
+/// As [`send`], plus [`MessageError::Timeout`] (its own timeout),
+/// [`MessageError::Cancelled`] (the chain's), [`MessageError::CalleeCrashed`] with the
 /// callee's exit reason, [`MessageError::Application`] when the callee answered with an
 /// error, and [`MessageError::CircuitOpen`].
 pub fn call(
@@ -155,6 +161,28 @@ pub fn exit(reason: ExitRequest) {
 /// This child's path in the tree, e.g. `root/pool/worker`.
 pub fn self_path() -> String {
     runtime::self_path()
+}
+
+/// Whether the call being handled was cancelled: its caller is gone (crashed,
+/// stopped, gave up) or its chain's deadline passed. Its reply will be discarded and
+/// calls made from now on fail with [`MessageError::Cancelled`], so a long handler may
+/// stop early and clean up; it is not killed, and its state stays as it leaves it.
+/// Always false while handling a sent message.
+///
+/// ```no_run
+/// # fn work_on(_: u32) {}
+/// # fn handle() -> Result<Vec<u8>, String> {
+/// for step in 0..1_000 {
+///     if warden_guest::cancelled() {
+///         return Err("cancelled: stopped early".into()); // discarded, nobody waits
+///     }
+///     work_on(step);
+///     warden_guest::heartbeat();
+/// }
+/// # Ok(Vec::new()) }
+/// ```
+pub fn cancelled() -> bool {
+    runtime::cancelled()
 }
 
 /// Writes a log line at `level`, attributed to this child. The macros ([`info!`] …)

@@ -2,6 +2,7 @@
 //! JSON of the CLI contract (`{"event":"child_started",...}`).
 
 use crate::ExitReason;
+use crate::services::CancelReason;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -293,6 +294,20 @@ pub enum Event {
         count: u64,
         /// The window they came in.
         window_ms: u64,
+    },
+    /// A frame of a call chain was cancelled: the operation it belongs to failed above
+    /// it (see [`CancelReason`]). Every frame below a cancelled one is cancelled too,
+    /// each with its own event, top down, with the same `chain` and `reason`.
+    CallCancelled {
+        /// The chain's id, shared by every frame of one operation.
+        chain: u64,
+        /// The callee of the cancelled call: the child whose handler is told.
+        path: String,
+        /// Its caller; absent for the embedding application.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
+        /// Why.
+        reason: CancelReason,
     },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {

@@ -39,7 +39,7 @@
 //! | what a tree is | [`SupervisorSpec`], [`ChildSpec`], [`PluginStart`], [`Strategy`], [`Restart`], [`Shutdown`], [`Backoff`], [`AutoShutdown`] |
 //! | a child's settings | [`ChildLimits`], [`Grants`], [`DirGrant`], [`Network`], [`HeartbeatPolicy`], [`PhiAccrual`], [`MailboxConfig`], [`CircuitConfig`], [`Quota`] |
 //! | plugins | [`Engine`], [`EngineConfig`], [`Plugin`], [`PluginSource`], [`Host::load`] |
-//! | what happened | [`Events`], [`Received`], [`EventRecord`], [`Event`], [`DeadLetterReason`], [`GaveUpReason`], [`CircuitState`] |
+//! | what happened | [`Events`], [`Received`], [`EventRecord`], [`Event`], [`DeadLetterReason`], [`GaveUpReason`], [`CancelReason`], [`CircuitState`] |
 //! | how a child ended | [`ExitReason`], [`TrapKind`], [`KillCause`], [`HostFunctionFailure`] |
 //! | errors | [`HostError`], [`SpecError`] with [`SpecProblem`], [`LoadError`], [`MessageError`], [`AdminError`], [`ExportError`], [`SandboxError`], [`InterfaceError`], [`OpenError`] |
 //! | OTP's reports | [`ChildInfo`], [`ChildState`], [`ChildKind`], [`ChildCounts`], [`MessageStats`] |
@@ -97,6 +97,7 @@ pub use sandbox::{
     ChildIdentity, Engine, EngineConfig, InterfaceError, LoadError, MessageError, Plugin,
     SandboxError, StoreData,
 };
+pub use services::CancelReason;
 pub use spec::{
     AutoShutdown, Backoff, ChildLimits, ChildSpec, DirGrant, Grants, HeartbeatPolicy, Network,
     PhiAccrual, PluginSource, PluginStart, Quota, Restart, Shutdown, SpecError, SpecProblem,

@@ -170,6 +170,15 @@ pub fn heartbeat_missed(path: &str) -> Pattern {
     )
 }
 
+/// `call_cancelled` of a call to `path`.
+pub fn call_cancelled(path: &str) -> Pattern {
+    let p = path.to_owned();
+    Pattern::new(
+        format!("call_cancelled {path}"),
+        move |e| matches!(e, Event::CallCancelled { path, .. } if *path == p),
+    )
+}
+
 /// `circuit_changed` of `path` to `state`.
 pub fn circuit(path: &str, state: CircuitState) -> Pattern {
     let p = path.to_owned();

@@ -3,6 +3,7 @@
 
 use super::MailboxConfig;
 use super::breaker::Breaker;
+use super::chain::Frame;
 use crate::services::{Envelope, MessageError};
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
@@ -26,12 +27,19 @@ pub(crate) struct Letter {
     pub(crate) export: Option<Box<dyn std::any::Any + Send>>,
     /// Whether it is a typed call (whose `export` may have been taken already).
     pub(crate) typed: bool,
+    /// For a call: its frame of the call chain.
+    pub(crate) frame: Option<Arc<Frame>>,
 }
 
 impl Letter {
     /// A call whose caller stopped waiting (timed out, or went away).
     pub(crate) fn abandoned(&self) -> bool {
         self.reply.as_ref().is_some_and(oneshot::Sender::is_closed)
+    }
+
+    /// A call whose chain was cancelled above it.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.frame.as_ref().is_some_and(|f| f.cancelled().is_some())
     }
 }
 
@@ -44,6 +52,9 @@ pub(crate) struct Mailbox {
     /// The waiting reader's waker. A mailbox has one reader at a time: the worker of
     /// its child's running incarnation.
     ready: AtomicWaker,
+    /// The frame of the call the reader is handling: calls the child makes meanwhile
+    /// belong to its chain.
+    handling: Mutex<Option<Arc<Frame>>>,
 }
 
 #[derive(Debug, Default)]
@@ -60,7 +71,18 @@ impl Mailbox {
             config,
             queue: Mutex::new(Queue::default()),
             ready: AtomicWaker::new(),
+            handling: Mutex::new(None),
         }
+    }
+
+    /// The frame of the call being handled, if a call is.
+    pub(crate) fn handling(&self) -> Option<Arc<Frame>> {
+        self.handling.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The reader handles `frame`'s call now (`None`: a sent message, or nothing).
+    pub(crate) fn set_handling(&self, frame: Option<Arc<Frame>>) {
+        *self.handling.lock().unwrap_or_else(|p| p.into_inner()) = frame;
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {

@@ -19,6 +19,7 @@
 //! removed), or dead-lettered. [`MessageStats`] counts them.
 
 mod breaker;
+mod chain;
 mod dead_letters;
 mod mailbox;
 mod outbox;
@@ -27,6 +28,7 @@ mod timers;
 
 pub use crate::events::CircuitState;
 pub use crate::spec::{CircuitConfig, MailboxConfig, Targets, TimerLimits};
+pub(crate) use chain::Frame;
 pub(crate) use mailbox::{Letter, Mailbox};
 pub(crate) use outbox::Outbox;
 pub(crate) use post::Post;
@@ -45,8 +47,12 @@ pub struct MessageStats {
     /// Delivered to `handle`, which returned (a reply or an application error).
     pub handled: u64,
     /// Answered with an error instead: the callee crashed handling the call, the
-    /// caller gave up before it was delivered, or the target was removed.
+    /// caller gave up before it was delivered, or the target was removed; or handled
+    /// for a call chain cancelled meanwhile, its reply discarded (`cancelled`).
     pub failed: u64,
+    /// Of `failed`, the calls whose chain was cancelled (not handled, or handled and
+    /// their reply discarded).
+    pub cancelled: u64,
     /// Set aside as dead letters (each one also an event).
     pub dead_letters: u64,
     /// In mailboxes or being handled now.

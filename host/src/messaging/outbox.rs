@@ -41,4 +41,8 @@ impl Messenger for Outbox {
         let (post, me, to) = (Arc::clone(&self.post), Arc::clone(&self.me), to.to_owned());
         Box::pin(async move { post.call(Some(&me), &to, payload, timeout).await })
     }
+
+    fn cancelled(&self) -> bool {
+        self.me.handling().is_some_and(|frame| frame.cancelled().is_some())
+    }
 }

@@ -2,11 +2,12 @@
 //! every message, and what a call waits on (to name a deadlock when one times out).
 
 use super::breaker::{Admit, Outcome};
+use super::chain::{Chains, Frame};
 use super::dead_letters::{DeadLetter, DeadLetters};
 use super::mailbox::{Letter, Mailbox};
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{DeadLetterReason, Event, EventBus};
-use crate::services::{Envelope, MessageError};
+use crate::services::{CancelReason, Envelope, MessageError};
 use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ struct Counters {
     failed: AtomicU64,
     dead_letters: AtomicU64,
     pending: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,7 @@ pub(crate) struct Post {
     settle_waiters: AtomicUsize,
     events: Arc<EventBus>,
     dead_letters: DeadLetters,
+    chains: Chains,
 }
 
 impl Post {
@@ -51,6 +54,7 @@ impl Post {
             settle_waiters: AtomicUsize::new(0),
             dead_letters: DeadLetters::new(Arc::clone(&events)),
             events,
+            chains: Chains::default(),
         }
     }
 
@@ -89,6 +93,9 @@ impl Post {
         answer: Result<Vec<u8>, MessageError>,
     ) {
         let Some(reply) = letter.reply.take() else { return };
+        if let Some(frame) = &letter.frame {
+            frame.finish();
+        }
         if let Some(caller) = &letter.envelope.sender {
             let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
             if waits.get(caller.as_str()).is_some_and(|on| *on == callee.path) {
@@ -142,8 +149,9 @@ impl Post {
         from: Option<&Mailbox>,
         target: &Mailbox,
         payload: Content,
-        reply: Option<super::mailbox::Reply>,
+        reply: Option<(super::mailbox::Reply, Arc<Frame>)>,
     ) -> Result<(), MessageError> {
+        let (reply, frame) = reply.unzip();
         let (payload, export) = match payload {
             Content::Bytes(bytes) => (bytes, None),
             Content::Export(export) => (Vec::new(), Some(export)),
@@ -156,9 +164,11 @@ impl Post {
         // Counted pending before the worker can see it (it may finish it at once).
         self.counts.pending.fetch_add(1, Ordering::Relaxed);
         let typed = export.is_some();
-        target.push(Letter { envelope, reply, crashes: 0, export, typed }).inspect_err(|_| {
-            self.counts.pending.fetch_sub(1, Ordering::Relaxed);
-        })
+        target.push(Letter { envelope, reply, crashes: 0, export, typed, frame }).inspect_err(
+            |_| {
+                self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+            },
+        )
     }
 
     /// Counts an offered message, and a refusal if `offered` is one.
@@ -216,10 +226,25 @@ impl Post {
     ) -> Result<Vec<u8>, MessageError> {
         let now = tokio::time::Instant::now();
         let deadline = now.checked_add(timeout).unwrap_or_else(|| now + NEVER);
+        // Made while handling a call, it is a frame below that call's; below a cancelled
+        // one, it fails at once, whatever its target.
+        let above = from.and_then(Mailbox::handling);
+        if let Some(reason) = above.as_ref().and_then(|f| f.cancelled()) {
+            return self.count(Err(MessageError::Cancelled(reason)));
+        }
         let (reply, answer) = oneshot::channel();
-        // The sender's checks, the wait-for graph, then the callee's breaker, then its
-        // mailbox: a refused call never counts against (or probes) the callee.
+        // The sender's checks, its chain, the wait-for graph, then the callee's breaker,
+        // then its mailbox: a refused call never counts against (or probes) the callee.
         let offered = self.admissible(from, to, payload.len()).and_then(|target| {
+            let caller = from.map(|f| Arc::clone(&f.path));
+            let frame = Frame::new(
+                &self.chains,
+                above.as_ref(),
+                caller,
+                Arc::clone(&target.path),
+                deadline,
+            )
+            .map_err(MessageError::Cancelled)?;
             let waiting = match from {
                 Some(from) => Some(self.wait_on(&from.path, &target.path)?),
                 None => None,
@@ -228,16 +253,30 @@ impl Post {
                 Some(_) => Some(self.admit(Arc::clone(&target))?),
                 None => None,
             };
-            self.enqueue(from, &target, payload, Some(reply))?;
-            Ok((waiting, admission))
+            self.enqueue(from, &target, payload, Some((reply, Arc::clone(&frame))))?;
+            Ok((waiting, admission, frame))
         });
-        let (_waiting, breaker) = self.count(offered)?;
-        let result = match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => result,
-            // Every accepted letter is answered; a dropped one means the host is going.
-            Ok(Err(_)) => Err(MessageError::UnknownTarget(to.to_owned())),
-            Err(_) => Err(MessageError::Timeout),
+        let (_waiting, breaker, frame) = self.count(offered)?;
+        // Dropped before the answer (its caller's incarnation ended, the application
+        // dropped the call): the frame and those below are cancelled.
+        let mut watch = Watch { frame: &frame, events: &self.events, answered: false };
+        let result = tokio::select! {
+            biased;
+            answer = answer => match answer {
+                Ok(result) => result,
+                // Every accepted letter is answered; a dropped one means the host is going.
+                Err(_) => Err(MessageError::UnknownTarget(to.to_owned())),
+            },
+            reason = frame.until_cancelled() => Err(MessageError::Cancelled(reason)),
+            () = tokio::time::sleep_until(frame.deadline) => {
+                let reason = CancelReason::Deadline { call_to: frame.deadline_of.to_string() };
+                frame.cancel(&reason, &self.events);
+                // Its own timeout is a timeout; a deadline inherited from above is that
+                // operation's, which failed.
+                if frame.own_deadline { Err(MessageError::Timeout) } else { Err(MessageError::Cancelled(reason)) }
+            },
         };
+        watch.answered = true;
         if let Some(mut admission) = breaker {
             admission.finish(match &result {
                 Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
@@ -368,6 +407,16 @@ impl Post {
         self.finish(&self.counts.failed);
     }
 
+    /// A call whose chain was cancelled: not handled (answered `cancelled`, to no
+    /// one), or handled and its reply discarded. Counted as failed.
+    pub(crate) fn cancelled(&self, callee: &Mailbox, letter: &mut Letter) {
+        let reason = letter.frame.as_ref().and_then(|f| f.cancelled());
+        let reason = reason.unwrap_or(CancelReason::CallerGone { caller: None });
+        self.answer(callee, letter, Err(MessageError::Cancelled(reason)));
+        self.counts.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.failed();
+    }
+
     /// Publishes the dead letters counted but not yet announced (see
     /// `dead_letters_suppressed`): the tree is stopping.
     pub(crate) fn summarize_dead_letters(&self) {
@@ -404,7 +453,8 @@ impl Post {
             c.dead_letters.load(Ordering::Acquire),
         );
         let pending = c.pending.load(Ordering::Acquire);
-        MessageStats { sent, rejected, handled, failed, dead_letters, pending }
+        let cancelled = c.cancelled.load(Ordering::Acquire);
+        MessageStats { sent, rejected, handled, failed, cancelled, dead_letters, pending }
     }
 
     /// Waits until no message is pending.
@@ -455,6 +505,23 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.finish(Outcome::Neutral);
+        }
+    }
+}
+
+/// A call's frame while its caller waits: cancelled (with those below it) if the wait
+/// ends without an answer, because the caller went away.
+struct Watch<'a> {
+    frame: &'a Arc<Frame>,
+    events: &'a EventBus,
+    answered: bool,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let caller = self.frame.caller.as_deref().map(str::to_owned);
+            self.frame.cancel(&CancelReason::CallerGone { caller }, self.events);
         }
     }
 }
@@ -522,6 +589,34 @@ mod tests {
 
     fn config(capacity: usize) -> MailboxConfig {
         MailboxConfig { capacity, targets: Targets::any(), ..MailboxConfig::default() }
+    }
+
+    #[tokio::test]
+    async fn a_call_made_while_handling_a_call_joins_its_chain_and_a_send_does_not() {
+        let (post, _events) = post();
+        let (a, b) = (post.open("root/a", &config(4)), post.open("root/b", &config(4)));
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        let handling = Frame::new(&post.chains, None, None, Arc::clone(&a.path), deadline).unwrap();
+        a.set_handling(Some(Arc::clone(&handling)));
+        post.send(Some(&a), "root/b", b"sent".to_vec()).unwrap();
+        assert!(b.try_next().unwrap().frame.is_none(), "a send belongs to no chain");
+        let call = {
+            let (post, a) = (Arc::clone(&post), Arc::clone(&a));
+            tokio::spawn(async move {
+                post.call(Some(&a), "root/b", b"called".to_vec(), Duration::from_secs(5)).await
+            })
+        };
+        let letter = b.next().await;
+        let frame = letter.frame.as_ref().expect("a call carries its frame");
+        assert_eq!(frame.chain, handling.chain);
+        assert_eq!(frame.deadline, deadline, "at most the time the chain has left");
+        handling.cancel(&CancelReason::CallerGone { caller: None }, &post.events);
+        let answer = call.await.unwrap();
+        assert_eq!(answer, Err(MessageError::Cancelled(CancelReason::CallerGone { caller: None })));
+        assert!(letter.cancelled(), "the callee can tell");
+        // And from now on, a's calls fail at once.
+        let refused = post.call(Some(&a), "root/b", b"late".to_vec(), Duration::from_secs(5));
+        assert!(matches!(refused.await, Err(MessageError::Cancelled(_))));
     }
 
     #[tokio::test]

@@ -157,8 +157,15 @@ async fn serve(
                 continue;
             }
         };
+        if letter.cancelled() {
+            // Its chain failed above it (its caller timed out or went away) before it
+            // was delivered: not handled.
+            let mut letter = letter;
+            post.cancelled(&mailbox, &mut letter);
+            continue;
+        }
         if letter.abandoned() {
-            post.failed(); // its caller timed out or went away before it was delivered
+            post.failed(); // its caller went away before it was delivered
             continue;
         }
         // Held so that if this task is aborted mid-message, the letter goes back.
@@ -176,6 +183,8 @@ async fn serve(
             },
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
+        // Calls the child makes while handling a call belong to its chain.
+        let _handling = Handling::new(&mailbox, held.letter().frame.clone());
         let outcome = match held.letter_mut().export.take() {
             Some(export) => match export.downcast::<ExportCall>() {
                 Ok(call) => active.call_export(*call).await,
@@ -232,6 +241,11 @@ fn answered(handled: Handled, mut letter: Letter, ends: &Ends<'_>) -> Option<Exi
         ends.ended(reason);
     }
     let shared = ends.shared;
+    if letter.cancelled() {
+        // Handled for a caller that is gone: the reply is discarded.
+        shared.post.cancelled(ends.mailbox, &mut letter);
+        return handled.exit;
+    }
     shared.post.handled();
     shared.post.answer(ends.mailbox, &mut letter, handled.reply.map_err(MessageError::Application));
     handled.exit
@@ -335,6 +349,23 @@ fn stopped_by_supervisor(reason: &ExitReason) -> bool {
 fn requeue(mailbox: &Mailbox, shared: &Shared, letter: Letter) {
     if let Err(letter) = mailbox.requeue(letter) {
         shared.post.removed(mailbox, letter);
+    }
+}
+
+/// The call being handled, as the mailbox tells the child's outgoing calls; cleared
+/// when dropped.
+struct Handling<'a>(&'a Mailbox);
+
+impl<'a> Handling<'a> {
+    fn new(mailbox: &'a Mailbox, frame: Option<Arc<crate::messaging::Frame>>) -> Self {
+        mailbox.set_handling(frame);
+        Self(mailbox)
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.set_handling(None);
     }
 }
 

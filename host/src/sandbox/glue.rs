@@ -5,7 +5,7 @@ use super::bindings;
 use super::bindings::warden::plugin::{runtime, state, types};
 use super::output;
 use super::store::StoreData;
-use crate::services::{MessageError, Op, StateError};
+use crate::services::{CancelReason, MessageError, Op, StateError};
 use crate::{ExitReason, KillCause, TrapKind};
 use std::time::Duration;
 
@@ -81,6 +81,10 @@ impl runtime::Host for StoreData {
     fn self_path(&mut self) -> String {
         self.path.to_string()
     }
+
+    fn cancelled(&mut self) -> bool {
+        self.messenger.cancelled()
+    }
 }
 
 impl state::Host for StoreData {
@@ -138,6 +142,10 @@ fn to_wit_message_error(e: MessageError) -> types::MessageError {
         MessageError::Application(m) => types::MessageError::Application(m),
         MessageError::Unsupported => types::MessageError::Unsupported,
         MessageError::TooManyTimers(m) => types::MessageError::TooManyTimers(m),
+        MessageError::Cancelled(reason) => types::MessageError::Cancelled(match reason {
+            CancelReason::CallerGone { caller } => types::CancelReason::CallerGone(caller),
+            CancelReason::Deadline { call_to } => types::CancelReason::Deadline(call_to),
+        }),
     }
 }
 

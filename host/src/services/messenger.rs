@@ -60,6 +60,33 @@ pub enum MessageError {
     /// the text says which limit.
     #[error("too many timers: {0}")]
     TooManyTimers(String),
+    /// The operation this call belongs to failed above it: the call is abandoned, or
+    /// was refused at once (a call made while handling a cancelled call).
+    #[error("cancelled: {0}")]
+    Cancelled(CancelReason),
+}
+
+/// Why a frame of a call chain was cancelled: the operation failed above it. The same
+/// reason travels down to every frame below.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// A caller above stopped waiting: its incarnation crashed or was stopped, or
+    /// (`caller` absent) the embedding application dropped its call.
+    #[error("the caller {} is gone", .caller.as_deref().unwrap_or("(the application)"))]
+    CallerGone {
+        /// The caller that went; absent for the embedding application.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        caller: Option<String>,
+    },
+    /// The deadline of a call above passed: that of the call to `call_to` (the one
+    /// whose own timeout set the chain's deadline).
+    #[error("the deadline of the call to {call_to} passed")]
+    Deadline {
+        /// The callee of the call whose deadline it was.
+        call_to: String,
+    },
 }
 
 /// Messaging as seen from one child (the sender of everything it sends);
@@ -89,6 +116,13 @@ pub trait Messenger: Send + Sync + fmt::Debug {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>>;
+
+    /// Whether the call the child is handling was cancelled (its caller gone, or the
+    /// chain's deadline passed): a long handler may stop early. False while it handles
+    /// a sent message, or nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A host without messaging: every request is answered with `unsupported`.

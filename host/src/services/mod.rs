@@ -6,7 +6,7 @@
 mod messenger;
 mod state;
 
-pub use messenger::{Envelope, MessageError, Messenger, NoMessaging};
+pub use messenger::{CancelReason, Envelope, MessageError, Messenger, NoMessaging};
 pub use state::{NoState, Op, StateError, StateStore, Usage};
 
 use std::future::Future;

@@ -13,6 +13,10 @@
 //! | `loop`           | spins forever without heartbeats                              |
 //! | `busy:MS`        | works MS milliseconds, heartbeating                           |
 //! | `hang:MS`        | works MS milliseconds without heartbeats                      |
+//! | `patient:MS`     | works MS milliseconds, heartbeating, stopping early once the  |
+//! |                  | call it handles is cancelled; replies and stores (`patient`)  |
+//! |                  | what happened: `done after N ms` or `stopped after N ms; a    |
+//! |                  | call then failed: cancelled: ...`                             |
 //! | `exit:normal`, `exit:shutdown`, `exit:error` | asks to exit so; replies `ok`     |
 //! | `echo:TEXT`      | replies TEXT                                                  |
 //! | `state:set:K:V`  | stores V under K; replies `ok`                                |
@@ -112,6 +116,8 @@ impl Plugin for Chaos {
                 if let Some(ms) = text.strip_prefix("busy:") {
                     spin(parse_ms(ms)?, true);
                     ok()
+                } else if let Some(ms) = text.strip_prefix("patient:") {
+                    Ok(patient(parse_ms(ms)?).into_bytes())
                 } else if let Some(ms) = text.strip_prefix("hang:") {
                     spin(parse_ms(ms)?, false);
                     ok()
@@ -198,6 +204,35 @@ fn spin(duration: Duration, heartbeat: bool) {
             last_beat = Instant::now();
         }
     }
+}
+
+/// Works up to `duration`, heartbeating, and stops early once the call it handles is
+/// cancelled; then tries a call (which must fail `cancelled`). What happened is the
+/// reply and the state under `patient`, since a cancelled call's reply goes nowhere.
+fn patient(duration: Duration) -> String {
+    let start = Instant::now();
+    let mut last_beat = start;
+    while start.elapsed() < duration {
+        WORK.fetch_add(1, Ordering::Relaxed);
+        if last_beat.elapsed() >= Duration::from_millis(1) {
+            warden_guest::heartbeat();
+            last_beat = Instant::now();
+            if warden_guest::cancelled() {
+                let ms = start.elapsed().as_millis();
+                let then = match warden_guest::call(&warden_guest::self_path(), "echo:x", duration)
+                {
+                    Ok(_) => "a call then answered".to_owned(),
+                    Err(e) => format!("a call then failed: {e}"),
+                };
+                let said = format!("stopped after {ms} ms; {then}");
+                let _ = state::set("patient", &said);
+                return said;
+            }
+        }
+    }
+    let said = format!("done after {} ms", start.elapsed().as_millis());
+    let _ = state::set("patient", &said);
+    said
 }
 
 /// A real `i32.div_s`: Rust's `/` checks for zero and panics, so the check is removed
