@@ -8,15 +8,17 @@
 //!   A's caller gives up (timeout) or goes (crash, stop): A, B, C cancelled, top down
 //! ```
 //!
-//! A frame is made by the call, travels in the letter, and is the "current frame" of
-//! the callee while it handles the letter: calls the callee makes then are frames
-//! below it. A `send` is not part of the chain.
+//! A frame is made by the call, travels in the letter, holds where the answer goes,
+//! and is the "current frame" of the callee while it handles the letter: calls the
+//! callee makes then are frames below it. A `send` is not part of the chain.
+//! Cancelling a frame answers its waiting caller `cancelled` at once, through the
+//! same channel as the callee's answer: whichever comes first is the answer.
 
+use super::mailbox::Reply;
 use crate::events::{Event, EventBus};
-use crate::services::CancelReason;
+use crate::services::{CancelReason, MessageError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A frame keeps this many frames below it before it drops those that are gone.
@@ -33,19 +35,20 @@ pub(crate) struct Frame {
     pub(crate) callee: Arc<str>,
     /// When the call gives up: the smaller of its own timeout and the frame above's.
     pub(crate) deadline: Instant,
-    /// Whose deadline that is: the callee of the call whose own timeout set it.
-    pub(crate) deadline_of: Arc<str>,
-    /// Whether its own timeout set the deadline (not a frame above's).
-    pub(crate) own_deadline: bool,
+    /// Whose deadline that is when a frame above set it: the callee of the call whose
+    /// own timeout did. `None` when its own timeout set it.
+    inherited_from: Option<Arc<str>>,
     state: Mutex<State>,
-    cancelled: Notify,
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// Where the answer goes, until it is answered (or cancelled).
+    reply: Option<Reply>,
     /// Why it was cancelled, once it is.
     cancelled: Option<CancelReason>,
-    /// Answered: nothing to cancel any more.
+    /// Its callee is done with it: answered it, or finished handling it after it was
+    /// cancelled.
     done: bool,
     /// The frames below it (calls its callee made while handling it).
     below: Vec<Weak<Frame>>,
@@ -60,8 +63,9 @@ pub(crate) struct Chains {
 }
 
 impl Frame {
-    /// A call from `caller` to `callee` with its own `deadline`, below `above` (the
-    /// frame `caller` is handling, if it handles a call), or the first of a new chain.
+    /// A call from `caller` to `callee` with its own `deadline`, answered to `reply`,
+    /// below `above` (the frame `caller` is handling, if it handles a call), or the
+    /// first of a new chain.
     ///
     /// # Errors
     /// `above` is cancelled: why, for the call to fail with at once.
@@ -71,26 +75,22 @@ impl Frame {
         caller: Option<Arc<str>>,
         callee: Arc<str>,
         deadline: Instant,
+        reply: Reply,
     ) -> Result<Arc<Frame>, CancelReason> {
-        let (chain, deadline, deadline_of, own_deadline) = match above {
+        let (chain, deadline, inherited_from) = match above {
             Some(above) if above.deadline < deadline => {
-                (above.chain, above.deadline, Arc::clone(&above.deadline_of), false)
+                (above.chain, above.deadline, Some(Arc::clone(above.deadline_of())))
             }
-            Some(above) => (above.chain, deadline, Arc::clone(&callee), true),
-            None => {
-                let chain = chains.last.fetch_add(1, Ordering::Relaxed) + 1;
-                (chain, deadline, Arc::clone(&callee), true)
-            }
+            Some(above) => (above.chain, deadline, None),
+            None => (chains.last.fetch_add(1, Ordering::Relaxed) + 1, deadline, None),
         };
         let frame = Arc::new(Frame {
             chain,
             caller,
             callee,
             deadline,
-            deadline_of,
-            own_deadline,
-            state: Mutex::default(),
-            cancelled: Notify::new(),
+            inherited_from,
+            state: Mutex::new(State { reply: Some(reply), ..State::default() }),
         });
         if let Some(above) = above {
             let mut state = above.state();
@@ -106,6 +106,16 @@ impl Frame {
         Ok(frame)
     }
 
+    /// Whose deadline it has: the callee of the call whose own timeout set it.
+    pub(crate) fn deadline_of(&self) -> &Arc<str> {
+        self.inherited_from.as_ref().unwrap_or(&self.callee)
+    }
+
+    /// Whether its own timeout set its deadline (not a frame above's).
+    pub(crate) fn own_deadline(&self) -> bool {
+        self.inherited_from.is_none()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -115,38 +125,42 @@ impl Frame {
         self.state().cancelled.clone()
     }
 
-    /// Waits until it is cancelled; why. Cancel safe.
-    pub(crate) async fn until_cancelled(&self) -> CancelReason {
-        loop {
-            let notified = self.cancelled.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(reason) = self.cancelled() {
-                return reason;
-            }
-            notified.await;
+    /// Whether its caller still waits: `Err` when it stopped (it was cancelled, or went
+    /// away), with the reason if it was cancelled.
+    pub(crate) fn waited_for(&self) -> Result<(), Option<CancelReason>> {
+        let state = self.state();
+        match &state.reply {
+            Some(reply) if !reply.is_closed() => Ok(()),
+            _ => Err(state.cancelled.clone()),
         }
     }
 
-    /// Answered: a later cancellation of the chain has nothing to do here.
-    pub(crate) fn finish(&self) {
-        self.state().done = true;
+    /// Whether its callee is done with it (see [`Frame::take_reply`]).
+    pub(crate) fn done(&self) -> bool {
+        self.state().done
+    }
+
+    /// The callee is done with it: where the answer goes, taken, or `None` when it
+    /// was cancelled (the answer is to be discarded) or answered already.
+    pub(crate) fn take_reply(&self) -> Option<Reply> {
+        let mut state = self.state();
+        state.done = true;
+        state.reply.take()
     }
 
     /// Cancels it for `reason`, and every frame below it, each once, each with a
-    /// `call_cancelled` event; a frame already answered is left alone.
+    /// `call_cancelled` event; its waiting caller is answered `cancelled` at once. A
+    /// frame already answered is left alone.
     pub(crate) fn cancel(self: &Arc<Self>, reason: &CancelReason, events: &EventBus) {
         let mut pending = vec![Arc::clone(self)];
         while let Some(frame) = pending.pop() {
-            let below = {
+            let (reply, below) = {
                 let mut state = frame.state();
-                if state.done || state.cancelled.is_some() {
-                    continue;
-                }
+                let Some(reply) = state.reply.take() else { continue };
                 state.cancelled = Some(reason.clone());
-                std::mem::take(&mut state.below)
+                (reply, std::mem::take(&mut state.below))
             };
-            frame.cancelled.notify_waiters();
+            let _ = reply.send(Err(MessageError::Cancelled(reason.clone())));
             events.emit(Event::CallCancelled {
                 chain: frame.chain,
                 path: frame.callee.to_string(),
@@ -163,8 +177,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn path(p: &str) -> Arc<str> {
-        Arc::from(p)
+    type Answer = tokio::sync::oneshot::Receiver<Result<Vec<u8>, MessageError>>;
+
+    /// A frame, and where its answer arrives.
+    fn frame(
+        chains: &Chains,
+        above: Option<&Arc<Frame>>,
+        caller: Option<&str>,
+        callee: &str,
+        deadline: Instant,
+    ) -> Result<(Arc<Frame>, Answer), CancelReason> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let frame =
+            Frame::new(chains, above, caller.map(Arc::from), Arc::from(callee), deadline, reply)?;
+        Ok((frame, answer))
     }
 
     #[tokio::test]
@@ -172,25 +198,21 @@ mod tests {
         let (chains, events) = (Chains::default(), EventBus::new(16));
         let mut stream = events.subscribe();
         let now = Instant::now();
-        let a = Frame::new(&chains, None, None, path("root/a"), now + Duration::from_millis(300))
-            .unwrap();
+        let (a, _) =
+            frame(&chains, None, None, "root/a", now + Duration::from_millis(300)).unwrap();
         let later = now + Duration::from_secs(5);
-        let b = Frame::new(&chains, Some(&a), Some(path("root/a")), path("root/b"), later).unwrap();
+        let (b, _) = frame(&chains, Some(&a), Some("root/a"), "root/b", later).unwrap();
         let sooner = now + Duration::from_millis(100);
-        let c =
-            Frame::new(&chains, Some(&b), Some(path("root/b")), path("root/c"), sooner).unwrap();
-        let other = Frame::new(&chains, None, None, path("root/x"), later).unwrap();
+        let (c, c_answer) = frame(&chains, Some(&b), Some("root/b"), "root/c", sooner).unwrap();
+        let (other, other_answer) = frame(&chains, None, None, "root/x", later).unwrap();
         assert_eq!((a.chain, b.chain, c.chain), (1, 1, 1));
         assert_eq!(other.chain, 2);
-        assert_eq!((b.deadline, &*b.deadline_of), (a.deadline, "root/a"), "b inherits a's");
-        assert_eq!((c.deadline, &*c.deadline_of), (sooner, "root/c"), "c's own is sooner");
-        let waiting = tokio::spawn({
-            let c = Arc::clone(&c);
-            async move { c.until_cancelled().await }
-        });
+        assert_eq!((b.deadline, &**b.deadline_of()), (a.deadline, "root/a"), "b inherits a's");
+        assert_eq!((c.deadline, &**c.deadline_of()), (sooner, "root/c"), "c's own is sooner");
+        assert!(!b.own_deadline() && c.own_deadline());
         let why = CancelReason::Deadline { call_to: "root/a".into() };
         a.cancel(&why, &events);
-        assert_eq!(waiting.await.unwrap(), why);
+        assert_eq!(c_answer.await.unwrap(), Err(MessageError::Cancelled(why.clone())));
         assert_eq!(b.cancelled(), Some(why.clone()));
         let cancelled: Vec<String> = std::iter::from_fn(|| stream.try_next())
             .filter_map(|r| match r.event()?.event {
@@ -200,11 +222,14 @@ mod tests {
             .collect();
         assert_eq!(cancelled, ["root/a", "root/b", "root/c"]);
         // Below a cancelled frame, a new call fails at once.
-        let refused = Frame::new(&chains, Some(&c), Some(path("root/c")), path("root/d"), later);
+        let refused = frame(&chains, Some(&c), Some("root/c"), "root/d", later);
         assert_eq!(refused.unwrap_err(), why);
         // An answered frame is not cancelled with its chain.
-        other.finish();
+        other.take_reply().unwrap().send(Ok(b"done".to_vec())).unwrap();
         other.cancel(&why, &events);
         assert_eq!(other.cancelled(), None);
+        assert_eq!(other_answer.await.unwrap(), Ok(b"done".to_vec()));
+        assert!(other.take_reply().is_none(), "answered once");
+        assert!(c.take_reply().is_none(), "a cancelled frame's answer is discarded");
     }
 }

@@ -4,7 +4,7 @@
 use super::MailboxConfig;
 use super::breaker::Breaker;
 use super::chain::Frame;
-use crate::services::{Envelope, MessageError};
+use crate::services::{CancelReason, Envelope, MessageError};
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,8 +18,6 @@ pub(crate) type Reply = oneshot::Sender<Result<Vec<u8>, MessageError>>;
 #[derive(Debug)]
 pub(crate) struct Letter {
     pub(crate) envelope: Envelope,
-    /// Set for a call.
-    pub(crate) reply: Option<Reply>,
     /// How many incarnations crashed handling it.
     pub(crate) crashes: u32,
     /// For a typed call into the child's exports: the call (a `sandbox::ExportCall`,
@@ -27,19 +25,21 @@ pub(crate) struct Letter {
     pub(crate) export: Option<Box<dyn std::any::Any + Send>>,
     /// Whether it is a typed call (whose `export` may have been taken already).
     pub(crate) typed: bool,
-    /// For a call: its frame of the call chain.
+    /// For a call: its frame of the call chain, which holds where the answer goes.
     pub(crate) frame: Option<Arc<Frame>>,
 }
 
 impl Letter {
-    /// A call whose caller stopped waiting (timed out, or went away).
-    pub(crate) fn abandoned(&self) -> bool {
-        self.reply.as_ref().is_some_and(oneshot::Sender::is_closed)
+    /// Whether it is a call (its sender waits for an answer).
+    pub(crate) fn is_call(&self) -> bool {
+        self.frame.is_some()
     }
 
-    /// A call whose chain was cancelled above it.
-    pub(crate) fn cancelled(&self) -> bool {
-        self.frame.as_ref().is_some_and(|f| f.cancelled().is_some())
+    /// Whether its sender still waits for it: `Err` for a call whose caller stopped
+    /// waiting, with the reason if its chain was cancelled. A sent message is always
+    /// waited for.
+    pub(crate) fn waited_for(&self) -> Result<(), Option<CancelReason>> {
+        self.frame.as_ref().map_or(Ok(()), |f| f.waited_for())
     }
 }
 
@@ -52,15 +52,15 @@ pub(crate) struct Mailbox {
     /// The waiting reader's waker. A mailbox has one reader at a time: the worker of
     /// its child's running incarnation.
     ready: AtomicWaker,
-    /// The frame of the call the reader is handling: calls the child makes meanwhile
-    /// belong to its chain.
-    handling: Mutex<Option<Arc<Frame>>>,
 }
 
 #[derive(Debug, Default)]
 struct Queue {
     letters: VecDeque<Letter>,
     closed: bool,
+    /// The frame of the last call the reader took: while the reader handles it, calls
+    /// the child makes belong to its chain. Set with the take, under the same lock.
+    handling: Option<Arc<Frame>>,
 }
 
 impl Mailbox {
@@ -71,18 +71,14 @@ impl Mailbox {
             config,
             queue: Mutex::new(Queue::default()),
             ready: AtomicWaker::new(),
-            handling: Mutex::new(None),
         }
     }
 
-    /// The frame of the call being handled, if a call is.
+    /// The frame of the call being handled, if a call is: that of the last letter the
+    /// reader took ([`Mailbox::next`]), until the reader is done with it.
     pub(crate) fn handling(&self) -> Option<Arc<Frame>> {
-        self.handling.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The reader handles `frame`'s call now (`None`: a sent message, or nothing).
-    pub(crate) fn set_handling(&self, frame: Option<Arc<Frame>>) {
-        *self.handling.lock().unwrap_or_else(|p| p.into_inner()) = frame;
+        let queue = self.queue();
+        queue.handling.as_ref().filter(|frame| !frame.done()).cloned()
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -118,15 +114,25 @@ impl Mailbox {
         Ok(())
     }
 
-    /// The next letter, waiting for one. Cancel-safe: a letter is taken only by the
-    /// poll that returns it.
+    /// The next letter, waiting for one; the reader handles it from now on (see
+    /// [`Mailbox::handling`]). Cancel-safe: a letter is taken only by the poll that
+    /// returns it.
     pub(crate) async fn next(&self) -> Letter {
         std::future::poll_fn(|cx| {
             // Registered before looking, so a letter pushed after the look wakes us.
             self.ready.register(cx.waker());
-            self.queue().letters.pop_front().map_or(Poll::Pending, Poll::Ready)
+            let mut queue = self.queue();
+            let Some(letter) = queue.letters.pop_front() else { return Poll::Pending };
+            queue.handling.clone_from(&letter.frame);
+            Poll::Ready(letter)
         })
         .await
+    }
+
+    /// As if the reader had taken a call of `frame`.
+    #[cfg(test)]
+    pub(crate) fn handle_for_test(&self, frame: &Arc<Frame>) {
+        self.queue().handling = Some(Arc::clone(frame));
     }
 
     /// The next letter if there is one, without waiting.

@@ -28,7 +28,6 @@ mod timers;
 
 pub use crate::events::CircuitState;
 pub use crate::spec::{CircuitConfig, MailboxConfig, Targets, TimerLimits};
-pub(crate) use chain::Frame;
 pub(crate) use mailbox::{Letter, Mailbox};
 pub(crate) use outbox::Outbox;
 pub(crate) use post::Post;

@@ -4,7 +4,7 @@
 use super::breaker::{Admit, Outcome};
 use super::chain::{Chains, Frame};
 use super::dead_letters::{DeadLetter, DeadLetters};
-use super::mailbox::{Letter, Mailbox};
+use super::mailbox::{Letter, Mailbox, Reply};
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{DeadLetterReason, Event, EventBus};
 use crate::services::{CancelReason, Envelope, MessageError};
@@ -92,10 +92,19 @@ impl Post {
         letter: &mut Letter,
         answer: Result<Vec<u8>, MessageError>,
     ) {
-        let Some(reply) = letter.reply.take() else { return };
-        if let Some(frame) = &letter.frame {
-            frame.finish();
+        if let Some(reply) = letter.frame.as_ref().and_then(|f| f.take_reply()) {
+            self.reply(callee, letter, reply, answer);
         }
+    }
+
+    /// Sends `letter`'s answer to `reply` (taken from its frame).
+    pub(crate) fn reply(
+        &self,
+        callee: &Mailbox,
+        letter: &Letter,
+        reply: Reply,
+        answer: Result<Vec<u8>, MessageError>,
+    ) {
         if let Some(caller) = &letter.envelope.sender {
             let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
             if waits.get(caller.as_str()).is_some_and(|on| *on == callee.path) {
@@ -107,7 +116,7 @@ impl Post {
 
     /// Disposes of an accepted letter whose mailbox was closed.
     pub(crate) fn removed(&self, mailbox: &Mailbox, mut letter: Letter) {
-        match letter.reply {
+        match letter.frame {
             Some(_) => {
                 let gone = Err(MessageError::UnknownTarget(mailbox.path.to_string()));
                 self.answer(mailbox, &mut letter, gone);
@@ -149,9 +158,8 @@ impl Post {
         from: Option<&Mailbox>,
         target: &Mailbox,
         payload: Content,
-        reply: Option<(super::mailbox::Reply, Arc<Frame>)>,
+        frame: Option<Arc<Frame>>,
     ) -> Result<(), MessageError> {
-        let (reply, frame) = reply.unzip();
         let (payload, export) = match payload {
             Content::Bytes(bytes) => (bytes, None),
             Content::Export(export) => (Vec::new(), Some(export)),
@@ -159,16 +167,14 @@ impl Post {
         let envelope = Envelope {
             sender: from.map(|f| f.path.to_string()),
             payload,
-            expects_reply: reply.is_some(),
+            expects_reply: frame.is_some(),
         };
         // Counted pending before the worker can see it (it may finish it at once).
         self.counts.pending.fetch_add(1, Ordering::Relaxed);
         let typed = export.is_some();
-        target.push(Letter { envelope, reply, crashes: 0, export, typed, frame }).inspect_err(
-            |_| {
-                self.counts.pending.fetch_sub(1, Ordering::Relaxed);
-            },
-        )
+        target.push(Letter { envelope, crashes: 0, export, typed, frame }).inspect_err(|_| {
+            self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+        })
     }
 
     /// Counts an offered message, and a refusal if `offered` is one.
@@ -237,14 +243,9 @@ impl Post {
         // then its mailbox: a refused call never counts against (or probes) the callee.
         let offered = self.admissible(from, to, payload.len()).and_then(|target| {
             let caller = from.map(|f| Arc::clone(&f.path));
-            let frame = Frame::new(
-                &self.chains,
-                above.as_ref(),
-                caller,
-                Arc::clone(&target.path),
-                deadline,
-            )
-            .map_err(MessageError::Cancelled)?;
+            let callee = Arc::clone(&target.path);
+            let frame = Frame::new(&self.chains, above.as_ref(), caller, callee, deadline, reply)
+                .map_err(MessageError::Cancelled)?;
             let waiting = match from {
                 Some(from) => Some(self.wait_on(&from.path, &target.path)?),
                 None => None,
@@ -253,7 +254,7 @@ impl Post {
                 Some(_) => Some(self.admit(Arc::clone(&target))?),
                 None => None,
             };
-            self.enqueue(from, &target, payload, Some((reply, Arc::clone(&frame))))?;
+            self.enqueue(from, &target, payload, Some(Arc::clone(&frame)))?;
             Ok((waiting, admission, frame))
         });
         let (_waiting, breaker, frame) = self.count(offered)?;
@@ -262,18 +263,18 @@ impl Post {
         let mut watch = Watch { frame: &frame, events: &self.events, answered: false };
         let result = tokio::select! {
             biased;
+            // The callee's answer, or `cancelled` when the chain is cancelled above.
             answer = answer => match answer {
                 Ok(result) => result,
                 // Every accepted letter is answered; a dropped one means the host is going.
                 Err(_) => Err(MessageError::UnknownTarget(to.to_owned())),
             },
-            reason = frame.until_cancelled() => Err(MessageError::Cancelled(reason)),
             () = tokio::time::sleep_until(frame.deadline) => {
-                let reason = CancelReason::Deadline { call_to: frame.deadline_of.to_string() };
+                let reason = CancelReason::Deadline { call_to: frame.deadline_of().to_string() };
                 frame.cancel(&reason, &self.events);
                 // Its own timeout is a timeout; a deadline inherited from above is that
                 // operation's, which failed.
-                if frame.own_deadline { Err(MessageError::Timeout) } else { Err(MessageError::Cancelled(reason)) }
+                if frame.own_deadline() { Err(MessageError::Timeout) } else { Err(MessageError::Cancelled(reason)) }
             },
         };
         watch.answered = true;
@@ -407,12 +408,9 @@ impl Post {
         self.finish(&self.counts.failed);
     }
 
-    /// A call whose chain was cancelled: not handled (answered `cancelled`, to no
-    /// one), or handled and its reply discarded. Counted as failed.
-    pub(crate) fn cancelled(&self, callee: &Mailbox, letter: &mut Letter) {
-        let reason = letter.frame.as_ref().and_then(|f| f.cancelled());
-        let reason = reason.unwrap_or(CancelReason::CallerGone { caller: None });
-        self.answer(callee, letter, Err(MessageError::Cancelled(reason)));
+    /// A call whose chain was cancelled: not handled, or handled and its answer
+    /// discarded (its caller was answered `cancelled` already). Counted as failed.
+    pub(crate) fn cancelled(&self) {
         self.counts.cancelled.fetch_add(1, Ordering::Relaxed);
         self.failed();
     }
@@ -596,8 +594,10 @@ mod tests {
         let (post, _events) = post();
         let (a, b) = (post.open("root/a", &config(4)), post.open("root/b", &config(4)));
         let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        let handling = Frame::new(&post.chains, None, None, Arc::clone(&a.path), deadline).unwrap();
-        a.set_handling(Some(Arc::clone(&handling)));
+        let (reply, _answer) = oneshot::channel();
+        let handling =
+            Frame::new(&post.chains, None, None, Arc::clone(&a.path), deadline, reply).unwrap();
+        a.handle_for_test(&handling);
         post.send(Some(&a), "root/b", b"sent".to_vec()).unwrap();
         assert!(b.try_next().unwrap().frame.is_none(), "a send belongs to no chain");
         let call = {
@@ -613,7 +613,7 @@ mod tests {
         handling.cancel(&CancelReason::CallerGone { caller: None }, &post.events);
         let answer = call.await.unwrap();
         assert_eq!(answer, Err(MessageError::Cancelled(CancelReason::CallerGone { caller: None })));
-        assert!(letter.cancelled(), "the callee can tell");
+        assert!(letter.waited_for().is_err(), "the callee can tell");
         // And from now on, a's calls fail at once.
         let refused = post.call(Some(&a), "root/b", b"late".to_vec(), Duration::from_secs(5));
         assert!(matches!(refused.await, Err(MessageError::Cancelled(_))));

@@ -157,15 +157,16 @@ async fn serve(
                 continue;
             }
         };
-        if letter.cancelled() {
-            // Its chain failed above it (its caller timed out or went away) before it
-            // was delivered: not handled.
-            let mut letter = letter;
-            post.cancelled(&mailbox, &mut letter);
-            continue;
-        }
-        if letter.abandoned() {
-            post.failed(); // its caller went away before it was delivered
+        if let Err(cancelled) = letter.waited_for() {
+            // Its caller stopped waiting before it was delivered (its chain cancelled,
+            // which its caller was told): not handled.
+            if let Some(frame) = &letter.frame {
+                frame.take_reply();
+            }
+            match cancelled {
+                Some(_) => post.cancelled(),
+                None => post.failed(),
+            }
             continue;
         }
         // Held so that if this task is aborted mid-message, the letter goes back.
@@ -183,8 +184,6 @@ async fn serve(
             },
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
-        // Calls the child makes while handling a call belong to its chain.
-        let _handling = Handling::new(&mailbox, held.letter().frame.clone());
         let outcome = match held.letter_mut().export.take() {
             Some(export) => match export.downcast::<ExportCall>() {
                 Ok(call) => active.call_export(*call).await,
@@ -236,18 +235,21 @@ async fn stopped(
 
 /// A handled letter: answered, and the exit the guest asked for with it, announced
 /// and reported before the answer.
-fn answered(handled: Handled, mut letter: Letter, ends: &Ends<'_>) -> Option<ExitReason> {
+fn answered(handled: Handled, letter: Letter, ends: &Ends<'_>) -> Option<ExitReason> {
     if let Some(reason) = &handled.exit {
         ends.ended(reason);
     }
-    let shared = ends.shared;
-    if letter.cancelled() {
-        // Handled for a caller that is gone: the reply is discarded.
-        shared.post.cancelled(ends.mailbox, &mut letter);
-        return handled.exit;
+    let post = &ends.shared.post;
+    match letter.frame.as_ref().map(|frame| frame.take_reply()) {
+        None => post.handled(), // a sent message
+        Some(Some(reply)) => {
+            post.handled();
+            let answer = handled.reply.map_err(MessageError::Application);
+            post.reply(ends.mailbox, &letter, reply, answer);
+        }
+        // Handled for a chain cancelled meanwhile: the answer is discarded.
+        Some(None) => post.cancelled(),
     }
-    shared.post.handled();
-    shared.post.answer(ends.mailbox, &mut letter, handled.reply.map_err(MessageError::Application));
     handled.exit
 }
 
@@ -295,7 +297,7 @@ impl Ends<'_> {
     fn ended_handling(&self, letter: Letter, reason: &ExitReason, blamed: bool) {
         let (shared, mailbox) = (self.shared, self.mailbox);
         announce(shared, &mailbox.path, self.report.incarnation, reason);
-        if letter.reply.is_some() {
+        if letter.is_call() {
             self.report.exited(reason);
             settle(letter, reason, blamed, mailbox, shared);
         } else {
@@ -321,7 +323,7 @@ fn settle(
     mailbox: &Mailbox,
     shared: &Shared,
 ) {
-    if letter.reply.is_some() {
+    if letter.is_call() {
         shared.post.answer(mailbox, &mut letter, Err(MessageError::CalleeCrashed(reason.clone())));
         shared.post.failed();
         return;
@@ -349,23 +351,6 @@ fn stopped_by_supervisor(reason: &ExitReason) -> bool {
 fn requeue(mailbox: &Mailbox, shared: &Shared, letter: Letter) {
     if let Err(letter) = mailbox.requeue(letter) {
         shared.post.removed(mailbox, letter);
-    }
-}
-
-/// The call being handled, as the mailbox tells the child's outgoing calls; cleared
-/// when dropped.
-struct Handling<'a>(&'a Mailbox);
-
-impl<'a> Handling<'a> {
-    fn new(mailbox: &'a Mailbox, frame: Option<Arc<crate::messaging::Frame>>) -> Self {
-        mailbox.set_handling(frame);
-        Self(mailbox)
-    }
-}
-
-impl Drop for Handling<'_> {
-    fn drop(&mut self) {
-        self.0.set_handling(None);
     }
 }
 
