@@ -52,7 +52,8 @@ pub enum CancelReason {
     /// A caller above stopped waiting: its incarnation crashed or was stopped, or
     /// (`None`) the embedding application dropped its call.
     CallerGone(Option<String>),
-    /// The deadline of a call above passed: that of the call to this path.
+    /// A deadline passed: that of the call to this path (the call being handled, or one
+    /// above it, whose own timeout set the chain's deadline).
     Deadline(String),
 }
 

@@ -84,6 +84,11 @@ async fn a_deadline_shrinks_down_a_chain_of_three_and_its_passing_cancels_every_
         "{stats:?}"
     );
     assert_eq!(stats.sent, stats.rejected + stats.handled + stats.failed + stats.dead_letters);
+    // Nothing is left waiting: had b's wait on c stayed in the wait-for graph, c calling
+    // b would now be refused as a deadlock.
+    let back =
+        tree.host().call("root/c", b"call:root/b:echo:free".to_vec(), Duration::from_secs(5));
+    assert_eq!(back.await.unwrap(), b"free");
     tree.shutdown().await;
 }
 

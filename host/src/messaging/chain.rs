@@ -14,12 +14,14 @@
 //! Cancelling a frame answers its waiting caller `cancelled` at once, through the
 //! same channel as the callee's answer: whichever comes first is the answer.
 
-use super::mailbox::Reply;
 use crate::events::{Event, EventBus};
 use crate::services::{CancelReason, MessageError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::time::Instant;
+
+/// Where a call's answer goes.
+pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<Vec<u8>, MessageError>>;
 
 /// A frame keeps this many frames below it before it drops those that are gone.
 const PRUNE_ABOVE: usize = 64;
@@ -47,6 +49,8 @@ struct State {
     reply: Option<Reply>,
     /// Why it was cancelled, once it is.
     cancelled: Option<CancelReason>,
+    /// Its callee took it to handle: its cancellation is then announced.
+    taken: bool,
     /// Its callee is done with it: answered it, or finished handling it after it was
     /// cancelled.
     done: bool,
@@ -125,13 +129,25 @@ impl Frame {
         self.state().cancelled.clone()
     }
 
-    /// Whether its caller still waits: `Err` when it stopped (it was cancelled, or went
-    /// away), with the reason if it was cancelled.
-    pub(crate) fn waited_for(&self) -> Result<(), Option<CancelReason>> {
-        let state = self.state();
+    /// Whether its caller stopped waiting (changes nothing).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.state().reply.as_ref().is_none_or(tokio::sync::oneshot::Sender::is_closed)
+    }
+
+    /// Its callee takes it to handle, if its caller still waits: `Err` when it stopped
+    /// (it was cancelled, or went away), with the reason if it was cancelled; the
+    /// callee is then done with it.
+    pub(crate) fn take(&self) -> Result<(), Option<CancelReason>> {
+        let mut state = self.state();
         match &state.reply {
-            Some(reply) if !reply.is_closed() => Ok(()),
-            _ => Err(state.cancelled.clone()),
+            Some(reply) if !reply.is_closed() => {
+                state.taken = true;
+                Ok(())
+            }
+            _ => {
+                state.done = true;
+                Err(state.cancelled.clone())
+            }
         }
     }
 
@@ -148,27 +164,35 @@ impl Frame {
         state.reply.take()
     }
 
-    /// Cancels it for `reason`, and every frame below it, each once, each with a
-    /// `call_cancelled` event; its waiting caller is answered `cancelled` at once. A
-    /// frame already answered is left alone.
-    pub(crate) fn cancel(self: &Arc<Self>, reason: &CancelReason, events: &EventBus) {
+    /// Cancels it for `reason`, and every frame below it, each once; its waiting
+    /// caller is answered `cancelled` at once. Each frame whose callee had taken it
+    /// gets a `call_cancelled` event (one not yet taken is never handled: its caller
+    /// knows, and no one else has anything to clean up). A frame already answered is
+    /// left alone. Whether this frame was cancelled now.
+    pub(crate) fn cancel(self: &Arc<Self>, reason: &CancelReason, events: &EventBus) -> bool {
         let mut pending = vec![Arc::clone(self)];
+        let mut cancelled = false;
         while let Some(frame) = pending.pop() {
-            let (reply, below) = {
+            let (reply, below, taken) = {
                 let mut state = frame.state();
                 let Some(reply) = state.reply.take() else { continue };
                 state.cancelled = Some(reason.clone());
-                (reply, std::mem::take(&mut state.below))
+                (reply, std::mem::take(&mut state.below), state.taken)
             };
+            cancelled |= Arc::ptr_eq(&frame, self);
             let _ = reply.send(Err(MessageError::Cancelled(reason.clone())));
-            events.emit(Event::CallCancelled {
-                chain: frame.chain,
-                path: frame.callee.to_string(),
-                caller: frame.caller.as_deref().map(str::to_owned),
-                reason: reason.clone(),
-            });
-            pending.extend(below.iter().filter_map(Weak::upgrade));
+            if taken {
+                events.emit(Event::CallCancelled {
+                    chain: frame.chain,
+                    path: frame.callee.to_string(),
+                    caller: frame.caller.as_deref().map(str::to_owned),
+                    reason: reason.clone(),
+                });
+            }
+            // In reverse, so the first below is cancelled (and announced) first.
+            pending.extend(below.iter().rev().filter_map(Weak::upgrade));
         }
+        cancelled
     }
 }
 
@@ -198,10 +222,10 @@ mod tests {
         let (chains, events) = (Chains::default(), EventBus::new(16));
         let mut stream = events.subscribe();
         let now = Instant::now();
-        let (a, _) =
+        let (a, _a) =
             frame(&chains, None, None, "root/a", now + Duration::from_millis(300)).unwrap();
         let later = now + Duration::from_secs(5);
-        let (b, _) = frame(&chains, Some(&a), Some("root/a"), "root/b", later).unwrap();
+        let (b, _b) = frame(&chains, Some(&a), Some("root/a"), "root/b", later).unwrap();
         let sooner = now + Duration::from_millis(100);
         let (c, c_answer) = frame(&chains, Some(&b), Some("root/b"), "root/c", sooner).unwrap();
         let (other, other_answer) = frame(&chains, None, None, "root/x", later).unwrap();
@@ -210,8 +234,11 @@ mod tests {
         assert_eq!((b.deadline, &**b.deadline_of()), (a.deadline, "root/a"), "b inherits a's");
         assert_eq!((c.deadline, &**c.deadline_of()), (sooner, "root/c"), "c's own is sooner");
         assert!(!b.own_deadline() && c.own_deadline());
+        for taken in [&a, &b, &c] {
+            taken.take().unwrap();
+        }
         let why = CancelReason::Deadline { call_to: "root/a".into() };
-        a.cancel(&why, &events);
+        assert!(a.cancel(&why, &events));
         assert_eq!(c_answer.await.unwrap(), Err(MessageError::Cancelled(why.clone())));
         assert_eq!(b.cancelled(), Some(why.clone()));
         let cancelled: Vec<String> = std::iter::from_fn(|| stream.try_next())
@@ -226,7 +253,7 @@ mod tests {
         assert_eq!(refused.unwrap_err(), why);
         // An answered frame is not cancelled with its chain.
         other.take_reply().unwrap().send(Ok(b"done".to_vec())).unwrap();
-        other.cancel(&why, &events);
+        assert!(!other.cancel(&why, &events), "nothing to cancel");
         assert_eq!(other.cancelled(), None);
         assert_eq!(other_answer.await.unwrap(), Ok(b"done".to_vec()));
         assert!(other.take_reply().is_none(), "answered once");

@@ -9,10 +9,6 @@ use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use tokio::sync::oneshot;
-
-/// Where a call's answer goes.
-pub(crate) type Reply = oneshot::Sender<Result<Vec<u8>, MessageError>>;
 
 /// A message in a mailbox.
 #[derive(Debug)]
@@ -35,11 +31,11 @@ impl Letter {
         self.frame.is_some()
     }
 
-    /// Whether its sender still waits for it: `Err` for a call whose caller stopped
-    /// waiting, with the reason if its chain was cancelled. A sent message is always
-    /// waited for.
-    pub(crate) fn waited_for(&self) -> Result<(), Option<CancelReason>> {
-        self.frame.as_ref().map_or(Ok(()), |f| f.waited_for())
+    /// The reader takes it to handle, if its sender still waits for it: `Err` for a
+    /// call whose caller stopped waiting, with the reason if its chain was cancelled.
+    /// A sent message is always waited for.
+    pub(crate) fn take(&self) -> Result<(), Option<CancelReason>> {
+        self.frame.as_ref().map_or(Ok(()), |f| f.take())
     }
 }
 
@@ -81,19 +77,26 @@ impl Mailbox {
         queue.handling.as_ref().filter(|frame| !frame.done()).cloned()
     }
 
+    /// Sets (or, `None`, clears) the frame of the call being handled: cleared while a
+    /// hibernating child's `init` runs and when an incarnation ends, so no `init` or
+    /// `terminate` runs in a call's chain.
+    pub(crate) fn set_handling(&self, frame: Option<Arc<Frame>>) {
+        self.queue().handling = frame;
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `letter`, or says why not (and drops it: its sender hears the error
-    /// from this): the mailbox is full, or was closed (its child removed).
-    pub(crate) fn push(&self, letter: Letter) -> Result<(), MessageError> {
+    /// Appends `letter`, or gives it back and says why not: the mailbox is full, or
+    /// was closed (its child removed).
+    pub(crate) fn push(&self, letter: Letter) -> Result<(), (Box<Letter>, MessageError)> {
         let mut queue = self.queue();
         if queue.closed {
-            return Err(MessageError::UnknownTarget(self.path.to_string()));
+            return Err((Box::new(letter), MessageError::UnknownTarget(self.path.to_string())));
         }
         if queue.letters.len() >= self.config.capacity {
-            return Err(MessageError::MailboxFull);
+            return Err((Box::new(letter), MessageError::MailboxFull));
         }
         queue.letters.push_back(letter);
         drop(queue);
@@ -101,10 +104,28 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Takes out the calls whose callers stopped waiting (their chains cancelled, or
+    /// gone): a full mailbox makes room this way before it refuses a letter.
+    pub(crate) fn take_abandoned(&self) -> Vec<Letter> {
+        let mut queue = self.queue();
+        let (abandoned, kept): (VecDeque<Letter>, VecDeque<Letter>) =
+            std::mem::take(&mut queue.letters)
+                .into_iter()
+                .partition(|l| l.frame.as_ref().is_some_and(|f| f.abandoned()));
+        queue.letters = kept;
+        abandoned.into()
+    }
+
     /// Puts a letter whose handling did not finish back at the head, over capacity if
     /// need be (it was already accepted); gives it back if the mailbox is closed.
     pub(crate) fn requeue(&self, letter: Letter) -> Result<(), Letter> {
         let mut queue = self.queue();
+        // Not being handled any more.
+        if let (Some(handling), Some(frame)) = (&queue.handling, &letter.frame)
+            && Arc::ptr_eq(handling, frame)
+        {
+            queue.handling = None;
+        }
         if queue.closed {
             return Err(letter);
         }
@@ -127,12 +148,6 @@ impl Mailbox {
             Poll::Ready(letter)
         })
         .await
-    }
-
-    /// As if the reader had taken a call of `frame`.
-    #[cfg(test)]
-    pub(crate) fn handle_for_test(&self, frame: &Arc<Frame>) {
-        self.queue().handling = Some(Arc::clone(frame));
     }
 
     /// The next letter if there is one, without waiting.

@@ -28,6 +28,7 @@ mod timers;
 
 pub use crate::events::CircuitState;
 pub use crate::spec::{CircuitConfig, MailboxConfig, Targets, TimerLimits};
+pub(crate) use chain::Frame;
 pub(crate) use mailbox::{Letter, Mailbox};
 pub(crate) use outbox::Outbox;
 pub(crate) use post::Post;
@@ -36,12 +37,13 @@ pub(crate) use post::Post;
 ///
 /// `sent = rejected + handled + failed + dead_letters + pending`: nothing vanishes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct MessageStats {
     /// Messages offered (by children and by the embedding application), including
     /// `send-after` messages when their timer fired.
     pub sent: u64,
     /// Refused at send: unknown or forbidden target, too large, mailbox full, circuit
-    /// open.
+    /// open, deadlock, or a call made below a cancelled (or late) call of its chain.
     pub rejected: u64,
     /// Delivered to `handle`, which returned (a reply or an application error).
     pub handled: u64,

@@ -2,9 +2,9 @@
 //! every message, and what a call waits on (to name a deadlock when one times out).
 
 use super::breaker::{Admit, Outcome};
-use super::chain::{Chains, Frame};
+use super::chain::{Chains, Frame, Reply};
 use super::dead_letters::{DeadLetter, DeadLetters};
-use super::mailbox::{Letter, Mailbox, Reply};
+use super::mailbox::{Letter, Mailbox};
 use super::{CircuitState, MailboxConfig, MessageStats};
 use crate::events::{DeadLetterReason, Event, EventBus};
 use crate::services::{CancelReason, Envelope, MessageError};
@@ -97,6 +97,15 @@ impl Post {
         }
     }
 
+    /// A call that ends without being handled (its callee crashed on it, its mailbox
+    /// went): answered with `error` and counted as failed; or, its chain cancelled
+    /// meanwhile, counted as cancelled (its caller knows already).
+    pub(crate) fn fail_call(&self, callee: &Mailbox, letter: &mut Letter, error: MessageError) {
+        let cancelled = letter.frame.as_ref().is_some_and(|f| f.cancelled().is_some());
+        self.answer(callee, letter, Err(error));
+        if cancelled { self.cancelled() } else { self.failed() }
+    }
+
     /// Sends `letter`'s answer to `reply` (taken from its frame).
     pub(crate) fn reply(
         &self,
@@ -118,9 +127,8 @@ impl Post {
     pub(crate) fn removed(&self, mailbox: &Mailbox, mut letter: Letter) {
         match letter.frame {
             Some(_) => {
-                let gone = Err(MessageError::UnknownTarget(mailbox.path.to_string()));
-                self.answer(mailbox, &mut letter, gone);
-                self.failed();
+                let gone = MessageError::UnknownTarget(mailbox.path.to_string());
+                self.fail_call(mailbox, &mut letter, gone);
             }
             None => self.dead_letter(&mailbox.path, letter, DeadLetterReason::TargetRemoved, None),
         }
@@ -172,9 +180,31 @@ impl Post {
         // Counted pending before the worker can see it (it may finish it at once).
         self.counts.pending.fetch_add(1, Ordering::Relaxed);
         let typed = export.is_some();
-        target.push(Letter { envelope, crashes: 0, export, typed, frame }).inspect_err(|_| {
+        let letter = Letter { envelope, crashes: 0, export, typed, frame };
+        let pushed = match target.push(letter) {
+            // Calls nobody waits for any more make room first.
+            Err((letter, MessageError::MailboxFull)) if self.drop_abandoned(target) > 0 => {
+                target.push(*letter)
+            }
+            pushed => pushed,
+        };
+        pushed.map_err(|(_, e)| {
             self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+            e
         })
+    }
+
+    /// Drops the calls in `target`'s mailbox whose callers stopped waiting (as its
+    /// reader would, unhandled); how many.
+    fn drop_abandoned(&self, target: &Mailbox) -> usize {
+        let abandoned = target.take_abandoned();
+        for letter in &abandoned {
+            match letter.take() {
+                Err(Some(_)) => self.cancelled(),
+                _ => self.failed(),
+            }
+        }
+        abandoned.len()
     }
 
     /// Counts an offered message, and a refusal if `offered` is one.
@@ -233,12 +263,16 @@ impl Post {
         let now = tokio::time::Instant::now();
         let deadline = now.checked_add(timeout).unwrap_or_else(|| now + NEVER);
         // Made while handling a call, it is a frame below that call's; below a cancelled
-        // one, it fails at once, whatever its target.
+        // one, or one whose deadline has passed, it fails at once, whatever its target.
         let above = from.and_then(Mailbox::handling);
-        if let Some(reason) = above.as_ref().and_then(|f| f.cancelled()) {
-            return self.count(Err(MessageError::Cancelled(reason)));
+        if let Some(above) = &above {
+            let late = (above.deadline <= now)
+                .then(|| CancelReason::Deadline { call_to: above.deadline_of().to_string() });
+            if let Some(reason) = above.cancelled().or(late) {
+                return self.count(Err(MessageError::Cancelled(reason)));
+            }
         }
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         // The sender's checks, its chain, the wait-for graph, then the callee's breaker,
         // then its mailbox: a refused call never counts against (or probes) the callee.
         let offered = self.admissible(from, to, payload.len()).and_then(|target| {
@@ -261,27 +295,41 @@ impl Post {
         // Dropped before the answer (its caller's incarnation ended, the application
         // dropped the call): the frame and those below are cancelled.
         let mut watch = Watch { frame: &frame, events: &self.events, answered: false };
+        // Only the frame whose own timeout set the chain's deadline watches the clock:
+        // its cancellation reaches those below, top down, in order.
+        let own_deadline = async {
+            if frame.own_deadline() {
+                tokio::time::sleep_until(frame.deadline).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        // Every accepted letter is answered; a dropped answer means the host is going.
+        let gone = |_| Err(MessageError::UnknownTarget(to.to_owned()));
         let result = tokio::select! {
             biased;
             // The callee's answer, or `cancelled` when the chain is cancelled above.
-            answer = answer => match answer {
-                Ok(result) => result,
-                // Every accepted letter is answered; a dropped one means the host is going.
-                Err(_) => Err(MessageError::UnknownTarget(to.to_owned())),
-            },
-            () = tokio::time::sleep_until(frame.deadline) => {
+            answer = &mut answer => answer.unwrap_or_else(gone),
+            () = own_deadline => {
                 let reason = CancelReason::Deadline { call_to: frame.deadline_of().to_string() };
-                frame.cancel(&reason, &self.events);
-                // Its own timeout is a timeout; a deadline inherited from above is that
-                // operation's, which failed.
-                if frame.own_deadline() { Err(MessageError::Timeout) } else { Err(MessageError::Cancelled(reason)) }
+                if frame.cancel(&reason, &self.events) {
+                    Err(MessageError::Timeout)
+                } else {
+                    // Answered as the clock ran out: the answer is on its way.
+                    answer.await.unwrap_or_else(gone)
+                }
             },
         };
         watch.answered = true;
         if let Some(mut admission) = breaker {
             admission.finish(match &result {
                 Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
-                Err(MessageError::CalleeCrashed(_) | MessageError::Timeout) => Outcome::Failure,
+                // Too slow for the operation it served counts as slow.
+                Err(
+                    MessageError::CalleeCrashed(_)
+                    | MessageError::Timeout
+                    | MessageError::Cancelled(CancelReason::Deadline { .. }),
+                ) => Outcome::Failure,
                 Err(_) => Outcome::Neutral,
             });
         }
@@ -589,6 +637,19 @@ mod tests {
         MailboxConfig { capacity, targets: Targets::any(), ..MailboxConfig::default() }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_full_mailbox_drops_calls_nobody_waits_for_before_it_refuses_a_letter() {
+        let (post, _events) = post();
+        let full = post.open("root/a", &config(1));
+        let late = post.call(None, "root/a", b"slow".to_vec(), Duration::from_millis(10));
+        assert_eq!(late.await, Err(MessageError::Timeout), "nobody reads root/a");
+        assert_eq!(full.len(), 1, "the abandoned call still takes the place");
+        post.send(None, "root/a", b"next".to_vec()).expect("room made for it");
+        assert_eq!(full.len(), 1);
+        let stats = post.stats();
+        assert_eq!((stats.sent, stats.failed, stats.cancelled, stats.pending), (2, 1, 1, 1));
+    }
+
     #[tokio::test]
     async fn a_call_made_while_handling_a_call_joins_its_chain_and_a_send_does_not() {
         let (post, _events) = post();
@@ -597,7 +658,7 @@ mod tests {
         let (reply, _answer) = oneshot::channel();
         let handling =
             Frame::new(&post.chains, None, None, Arc::clone(&a.path), deadline, reply).unwrap();
-        a.handle_for_test(&handling);
+        a.set_handling(Some(Arc::clone(&handling)));
         post.send(Some(&a), "root/b", b"sent".to_vec()).unwrap();
         assert!(b.try_next().unwrap().frame.is_none(), "a send belongs to no chain");
         let call = {
@@ -613,7 +674,7 @@ mod tests {
         handling.cancel(&CancelReason::CallerGone { caller: None }, &post.events);
         let answer = call.await.unwrap();
         assert_eq!(answer, Err(MessageError::Cancelled(CancelReason::CallerGone { caller: None })));
-        assert!(letter.waited_for().is_err(), "the callee can tell");
+        assert!(letter.take().is_err(), "the callee can tell");
         // And from now on, a's calls fail at once.
         let refused = post.call(Some(&a), "root/b", b"late".to_vec(), Duration::from_secs(5));
         assert!(matches!(refused.await, Err(MessageError::Cancelled(_))));

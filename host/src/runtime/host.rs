@@ -454,9 +454,15 @@ impl Host {
     /// crashed handling it (at once, with its exit reason), or the callee's
     /// application error.
     ///
+    /// The call is the first frame of a call chain: calls the child makes while
+    /// handling it belong to it, wait at most what is left of `timeout`, and are
+    /// cancelled with it (see the README's messaging section).
+    ///
     /// # Cancel safety
-    /// Dropping the future abandons the call: a message not yet delivered is not
-    /// (it is accounted as failed); one being handled is, and its reply is dropped.
+    /// Dropping the future abandons the call and cancels its chain (`call_cancelled`,
+    /// `caller_gone` without a caller): a message not yet delivered is not handled; one
+    /// being handled is, its handler told (`runtime.cancelled()`), its nested calls
+    /// failing `cancelled`, and its reply discarded; both count as failed (cancelled).
     pub async fn call(
         &self,
         path: &str,

@@ -22,7 +22,7 @@
 use super::protocol::SupMsg;
 use super::shared::Shared;
 use crate::events::{DeadLetterReason, Event};
-use crate::messaging::{Letter, Mailbox};
+use crate::messaging::{Frame, Letter, Mailbox};
 use crate::sandbox::{ExportCall, Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
@@ -87,6 +87,7 @@ pub(crate) async fn run(worker: Worker) -> ExitReason {
         Err(message) => {
             let reason = ExitReason::HostPanic { message };
             tracing::error!(child = &*mailbox.path, "{reason}");
+            mailbox.set_handling(None);
             announce(&shared, &mailbox.path, incarnation, &reason);
             report.exited(&reason);
             // The message may well be what made the host panic: settled as a crash.
@@ -157,12 +158,9 @@ async fn serve(
                 continue;
             }
         };
-        if let Err(cancelled) = letter.waited_for() {
+        if let Err(cancelled) = letter.take() {
             // Its caller stopped waiting before it was delivered (its chain cancelled,
             // which its caller was told): not handled.
-            if let Some(frame) = &letter.frame {
-                frame.take_reply();
-            }
             match cancelled {
                 Some(_) => post.cancelled(),
                 None => post.failed(),
@@ -173,15 +171,16 @@ async fn serve(
         let mut held = Held { mailbox: &mailbox, shared: &shared, unwound, letter: Some(letter) };
         let active = match (&mut sandbox, &hibernate) {
             (Some(active), _) => active,
-            (None, Some(h)) => match Sandbox::start(&h.plugin, h.config.clone(), incarnation).await
-            {
-                Ok(started) => sandbox.insert(started),
-                Err(reason) => {
-                    // The activation failed, not the message.
-                    ends.ended_handling(held.take(), &reason, false);
-                    return Exit::Ended(reason);
+            (None, Some(h)) => {
+                match activate(h, &mailbox, held.letter().frame.clone(), incarnation).await {
+                    Ok(started) => sandbox.insert(started),
+                    Err(reason) => {
+                        // The activation failed, not the message.
+                        ends.ended_handling(held.take(), &reason, false);
+                        return Exit::Ended(reason);
+                    }
                 }
-            },
+            }
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
         let outcome = match held.letter_mut().export.take() {
@@ -212,6 +211,20 @@ async fn serve(
             }
         }
     }
+}
+
+/// A hibernating child's activation for `letter`: its `init` runs outside the chain of
+/// the call it was woken for.
+async fn activate(
+    hibernate: &Hibernate,
+    mailbox: &Mailbox,
+    frame: Option<Arc<Frame>>,
+    incarnation: u64,
+) -> Result<Sandbox, ExitReason> {
+    mailbox.set_handling(None);
+    let started = Sandbox::start(&hibernate.plugin, hibernate.config.clone(), incarnation).await;
+    mailbox.set_handling(frame);
+    started
 }
 
 /// How the incarnation ends when its supervisor stops it: `terminate` is called and
@@ -267,6 +280,7 @@ fn crashed(reason: ExitReason, silent: Option<Duration>, letter: Letter, ends: &
     }
     // Stopped by its supervisor mid-message: not the message's fault.
     if stopped_by_supervisor(&reason) {
+        mailbox.set_handling(None);
         announce(shared, &mailbox.path, incarnation, &reason);
         settle(letter, &reason, false, mailbox, shared);
         return Exit::Stopped(reason);
@@ -285,6 +299,8 @@ struct Ends<'a> {
 
 impl Ends<'_> {
     fn ended(&self, reason: &ExitReason) {
+        // The next incarnation's `init` runs in no call's chain.
+        self.mailbox.set_handling(None);
         announce(self.shared, &self.mailbox.path, self.report.incarnation, reason);
         self.report.exited(reason);
     }
@@ -296,6 +312,7 @@ impl Ends<'_> {
     /// only once the supervisor knows.
     fn ended_handling(&self, letter: Letter, reason: &ExitReason, blamed: bool) {
         let (shared, mailbox) = (self.shared, self.mailbox);
+        mailbox.set_handling(None);
         announce(shared, &mailbox.path, self.report.incarnation, reason);
         if letter.is_call() {
             self.report.exited(reason);
@@ -324,8 +341,7 @@ fn settle(
     shared: &Shared,
 ) {
     if letter.is_call() {
-        shared.post.answer(mailbox, &mut letter, Err(MessageError::CalleeCrashed(reason.clone())));
-        shared.post.failed();
+        shared.post.fail_call(mailbox, &mut letter, MessageError::CalleeCrashed(reason.clone()));
         return;
     }
     if blamed {

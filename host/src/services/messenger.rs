@@ -80,8 +80,8 @@ pub enum CancelReason {
         #[serde(skip_serializing_if = "Option::is_none")]
         caller: Option<String>,
     },
-    /// The deadline of a call above passed: that of the call to `call_to` (the one
-    /// whose own timeout set the chain's deadline).
+    /// A deadline passed: that of the call to `call_to` (the call being handled, or
+    /// one above it: the one whose own timeout set the chain's deadline).
     #[error("the deadline of the call to {call_to} passed")]
     Deadline {
         /// The callee of the call whose deadline it was.
