@@ -297,20 +297,14 @@ impl Post {
         let mut watch = Watch { frame: &frame, events: &self.events, answered: false };
         // Only the frame whose own timeout set the chain's deadline watches the clock:
         // its cancellation reaches those below, top down, in order.
-        let own_deadline = async {
-            if frame.own_deadline() {
-                tokio::time::sleep_until(frame.deadline).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
+        let watch_until = if frame.own_deadline() { frame.deadline } else { now + NEVER };
         // Every accepted letter is answered; a dropped answer means the host is going.
         let gone = |_| Err(MessageError::UnknownTarget(to.to_owned()));
         let result = tokio::select! {
             biased;
             // The callee's answer, or `cancelled` when the chain is cancelled above.
             answer = &mut answer => answer.unwrap_or_else(gone),
-            () = own_deadline => {
+            () = tokio::time::sleep_until(watch_until) => {
                 let reason = CancelReason::Deadline { call_to: frame.deadline_of().to_string() };
                 if frame.cancel(&reason, &self.events) {
                     Err(MessageError::Timeout)
