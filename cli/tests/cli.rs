@@ -824,3 +824,49 @@ fn a_script_piped_at_once_takes_effect_in_line_order() {
     let last = events.last().unwrap();
     assert_eq!((&last["event"], &last["id"]), (&Value::from("reply"), &Value::from(6)));
 }
+
+#[test]
+fn a_call_that_times_out_cancels_its_chain_below_on_the_event_stream() {
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "a"
+plugin = "CHAOS"
+grants = { targets = ["root/c"] }
+
+[[root.children]]
+name = "c"
+plugin = "CHAOS"
+"#,
+    );
+    let mut warden = Running::start(&path);
+    warden.expect("c started", |e| e["event"] == "child_started" && e["path"] == "root/c");
+    warden.command(
+        r#"{"cmd":"call","id":1,"to":"root/a","payload":"call:root/c:patient:5000","timeout_ms":200}"#,
+    );
+    // The chain's cancellation is published before the reply, as everything its
+    // command caused.
+    let (reply, before) = warden.expect("reply 1", |e| e["event"] == "reply" && e["id"] == 1);
+    assert_eq!(reply["error"], "timeout");
+    let cancelled = |path: &str| {
+        before
+            .iter()
+            .find(|e| e["event"] == "call_cancelled" && e["path"] == path)
+            .unwrap_or_else(|| panic!("no call_cancelled for {path}: {before:#?}"))
+    };
+    let (a, c) = (cancelled("root/a"), cancelled("root/c"));
+    let deadline = serde_json::json!({"kind": "deadline", "call_to": "root/a"});
+    assert_eq!((&a["reason"], a.get("caller")), (&deadline, None), "{a}");
+    assert_eq!((&c["reason"], &c["caller"]), (&deadline, &Value::from("root/a")), "{c}");
+    assert_eq!(a["chain"], c["chain"], "one operation, one chain id");
+    // c stopped early and its next call failed `cancelled`: what it stored says so.
+    warden.command(r#"{"cmd":"call","id":2,"to":"root/c","payload":"state:get:patient"}"#);
+    let said = warden.reply(2)["result"].as_str().unwrap().to_owned();
+    assert!(said.starts_with("stopped after "), "{said}");
+    assert!(said.contains("cancelled: the deadline of the call to root/a passed"), "{said}");
+    warden.command(r#"{"cmd":"shutdown","id":3}"#);
+    assert_eq!(warden.exit_code(), 0);
+}
