@@ -51,7 +51,11 @@ async fn a_plugin_that_cannot_load_is_a_typed_error_with_the_childs_path_and_sta
     let tree = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::plugin("m", &*missing)]);
     let refused = host.start(tree).await;
     assert!(
-        matches!(&refused, Err(HostError::Load { path, error: LoadError::Read { .. } }) if path == "root/m"),
+        matches!(
+            &refused,
+            Err(HostError::Load { path, error: LoadError::Read { kind: std::io::ErrorKind::NotFound, .. } })
+                if path == "root/m"
+        ),
         "{refused:?}"
     );
     // Nothing started, and the host is free for a good tree.

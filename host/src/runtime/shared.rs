@@ -117,10 +117,7 @@ impl Shared {
             Ok(loaded) => loaded?,
             Err(e) => match e.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => {
-                    let message = "the runtime is shutting down".to_owned();
-                    return Err(LoadError::Read { file: source.name(), message });
-                }
+                Err(_) => return Err(LoadError::ShuttingDown { file: source.name() }),
             },
         };
         if let PluginSource::File(file) = source {

@@ -27,8 +27,16 @@ pub enum LoadError {
     Read {
         /// The plugin file.
         file: String,
+        /// What kind of failure: `NotFound` for a missing file, `PermissionDenied`...
+        kind: std::io::ErrorKind,
         /// The operating system's message.
         message: String,
+    },
+    /// The host is shutting down: nothing more is loaded.
+    #[error("{file}: not loaded: the host is shutting down")]
+    ShuttingDown {
+        /// The plugin file.
+        file: String,
     },
     /// The bytes are not WebAssembly at all.
     #[error("{file}: not a WebAssembly file (it does not start with the `\\0asm` magic bytes)")]
@@ -131,6 +139,7 @@ impl Engine {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
             file: path.display().to_string(),
+            kind: e.kind(),
             message: e.to_string(),
         })?;
         self.load(&path.display().to_string(), &bytes)
