@@ -357,36 +357,29 @@ impl Host {
                     HostError::TreeStart { path, reason }
                 })
             })
-            .await?;
+            .await
+            .unwrap_or(Err(HostError::Gone))?;
         std::mem::forget(starting);
         *self.root() = Root::Running { task };
         Ok(())
     }
 
     /// Runs `work` on the host's runtime (whatever runtime, or none, the caller is
-    /// in); dropped, it is aborted.
+    /// in); dropped, it is aborted. `None` if the runtime shut down first.
     async fn on_runtime<T: Send + 'static>(
         &self,
-        work: impl Future<Output = Result<T, HostError>> + Send + 'static,
-    ) -> Result<T, HostError> {
-        Owned(self.runtime.spawn(work)).join().await.unwrap_or(Err(HostError::Gone))
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        Owned(self.runtime.spawn(work)).join().await
     }
 
     /// Checks `spec` (at `path`), loads its plugins and checks what they import
-    /// against the children's grants, before anything starts. A plugin given as bytes
-    /// is replaced by the plugin compiled from them, compiled once.
+    /// against the children's grants, before anything starts.
     async fn preflight_tree(&self, path: &str, spec: &mut SupervisorSpec) -> Result<(), HostError> {
-        let mut problems = validate(path, spec);
+        let problems = validate(path, spec);
         let mut plugins = Vec::new();
         collect(path, spec, &mut plugins);
-        problems.extend(plugins.iter().filter_map(|(path, start)| self.engine_lacks(path, start)));
-        if !problems.is_empty() {
-            return Err(HostError::InvalidSpec(problems));
-        }
-        for (path, start) in plugins {
-            problems.extend(self.load_granted(path, start).await?);
-        }
-        if problems.is_empty() { Ok(()) } else { Err(HostError::InvalidSpec(problems)) }
+        self.preflight_plugins(problems, plugins).await
     }
 
     /// As [`Host::preflight_tree`], for one child added to the supervisor at `parent`
@@ -400,17 +393,28 @@ impl Host {
         match &mut spec.start {
             ChildStart::Supervisor(sub) => self.preflight_tree(&path, sub).await?,
             ChildStart::Plugin(start) => {
-                let mut problems: Vec<SpecError> =
-                    self.engine_lacks(&path, start).into_iter().collect();
-                if problems.is_empty() {
-                    problems = self.load_granted(path, start).await?;
-                }
-                if !problems.is_empty() {
-                    return Err(HostError::InvalidSpec(problems));
-                }
+                self.preflight_plugins(Vec::new(), vec![(path, start)]).await?
             }
         }
         Ok(spec)
+    }
+
+    /// With the spec's `problems` found so far: what the engine cannot honour, then
+    /// (if nothing yet) every plugin loaded and its imports checked against its
+    /// child's grants. A plugin given as bytes is replaced by the plugin compiled from
+    /// them, compiled once.
+    async fn preflight_plugins(
+        &self,
+        mut problems: Vec<SpecError>,
+        plugins: Vec<(String, &mut PluginStart)>,
+    ) -> Result<(), HostError> {
+        problems.extend(plugins.iter().filter_map(|(path, start)| self.engine_lacks(path, start)));
+        if problems.is_empty() {
+            for (path, start) in plugins {
+                problems.extend(self.load_granted(path, start).await?);
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(HostError::InvalidSpec(problems)) }
     }
 
     /// Loads the plugin of the child at `path`; the application interfaces it
@@ -475,10 +479,9 @@ impl Host {
         // Awaited outside the host's runtime (another executor, a plain thread,
         // another runtime, maybe without timers): the call's timer runs on the host's.
         let (post, to) = (Arc::clone(&self.shared.post), path.to_owned());
-        let call =
-            Owned(self.runtime.spawn(async move { post.call(None, &to, payload, timeout).await }));
+        let call = self.on_runtime(async move { post.call(None, &to, payload, timeout).await });
         // Cancelled only when the runtime shuts down, with the tree.
-        call.join().await.unwrap_or_else(|| Err(MessageError::UnknownTarget(path.to_owned())))
+        call.await.unwrap_or_else(|| Err(MessageError::UnknownTarget(path.to_owned())))
     }
 
     /// Calls an interface the child's plugin exports (an application's own, with
@@ -550,12 +553,8 @@ impl Host {
         } else {
             // As for `call`: the timer runs on the host's runtime.
             let (post, to) = (Arc::clone(&self.shared.post), path.to_owned());
-            let call =
-                self.runtime.spawn(async move { post.call_export(&to, export, timeout).await });
-            match Owned(call).join().await {
-                Some(called) => called,
-                None => return Err(gone()),
-            }
+            let call = self.on_runtime(async move { post.call_export(&to, export, timeout).await });
+            call.await.ok_or_else(gone)?
         };
         match called {
             Ok(_) => result.await.map_err(|_| gone()),
@@ -644,7 +643,7 @@ impl Host {
         self.admin(supervisor, Some(&id), AdminRequest::Admits(Box::new(spec.clone()))).await?;
         let (host, parent) = (self.clone(), supervisor.to_owned());
         let checked = self.on_runtime(async move { host.preflight_child(&parent, spec).await });
-        let spec = match checked.await {
+        let spec = match checked.await.unwrap_or(Err(HostError::Gone)) {
             Err(HostError::Load { path, error }) => {
                 // As a start that failed: announced, as OTP's supervisor reports it.
                 let message = ExitReason::StartFailed { message: error.to_string() }.to_string();
