@@ -60,6 +60,13 @@ struct State {
     pruned: usize,
 }
 
+impl State {
+    /// The caller stopped waiting: cancelled, answered, or gone away.
+    fn abandoned(&self) -> bool {
+        self.reply.as_ref().is_none_or(tokio::sync::oneshot::Sender::is_closed)
+    }
+}
+
 /// Numbers chains.
 #[derive(Debug, Default)]
 pub(crate) struct Chains {
@@ -131,7 +138,7 @@ impl Frame {
 
     /// Whether its caller stopped waiting (changes nothing).
     pub(crate) fn abandoned(&self) -> bool {
-        self.state().reply.as_ref().is_none_or(tokio::sync::oneshot::Sender::is_closed)
+        self.state().abandoned()
     }
 
     /// Its callee takes it to handle, if its caller still waits: `Err` when it stopped
@@ -139,16 +146,12 @@ impl Frame {
     /// callee is then done with it.
     pub(crate) fn take(&self) -> Result<(), Option<CancelReason>> {
         let mut state = self.state();
-        match &state.reply {
-            Some(reply) if !reply.is_closed() => {
-                state.taken = true;
-                Ok(())
-            }
-            _ => {
-                state.done = true;
-                Err(state.cancelled.clone())
-            }
+        if state.abandoned() {
+            state.done = true;
+            return Err(state.cancelled.clone());
         }
+        state.taken = true;
+        Ok(())
     }
 
     /// Whether its callee is done with it (see [`Frame::take_reply`]).
