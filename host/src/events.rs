@@ -141,42 +141,36 @@ impl Events {
     /// The next event (or the count of events missed), waiting for it; `None` once
     /// the tree has stopped and every event before that was received. Cancel safe.
     pub async fn next(&mut self) -> Option<Received> {
-        while !self.ended {
-            let received = self.rx.recv().await;
-            if let Some(received) = self.take(received) {
-                return Some(received);
-            }
+        if self.ended {
+            return None;
         }
-        None
+        let received = self.rx.recv().await;
+        self.take(received)
     }
 
     /// The next event if one is waiting now; `None` when none is (or the stream has
     /// ended: see [`Events::is_ended`]).
     pub fn try_next(&mut self) -> Option<Received> {
-        while !self.ended {
-            let received = match self.rx.try_recv() {
-                Ok(item) => Ok(item),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                Err(broadcast::error::TryRecvError::Closed) => Err(RecvError::Closed),
-                Err(broadcast::error::TryRecvError::Empty) => return None,
-            };
-            if let Some(received) = self.take(received) {
-                return Some(received);
-            }
+        if self.ended {
+            return None;
         }
-        None
+        let received = match self.rx.try_recv() {
+            Ok(item) => Ok(item),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+            Err(broadcast::error::TryRecvError::Closed) => Err(RecvError::Closed),
+            Err(broadcast::error::TryRecvError::Empty) => return None,
+        };
+        self.take(received)
     }
 
     /// As [`Events::next`], blocking the thread: for synchronous code, never inside
     /// an async task.
     pub fn blocking_next(&mut self) -> Option<Received> {
-        while !self.ended {
-            let received = self.rx.blocking_recv();
-            if let Some(received) = self.take(received) {
-                return Some(received);
-            }
+        if self.ended {
+            return None;
         }
-        None
+        let received = self.rx.blocking_recv();
+        self.take(received)
     }
 
     /// Whether the stream has ended (its tree stopped, or the host is gone).
@@ -184,7 +178,8 @@ impl Events {
         self.ended
     }
 
-    /// What `received` means for this stream; `None` when it ended it.
+    /// What `received` means for this stream; `None` when it ended it (its tree's
+    /// end, a later tree's item, or the host gone).
     fn take(&mut self, received: Result<Item, RecvError>) -> Option<Received> {
         match received {
             Ok(Item::Record { tree, record }) if tree == self.tree => {
