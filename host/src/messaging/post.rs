@@ -644,6 +644,22 @@ mod tests {
         assert_eq!((stats.sent, stats.failed, stats.cancelled, stats.pending), (2, 1, 1, 1));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn calls_that_time_out_unhandled_neither_fill_the_mailbox_nor_flood_the_events() {
+        // A hostile caller: thousands of calls with no time to be handled.
+        let (post, mut events) = post();
+        let target = post.open("root/a", &config(4));
+        for _ in 0..10_000 {
+            let answer = post.call(None, "root/a", b"x".to_vec(), Duration::ZERO).await;
+            assert_eq!(answer, Err(MessageError::Timeout), "never refused as full");
+        }
+        assert!(target.len() <= 4);
+        assert!(events.try_next().is_none(), "no call was handled: nothing to announce");
+        let stats = post.stats();
+        assert_eq!(stats.sent, 10_000);
+        assert_eq!(stats.cancelled + stats.pending, 10_000, "{stats:?}");
+    }
+
     #[tokio::test]
     async fn a_call_made_while_handling_a_call_joins_its_chain_and_a_send_does_not() {
         let (post, _events) = post();
