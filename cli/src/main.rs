@@ -52,6 +52,29 @@ enum Command {
         in_memory: bool,
         #[command(flatten)]
         cache: cache::CacheArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Runs a member node of a cluster: it hosts the children other nodes' supervisors
+    /// place on it (`node = "NAME"` in their manifests) and prints their events, until
+    /// SIGINT or SIGTERM. Exits 1 when it cannot join (NATS unreachable, or the name
+    /// taken by a live node).
+    Node {
+        /// This node's name, unique in the cluster.
+        #[arg(long)]
+        name: String,
+        /// The NATS server (with JetStream, 2.11 or later), e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: String,
+        /// How long the node's membership lives unless renewed: how fast its death is
+        /// noticed. Whole seconds.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+        node_ttl: std::time::Duration,
+        /// How events are printed, as for `run`.
+        #[arg(long, value_enum)]
+        events: Option<EventFormat>,
+        #[command(flatten)]
+        cache: cache::CacheArgs,
     },
     /// Inspects and edits children's durable state while no host uses it.
     State(state_cli::Args),
@@ -71,6 +94,28 @@ enum Command {
         #[command(flatten)]
         cache: cache::CacheArgs,
     },
+}
+
+/// Joining a cluster from `run`.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Runs the tree's root as node NAME of a cluster (needs --nats): its children may
+    /// then be placed on other nodes (`node`/`nodes` in the manifest).
+    #[arg(long, requires = "nats")]
+    node: Option<String>,
+    /// The cluster's NATS server (with JetStream, 2.11 or later).
+    #[arg(long, requires = "node")]
+    nats: Option<String>,
+    /// How long the node's membership lives unless renewed. Whole seconds.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    node_ttl: std::time::Duration,
+}
+
+impl ClusterArgs {
+    fn config(&self) -> Option<warden::cluster::ClusterConfig> {
+        let (node, nats) = (self.node.as_ref()?, self.nats.as_ref()?);
+        Some(warden::cluster::ClusterConfig::new(node, nats).ttl(self.node_ttl))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -112,21 +157,24 @@ fn command(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State(args) => state_cli::main(args),
-        Command::Run { manifest, events, data_dir, in_memory, cache } => {
-            let terminal = std::io::stdout().is_terminal();
-            let format =
-                events.unwrap_or(if terminal { EventFormat::Pretty } else { EventFormat::Jsonl });
+        Command::Node { name, nats, node_ttl, events, cache } => {
+            let format = printer_format(events);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let config = warden::cluster::ClusterConfig::new(name, nats).ttl(node_ttl);
+            let code = runtime.block_on(node(config, format, cache.dir()));
+            runtime.shutdown_background();
+            code
+        }
+        Command::Run { manifest, events, data_dir, in_memory, cache, cluster } => {
+            let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let store = match (in_memory, data_dir) {
                 (true, _) => Store::Memory,
                 (false, Some(dir)) => Store::Dir(dir),
                 (false, None) => Store::Default,
             };
-            let format = match format {
-                EventFormat::Jsonl => printer::Format::Jsonl,
-                EventFormat::Pretty => printer::Format::Pretty(render::Style::new(terminal)),
-            };
-            let code = runtime.block_on(run(&manifest, format, store, cache.dir()));
+            let code =
+                runtime.block_on(run(&manifest, format, store, cache.dir(), cluster.config()));
             // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
             // runtime would wait for it until stdin closes.
             runtime.shutdown_background();
@@ -143,11 +191,55 @@ enum Store {
     Default,
 }
 
+/// How events are printed: `events`, else pretty on a terminal and JSON lines
+/// otherwise.
+fn printer_format(events: Option<EventFormat>) -> printer::Format {
+    let terminal = std::io::stdout().is_terminal();
+    match events.unwrap_or(if terminal { EventFormat::Pretty } else { EventFormat::Jsonl }) {
+        EventFormat::Jsonl => printer::Format::Jsonl,
+        EventFormat::Pretty => printer::Format::Pretty(render::Style::new(terminal)),
+    }
+}
+
+/// `warden node`: joins, hosts what is placed here and prints its events until a
+/// signal; then stops what it hosts and leaves.
+async fn node(
+    config: warden::cluster::ClusterConfig,
+    format: printer::Format,
+    cache_dir: Option<PathBuf>,
+) -> Result<ExitCode> {
+    // Any child may be placed here: fuel is on for those with a fuel limit.
+    let mut engine = warden::sandbox::EngineConfig { fuel: true, ..Default::default() };
+    engine.cache_dir = cache_dir;
+    let host = Host::builder().engine(engine).cluster(config).build()?;
+    let (_replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (since, events) = (host.last_event_seq(), host.subscribe());
+    let runtime = tokio::runtime::Handle::current();
+    let printer =
+        printer::Printer::start(runtime, events, since, host.clock_us(), replies_rx, format)?;
+    let mut signals = Signals::listen();
+    let code = match host.join().await {
+        Err(e) => {
+            eprintln!("warden node: {e}");
+            ExitCode::from(1)
+        }
+        Ok(()) => {
+            signals.recv().await;
+            host.leave().await;
+            ExitCode::SUCCESS
+        }
+    };
+    drop(host);
+    printer.finish(SETTLE).await;
+    Ok(code)
+}
+
 async fn run(
     manifest: &Path,
     format: printer::Format,
     store: Store,
     cache_dir: Option<PathBuf>,
+    cluster: Option<warden::cluster::ClusterConfig>,
 ) -> Result<ExitCode> {
     let (mut spec, settings) = match warden::manifest::load_with_settings(manifest) {
         Ok(loaded) => loaded,
@@ -158,7 +250,7 @@ async fn run(
     };
     let mut engine = engine_for(&spec);
     engine.cache_dir = cache_dir;
-    let host = match open_host(manifest, engine, settings, store) {
+    let host = match open_host(manifest, engine, settings, store, cluster) {
         Ok(host) => host,
         Err(e) => {
             eprintln!("warden: {e}");
@@ -202,8 +294,12 @@ fn open_host(
     engine: warden::sandbox::EngineConfig,
     settings: warden::manifest::Settings,
     store: Store,
+    cluster: Option<warden::cluster::ClusterConfig>,
 ) -> Result<Host, warden::runtime::HostError> {
-    let builder = Host::builder().engine(engine);
+    let mut builder = Host::builder().engine(engine);
+    if let Some(cluster) = cluster {
+        builder = builder.cluster(cluster);
+    }
     match store {
         Store::Memory => builder.build(),
         Store::Dir(dir) => builder.data_dir(dir).build(),

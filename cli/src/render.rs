@@ -190,13 +190,15 @@ const DIM: &str = "2";
 /// The path an event is about, its colour and what it says.
 fn describe_event(event: &Event) -> (&str, &'static str, String) {
     match event {
-        Event::ChildStarted { path, incarnation } => {
-            (path.as_str(), GREEN, format!("started #{incarnation}"))
+        Event::ChildStarted { path, incarnation, node } => {
+            (path.as_str(), GREEN, format!("started #{incarnation}{}", on(node)))
         }
-        Event::ChildExited { path, incarnation, reason } => {
+        Event::ChildExited { path, incarnation, reason, node } => {
             let colour = if reason.is_normal() { DIM } else { RED };
-            (path.as_str(), colour, format!("exited #{incarnation}: {reason}"))
+            (path.as_str(), colour, format!("exited #{incarnation}{}: {reason}", on(node)))
         }
+        Event::NodeUp { node } => ("", GREEN, format!("node {node} is up")),
+        Event::NodeDown { node, reason } => ("", RED, format!("node {node} is down ({reason})")),
         Event::ChildRestarting { path, attempt, delay_ms } => {
             (path.as_str(), YELLOW, format!("restarting (attempt {attempt}) in {delay_ms} ms"))
         }
@@ -239,6 +241,11 @@ fn describe_event(event: &Event) -> (&str, &'static str, String) {
         ),
         other => ("", DIM, format!("{other:?}")),
     }
+}
+
+/// " on node N" for a child placed on a node.
+fn on(node: &Option<String>) -> String {
+    node.as_ref().map_or_else(String::new, |node| format!(" on node {node}"))
 }
 
 /// What the CLI's own line says, as [`describe_event`] does for events.

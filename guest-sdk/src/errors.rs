@@ -201,6 +201,7 @@ impl fmt::Display for KillCause {
             Self::Heartbeat => "heartbeat",
             Self::ShutdownTimeout => "shutdown timeout",
             Self::BrutalKill => "brutal kill",
+            Self::NodeDown => "node down",
         })
     }
 }

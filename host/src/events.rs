@@ -206,6 +206,10 @@ pub enum Event {
         path: String,
         /// Its incarnation number.
         incarnation: u64,
+        /// The cluster node it runs on, for a child placed on a node (absent on one
+        /// machine and for a child where its supervisor runs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// A child's incarnation ended.
     ChildExited {
@@ -215,6 +219,9 @@ pub enum Event {
         incarnation: u64,
         /// Why.
         reason: ExitReason,
+        /// The cluster node it ran on, as for `child_started`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// A child will be restarted after `delay_ms`.
     ChildRestarting {
@@ -303,6 +310,21 @@ pub enum Event {
         caller: Option<String>,
         /// Why.
         reason: CancelReason,
+    },
+    /// A node joined the cluster (a member prints this for itself once it has joined).
+    NodeUp {
+        /// The node's name.
+        node: String,
+    },
+    /// A node left the cluster: its membership expired (`expired`: it stopped renewing
+    /// it, e.g. it died or lost NATS), it left (`left`: it shut down), or, for this
+    /// node itself, it lost the cluster for longer than the node TTL and fenced itself
+    /// off (`fenced`: its children were stopped).
+    NodeDown {
+        /// The node's name.
+        node: String,
+        /// `expired`, `left` or `fenced`.
+        reason: String,
     },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {

@@ -193,6 +193,9 @@ pub enum KillCause {
     ShutdownTimeout,
     /// The child's shutdown is `brutal_kill`.
     BrutalKill,
+    /// The node the child ran on left the cluster: its membership expired, or it
+    /// fenced itself off after losing the cluster for longer than the node TTL.
+    NodeDown,
 }
 
 impl fmt::Display for KillCause {
@@ -202,6 +205,7 @@ impl fmt::Display for KillCause {
             Self::Heartbeat => "heartbeat",
             Self::ShutdownTimeout => "shutdown_timeout",
             Self::BrutalKill => "brutal_kill",
+            Self::NodeDown => "node_down",
         })
     }
 }

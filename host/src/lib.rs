@@ -72,6 +72,7 @@
 #![deny(unsafe_code)]
 
 pub mod blocking;
+pub mod cluster;
 pub mod escape;
 pub mod events;
 pub mod exit;
@@ -100,8 +101,8 @@ pub use sandbox::{
 pub use services::CancelReason;
 pub use spec::{
     AutoShutdown, Backoff, ChildLimits, ChildSpec, DirGrant, Grants, HeartbeatPolicy, Network,
-    PhiAccrual, PluginSource, PluginStart, Quota, Restart, Shutdown, SpecError, SpecProblem,
-    Strategy, SupervisorSpec,
+    PhiAccrual, Placement, PluginSource, PluginStart, Quota, Restart, Shutdown, SpecError,
+    SpecProblem, Strategy, SupervisorSpec,
 };
 pub use state::{DiskStore, MemoryStore, OpenError, StateStore};
 pub use supervisor::{AdminError, ChildCounts, ChildInfo, ChildKind, ChildState};

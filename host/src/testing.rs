@@ -87,7 +87,7 @@ pub fn started(path: &str, incarnation: u64) -> Pattern {
     let p = path.to_owned();
     Pattern::new(
         format!("child_started {path} #{incarnation}"),
-        move |e| matches!(e, Event::ChildStarted { path, incarnation: i } if *path == p && *i == incarnation),
+        move |e| matches!(e, Event::ChildStarted { path, incarnation: i, .. } if *path == p && *i == incarnation),
     )
 }
 

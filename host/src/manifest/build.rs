@@ -117,6 +117,15 @@ impl<'a> Builder<'a> {
         }
         spec.significant = entry.significant;
         spec.no_restart_on.clone_from(&entry.no_restart_on);
+        match (&entry.node, &entry.nodes) {
+            (Some(_), Some(_)) => {
+                let message = "has both `node` and `nodes`; name one node or a list";
+                self.problem(ProblemKind::Rule, &here, message.into());
+            }
+            (Some(node), None) => spec = spec.node(node),
+            (None, Some(nodes)) => spec = spec.nodes(nodes),
+            (None, None) => {}
+        }
         if let Some(b) = &entry.backoff {
             let (backoff, reset) = self.backoff(&here, b);
             spec.backoff = backoff;

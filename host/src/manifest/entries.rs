@@ -110,6 +110,12 @@ pub struct ChildEntry {
     /// every message) and create it again, `init` included, for the next message.
     #[serde(default)]
     pub hibernate_after: Option<String>,
+    /// In a cluster: the only node it runs on. Default where its supervisor runs.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// In a cluster: the nodes it may run on; it starts on the first one that is up.
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
 }
 
 /// A plugin child's durable state: `{ max_bytes = "1MiB", max_keys = 1000, max_value =

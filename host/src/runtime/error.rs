@@ -79,6 +79,9 @@ pub enum HostError {
     /// The engine could not be created.
     #[error(transparent)]
     Engine(#[from] SandboxError),
+    /// The host could not join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// An application interface could not be registered.
     #[error(transparent)]
     Interface(#[from] InterfaceError),

@@ -5,6 +5,7 @@ use super::protocol::{AdminReply, AdminRequest, SupMsg};
 use super::shared::Shared;
 use super::supervisor;
 use crate::ExitReason;
+use crate::cluster::ClusterConfig;
 use crate::events::{Event, EventBus, Events};
 use crate::messaging::{CircuitState, MessageStats};
 use crate::sandbox::{
@@ -13,8 +14,8 @@ use crate::sandbox::{
 };
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{
-    AdminError, ChildCounts, ChildInfo, ChildSpec, ChildStart, PluginSource, PluginStart,
-    SpecError, SpecProblem, SupervisorSpec, validate,
+    AdminError, ChildCounts, ChildInfo, ChildSpec, ChildStart, Placement, PluginSource,
+    PluginStart, SpecError, SpecProblem, SupervisorSpec, validate,
 };
 use crate::task::Owned;
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,8 @@ pub struct Host {
     root: Arc<Mutex<Root>>,
     /// Where the tree's tasks run.
     runtime: Handle,
+    /// The cluster it is a node of, if any.
+    cluster: Option<Arc<ClusterConfig>>,
 }
 
 /// A start under way: dropped before it completes, the host has no tree again.
@@ -118,6 +121,7 @@ pub struct HostBuilder {
     /// The first interface that could not be registered, reported by `build`.
     bad_interface: Option<InterfaceError>,
     runtime: Option<Handle>,
+    cluster: Option<ClusterConfig>,
 }
 
 impl HostBuilder {
@@ -213,6 +217,15 @@ impl HostBuilder {
         self
     }
 
+    /// Makes the host a node of a cluster on NATS (see [`crate::cluster`]): it joins
+    /// at [`Host::join`], or at its first [`Host::start`]. Its children may then be
+    /// placed on other nodes ([`ChildSpec::node`]), and other nodes may place theirs
+    /// on it. Default none: one machine.
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Builds the host.
     ///
     /// # Errors
@@ -247,6 +260,7 @@ impl HostBuilder {
             shared: Arc::new(Shared::new(engine, state, events)),
             root: Arc::new(Mutex::new(Root::None)),
             runtime,
+            cluster: self.cluster.map(Arc::new),
         })
     }
 }
@@ -331,6 +345,7 @@ impl Host {
     /// Dropping the future before it completes stops what was started of the tree;
     /// the host may start a tree again.
     pub async fn start(&self, spec: SupervisorSpec) -> Result<(), HostError> {
+        self.join().await?;
         {
             let mut root = self.root();
             match *root {
@@ -376,7 +391,8 @@ impl Host {
     /// Checks `spec` (at `path`), loads its plugins and checks what they import
     /// against the children's grants, before anything starts.
     async fn preflight_tree(&self, path: &str, spec: &mut SupervisorSpec) -> Result<(), HostError> {
-        let problems = validate(path, spec);
+        let mut problems = validate(path, spec);
+        problems.extend(self.unplaceable(path, spec));
         let mut plugins = Vec::new();
         collect(path, spec, &mut plugins);
         self.preflight_plugins(problems, plugins).await
@@ -390,13 +406,38 @@ impl Host {
         mut spec: ChildSpec,
     ) -> Result<ChildSpec, HostError> {
         let path = format!("{parent}/{}", spec.id);
+        let problems = self.placement_problem(&path, &spec).into_iter().collect();
         match &mut spec.start {
             ChildStart::Supervisor(sub) => self.preflight_tree(&path, sub).await?,
             ChildStart::Plugin(start) => {
-                self.preflight_plugins(Vec::new(), vec![(path, start)]).await?
+                self.preflight_plugins(problems, vec![(path, start)]).await?
             }
         }
         Ok(spec)
+    }
+
+    /// The children of `spec` (at `path`) and of its nested supervisors placed on
+    /// other nodes by a host in no cluster.
+    fn unplaceable(&self, path: &str, spec: &SupervisorSpec) -> Vec<SpecError> {
+        let mut problems = Vec::new();
+        for child in &spec.children {
+            let child_path = format!("{path}/{}", child.id);
+            problems.extend(self.placement_problem(&child_path, child));
+            if let ChildStart::Supervisor(sub) = &child.start {
+                problems.extend(self.unplaceable(&child_path, sub));
+            }
+        }
+        problems
+    }
+
+    fn placement_problem(&self, path: &str, child: &ChildSpec) -> Option<SpecError> {
+        match &child.placement {
+            Placement::Nodes(nodes) if self.cluster.is_none() => Some(SpecError {
+                path: path.to_owned(),
+                problem: SpecProblem::NoCluster { nodes: nodes.clone() },
+            }),
+            _ => None,
+        }
     }
 
     /// With the spec's `problems` found so far: what the engine cannot honour, then
@@ -741,6 +782,36 @@ impl Host {
     /// failure (`warden run` exits non-zero on it).
     pub fn root_gave_up(&self) -> bool {
         self.shared.root_gave_up()
+    }
+
+    /// Joins the cluster the builder named ([`HostBuilder::cluster`]), once: from
+    /// then on this node hosts the children other nodes place on it, and its
+    /// supervisors may place theirs on other nodes. A host in no cluster has nothing
+    /// to join.
+    ///
+    /// # Errors
+    /// [`HostError::Cluster`]: NATS cannot be reached, JetStream refused, or the node
+    /// name is taken by a live node.
+    pub async fn join(&self) -> Result<(), HostError> {
+        let Some(config) = self.cluster.clone() else { return Ok(()) };
+        if self.shared.nodes.cluster().is_some() {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        self.on_runtime(async move { super::remote::join(&shared, &config).await })
+            .await
+            .ok_or(HostError::Gone)?
+            .map_err(HostError::Cluster)
+    }
+
+    /// Leaves the cluster, if in one: the children this node hosts for other nodes
+    /// are stopped (their supervisors restart them elsewhere, as placement allows),
+    /// and the others see `node_down` with reason `left`. Call it after
+    /// [`Host::shutdown`]; a host dropped without it is seen to die within the node
+    /// TTL.
+    pub async fn leave(&self) {
+        let shared = Arc::clone(&self.shared);
+        self.on_runtime(async move { super::remote::leave(&shared).await }).await;
     }
 
     /// Stops the tree in order (children newest first, each waited for) and returns

@@ -15,6 +15,7 @@
 mod error;
 mod host;
 mod protocol;
+mod remote;
 mod shared;
 mod supervisor;
 mod worker;

@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) events: Arc<EventBus>,
     /// Every child's mailbox, by path.
     pub(crate) post: Arc<Post>,
+    /// This host's part in a cluster, if it joined one.
+    pub(crate) nodes: super::remote::Nodes,
     /// Every supervisor's channel, by path.
     supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<SupMsg>>>,
     /// Plugins by file path: a restart must not re-read and re-hash the file.
@@ -39,6 +41,7 @@ impl Shared {
             state,
             post: Arc::new(Post::new(Arc::clone(&events))),
             events,
+            nodes: super::remote::Nodes::default(),
             supervisors: Mutex::new(HashMap::new()),
             plugins: Mutex::new(HashMap::new()),
             root_exit: watch::channel(None).0,

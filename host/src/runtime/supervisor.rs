@@ -4,11 +4,13 @@
 use super::error::HostError;
 use super::protocol::{AdminReply, AdminRequest, Answer, SupMsg};
 use super::shared::Shared;
-use super::worker;
+use super::{remote, worker};
 use crate::events::Event;
 use crate::messaging::{Mailbox, Outbox};
-use crate::sandbox::{BoxFuture, KillSwitch, Sandbox, SandboxConfig, Shutdown};
-use crate::supervisor::{AdminError, ChildStart, Core, Directive, SupervisorSpec};
+use crate::sandbox::{BoxFuture, SandboxConfig, Shutdown};
+use crate::supervisor::{
+    AdminError, ChildStart, Core, Directive, Placement, PluginStart, SupervisorSpec,
+};
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::collections::{HashMap, HashSet};
@@ -28,15 +30,9 @@ pub(crate) struct Parent {
 }
 
 enum Running {
-    Worker {
-        incarnation: u64,
-        /// Lets the worker take its first message once its `child_started` is out,
-        /// so that no exit of this incarnation is published before its start.
-        go: Option<oneshot::Sender<()>>,
-        stop: oneshot::Sender<Shutdown>,
-        kill: KillSwitch,
-        task: Owned<ExitReason>,
-    },
+    Worker(worker::Handle),
+    /// A plugin child placed on another node of the cluster.
+    Remote(remote::Placed),
     Supervisor {
         incarnation: u64,
         tx: mpsc::UnboundedSender<SupMsg>,
@@ -47,9 +43,9 @@ enum Running {
 impl Running {
     fn incarnation(&self) -> u64 {
         match self {
-            Running::Worker { incarnation, .. } | Running::Supervisor { incarnation, .. } => {
-                *incarnation
-            }
+            Running::Worker(handle) => handle.incarnation,
+            Running::Remote(placed) => placed.incarnation,
+            Running::Supervisor { incarnation, .. } => *incarnation,
         }
     }
 }
@@ -70,6 +66,9 @@ struct Supervisor {
     /// Exits the children announced themselves, by path and incarnation: the core's
     /// announcement of them is skipped. Cleared when the agenda is done.
     announced: HashSet<(String, u64)>,
+    /// The node each child placed on another node last started on, by id: its events
+    /// and `which_children` name it.
+    placed: HashMap<String, String>,
 }
 
 /// Starts the supervisor at `path`; returns once its children are started (or its
@@ -115,6 +114,7 @@ async fn start_inner(
         admin: None,
         deferred: Vec::new(),
         announced: HashSet::new(),
+        placed: HashMap::new(),
     };
     shared.register(&path, tx.clone());
     let task = Owned(tokio::spawn(supervisor.run(rx, ready_tx, parent)));
@@ -251,7 +251,11 @@ impl Supervisor {
                 );
                 let answer = match request {
                     AdminRequest::WhichChildren => {
-                        Ok(AdminReply::Children(self.core.which_children()))
+                        let mut children = self.core.which_children();
+                        for child in &mut children {
+                            child.node = self.placed.get(&child.name).cloned();
+                        }
+                        Ok(AdminReply::Children(children))
                     }
                     AdminRequest::CountChildren => {
                         Ok(AdminReply::Counts(self.core.count_children()))
@@ -350,13 +354,20 @@ impl Supervisor {
         match event {
             Event::ChildExited { path, incarnation, .. }
                 if self.announced.remove(&(path.clone(), incarnation)) => {}
-            Event::ChildStarted { path, incarnation } => {
-                let id = path.rsplit('/').next().unwrap_or_default().to_owned();
-                self.shared.emit(Event::ChildStarted { path, incarnation });
-                if let Some(Running::Worker { incarnation: running, go, .. }) =
-                    self.children.get_mut(&id)
-                    && *running == incarnation
-                    && let Some(go) = go.take()
+            Event::ChildExited { path, incarnation, reason, .. } => {
+                let node = self.placed.get(self.core.child_id(&path)).cloned();
+                self.shared.emit(Event::ChildExited { path, incarnation, reason, node });
+            }
+            Event::ChildStarted { path, incarnation, .. } => {
+                let id = self.core.child_id(&path).to_owned();
+                let node = match self.children.get(&id) {
+                    Some(Running::Remote(placed)) => Some(placed.node.clone()),
+                    _ => None,
+                };
+                self.shared.emit(Event::ChildStarted { path, incarnation, node });
+                if let Some(Running::Worker(handle)) = self.children.get_mut(&id)
+                    && handle.incarnation == incarnation
+                    && let Some(go) = handle.go.take()
                 {
                     let _ = go.send(());
                 }
@@ -394,6 +405,7 @@ impl Supervisor {
     /// A child's spec is gone: its mailbox goes, and its state unless it is kept.
     async fn forget(&mut self, child: &str, keep_state: bool) {
         let path = self.core.child_path(child);
+        self.placed.remove(child);
         if self.mailboxes.remove(child).is_some() {
             self.shared.post.forget(&path);
         }
@@ -412,7 +424,19 @@ impl Supervisor {
             .ok_or_else(|| ExitReason::StartFailed { message: format!("no child {id}") })?;
         let path = self.core.child_path(id);
         let running = match spec.start {
+            ChildStart::Plugin(start) if spec.placement != Placement::Local => {
+                let nodes = match &spec.placement {
+                    Placement::Nodes(nodes) => nodes.as_slice(),
+                    Placement::Local => &[],
+                };
+                let placed =
+                    remote::start(&self.shared, id, &path, incarnation, &start, nodes).await?;
+                self.placed.insert(id.to_owned(), placed.node.clone());
+                self.shared.nodes.placed(&path, &placed, id, self.me.clone());
+                Running::Remote(placed)
+            }
             ChildStart::Plugin(start) => {
+                self.placed.remove(id);
                 let plugin = self
                     .shared
                     .plugin(&start.plugin)
@@ -425,45 +449,19 @@ impl Supervisor {
                         .entry(id.to_owned())
                         .or_insert_with(|| self.shared.post.open(&path, &start.mailbox)),
                 );
-                let mut config = SandboxConfig::new(path);
-                config.config = start.config;
-                config.limits = start.limits;
-                config.grants = start.grants;
-                config.state = Arc::clone(&self.shared.state);
-                // The incarnation's messenger, with its timers: shared by a hibernating
-                // child's activations, dropped when the incarnation ends.
-                config.messenger =
-                    Arc::new(Outbox::new(Arc::clone(&self.shared.post), Arc::clone(&mailbox)));
-                let hibernate = start.hibernate_after.map(|after| worker::Hibernate {
-                    plugin: plugin.clone(),
-                    config: config.clone(),
-                    after,
-                });
-                let sandbox = Sandbox::start(&plugin, config, incarnation).await?;
-                let kill = sandbox.kill_switch();
-                // Hibernating after every message: none is waiting yet, so the instance
-                // goes now (its slot with it).
-                let sandbox = match &hibernate {
-                    Some(h) if h.after.is_zero() => {
-                        drop(sandbox);
-                        None
-                    }
-                    _ => Some(sandbox),
-                };
-                let (stop, stopped) = oneshot::channel();
-                let (go, started) = oneshot::channel();
-                let task = Owned(tokio::spawn(worker::run(worker::Worker {
-                    id: id.to_owned(),
+                let config = sandbox_config(&self.shared, path, &start, &mailbox);
+                let handle = worker::start(
+                    &self.shared,
+                    id,
                     incarnation,
-                    sandbox,
+                    plugin,
+                    config,
+                    start.hibernate_after,
                     mailbox,
-                    shared: Arc::clone(&self.shared),
-                    started,
-                    stop: stopped,
-                    supervisor: self.me.clone(),
-                    hibernate,
-                })));
-                Running::Worker { incarnation, go: Some(go), stop, kill, task }
+                    self.me.clone(),
+                )
+                .await?;
+                Running::Worker(handle)
             }
             ChildStart::Supervisor(sub) => {
                 let parent = Parent { tx: self.me.clone(), id: id.to_owned(), incarnation };
@@ -498,7 +496,7 @@ impl Supervisor {
 /// Stops one child as `shutdown` says: graceful within the timeout, then killed.
 /// Returns how it ended, and whether it announced that itself (a worker does).
 async fn stop(running: Running, shutdown: Shutdown) -> (ExitReason, bool) {
-    let is_worker = matches!(running, Running::Worker { .. });
+    let is_worker = matches!(running, Running::Worker(_));
     let reason = stop_running(running, shutdown).await;
     match reason {
         Ok(reason) => (reason, is_worker),
@@ -510,27 +508,14 @@ async fn stop(running: Running, shutdown: Shutdown) -> (ExitReason, bool) {
 /// was aborted), so it announced nothing.
 async fn stop_running(running: Running, shutdown: Shutdown) -> Result<ExitReason, ExitReason> {
     match running {
-        Running::Worker { stop, kill, mut task, .. } => {
-            if shutdown == Shutdown::BrutalKill {
-                kill.kill(KillCause::BrutalKill);
-            }
-            let _ = stop.send(shutdown);
-            match shutdown {
-                Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
-                    Ok(result) => joined(result),
-                    Err(_) => {
-                        kill.kill(KillCause::ShutdownTimeout);
-                        joined((&mut task.0).await)
-                    }
-                },
-                Shutdown::BrutalKill | Shutdown::Infinity => joined((&mut task.0).await),
-            }
-        }
+        Running::Worker(handle) => handle.stop(shutdown).await,
+        // Announced by the node it ran on, on that node's stream; here by the core.
+        Running::Remote(placed) => Err(placed.stop(shutdown).await),
         Running::Supervisor { tx, mut task, .. } => {
             let _ = tx.send(SupMsg::Shutdown);
             match shutdown {
                 Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
-                    Ok(result) => joined(result),
+                    Ok(result) => worker::joined(result),
                     Err(_) => {
                         task.0.abort();
                         Err(ExitReason::Killed { cause: KillCause::ShutdownTimeout })
@@ -540,19 +525,26 @@ async fn stop_running(running: Running, shutdown: Shutdown) -> Result<ExitReason
                     task.0.abort();
                     Err(ExitReason::Killed { cause: KillCause::BrutalKill })
                 }
-                Shutdown::Infinity => joined((&mut task.0).await),
+                Shutdown::Infinity => worker::joined((&mut task.0).await),
             }
         }
     }
 }
 
-/// A task's result: panics are caught inside every task, so an error means it was
-/// aborted (its owner was dropped).
-fn joined(result: Result<ExitReason, tokio::task::JoinError>) -> Result<ExitReason, ExitReason> {
-    result.map_err(|e| match e.try_into_panic() {
-        Ok(payload) => {
-            ExitReason::HostPanic { message: crate::task::panic_message(payload.as_ref()) }
-        }
-        Err(_) => ExitReason::Killed { cause: KillCause::BrutalKill },
-    })
+/// The sandbox settings of an incarnation of the plugin child at `path`.
+pub(crate) fn sandbox_config(
+    shared: &Arc<Shared>,
+    path: String,
+    start: &PluginStart,
+    mailbox: &Arc<Mailbox>,
+) -> SandboxConfig {
+    let mut config = SandboxConfig::new(path);
+    config.config.clone_from(&start.config);
+    config.limits = start.limits.clone();
+    config.grants = start.grants.clone();
+    config.state = Arc::clone(&shared.state);
+    // The incarnation's messenger, with its timers: shared by a hibernating child's
+    // activations, dropped when the incarnation ends.
+    config.messenger = Arc::new(Outbox::new(Arc::clone(&shared.post), Arc::clone(mailbox)));
+    config
 }

@@ -23,41 +23,144 @@ use super::protocol::SupMsg;
 use super::shared::Shared;
 use crate::events::{DeadLetterReason, Event};
 use crate::messaging::{Frame, Letter, Mailbox};
-use crate::sandbox::{ExportCall, Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
+use crate::sandbox::{
+    ExportCall, Handled, KillSwitch, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown,
+};
+use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// What a worker task runs with.
-pub(crate) struct Worker {
-    /// The child's id in its supervisor.
-    pub(crate) id: String,
+/// A started worker, as its supervisor holds it.
+pub(crate) struct Handle {
     pub(crate) incarnation: u64,
+    /// Lets the worker take its first message once its `child_started` is out,
+    /// so that no exit of this incarnation is published before its start.
+    pub(crate) go: Option<oneshot::Sender<()>>,
+    stop: oneshot::Sender<Shutdown>,
+    kill: KillSwitch,
+    task: Owned<ExitReason>,
+}
+
+/// Starts an incarnation of the plugin child `id` at `config.path`: its sandbox and
+/// its worker task, which takes no message until [`Handle::go`] fires and reports an
+/// exit of its own to `supervisor`.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    id: &str,
+    incarnation: u64,
+    plugin: Plugin,
+    config: SandboxConfig,
+    hibernate_after: Option<Duration>,
+    mailbox: Arc<Mailbox>,
+    supervisor: mpsc::UnboundedSender<SupMsg>,
+) -> Result<Handle, ExitReason> {
+    let hibernate = hibernate_after.map(|after| Hibernate {
+        plugin: plugin.clone(),
+        config: config.clone(),
+        after,
+    });
+    let sandbox = Sandbox::start(&plugin, config, incarnation).await?;
+    let kill = sandbox.kill_switch();
+    // Hibernating after every message: none is waiting yet, so the instance goes now
+    // (its slot with it).
+    let sandbox = match &hibernate {
+        Some(h) if h.after.is_zero() => {
+            drop(sandbox);
+            None
+        }
+        _ => Some(sandbox),
+    };
+    let (stop, stopped) = oneshot::channel();
+    let (go, started) = oneshot::channel();
+    let task = Owned(tokio::spawn(run(Worker {
+        id: id.to_owned(),
+        incarnation,
+        sandbox,
+        mailbox,
+        shared: Arc::clone(shared),
+        started,
+        stop: stopped,
+        supervisor,
+        hibernate,
+    })));
+    Ok(Handle { incarnation, go: Some(go), stop, kill, task })
+}
+
+impl Handle {
+    /// Stops the incarnation as `shutdown` says: graceful within the timeout, then
+    /// killed. Its exit reason; `Err` when its task did not end on its own (it was
+    /// aborted), so it announced nothing.
+    pub(crate) async fn stop(self, shutdown: Shutdown) -> Result<ExitReason, ExitReason> {
+        let Handle { stop, kill, mut task, .. } = self;
+        if shutdown == Shutdown::BrutalKill {
+            kill.kill(KillCause::BrutalKill);
+        }
+        let _ = stop.send(shutdown);
+        match shutdown {
+            Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
+                Ok(result) => joined(result),
+                Err(_) => {
+                    kill.kill(KillCause::ShutdownTimeout);
+                    joined((&mut task.0).await)
+                }
+            },
+            Shutdown::BrutalKill | Shutdown::Infinity => joined((&mut task.0).await),
+        }
+    }
+
+    /// Kills the incarnation at once for `cause`; its exit reason.
+    pub(crate) async fn kill(self, cause: KillCause) -> ExitReason {
+        let Handle { stop, kill, mut task, .. } = self;
+        kill.kill(cause);
+        let _ = stop.send(Shutdown::BrutalKill);
+        joined((&mut task.0).await).unwrap_or_else(|reason| reason)
+    }
+}
+
+/// A task's result: panics are caught inside every task, so an error means it was
+/// aborted (its owner was dropped).
+pub(crate) fn joined(
+    result: Result<ExitReason, tokio::task::JoinError>,
+) -> Result<ExitReason, ExitReason> {
+    result.map_err(|e| match e.try_into_panic() {
+        Ok(payload) => {
+            ExitReason::HostPanic { message: crate::task::panic_message(payload.as_ref()) }
+        }
+        Err(_) => ExitReason::Killed { cause: KillCause::BrutalKill },
+    })
+}
+
+/// What a worker task runs with.
+struct Worker {
+    /// The child's id in its supervisor.
+    id: String,
+    incarnation: u64,
     /// The started instance; `None` for a child that hibernates at once.
-    pub(crate) sandbox: Option<Sandbox>,
-    pub(crate) mailbox: Arc<Mailbox>,
-    pub(crate) shared: Arc<Shared>,
+    sandbox: Option<Sandbox>,
+    mailbox: Arc<Mailbox>,
+    shared: Arc<Shared>,
     /// Fires once the incarnation's `child_started` is published: until then no
     /// message is taken, so its exit cannot be published before its start.
-    pub(crate) started: oneshot::Receiver<()>,
+    started: oneshot::Receiver<()>,
     /// The supervisor's order to stop (the supervisor enforces the shutdown timeout
     /// through the kill switch).
-    pub(crate) stop: oneshot::Receiver<Shutdown>,
+    stop: oneshot::Receiver<Shutdown>,
     /// Where an exit the supervisor did not ask for is reported.
-    pub(crate) supervisor: mpsc::UnboundedSender<SupMsg>,
+    supervisor: mpsc::UnboundedSender<SupMsg>,
     /// For a hibernating child: how to start it again.
-    pub(crate) hibernate: Option<Hibernate>,
+    hibernate: Option<Hibernate>,
 }
 
 /// What a hibernating child's worker needs to start the instance again.
-pub(crate) struct Hibernate {
-    pub(crate) plugin: Plugin,
+struct Hibernate {
+    plugin: Plugin,
     /// The incarnation's config; its clones share the kill switch, the heartbeat cell
     /// and the messenger (with the incarnation's timers).
-    pub(crate) config: SandboxConfig,
+    config: SandboxConfig,
     /// Idle this long, the instance is dropped.
-    pub(crate) after: Duration,
+    after: Duration,
 }
 
 /// How the incarnation ended.
@@ -74,7 +177,7 @@ enum Exit {
 /// asks the supervisor about the child is answered after the supervisor knows. A
 /// panic in the host's code serving the child ends the incarnation with
 /// `host_panic`, reported like any other exit.
-pub(crate) async fn run(worker: Worker) -> ExitReason {
+async fn run(worker: Worker) -> ExitReason {
     let incarnation = worker.incarnation;
     let report =
         Report { supervisor: worker.supervisor.clone(), id: worker.id.clone(), incarnation };
@@ -325,7 +428,10 @@ impl Ends<'_> {
 }
 
 fn announce(shared: &Shared, path: &str, incarnation: u64, reason: &ExitReason) {
-    shared.emit(Event::ChildExited { path: path.to_owned(), incarnation, reason: reason.clone() });
+    // A child placed here by another node's supervisor names this node.
+    let node = shared.nodes.hosts(path).then(|| shared.nodes.name()).flatten();
+    let (path, reason) = (path.to_owned(), reason.clone());
+    shared.emit(Event::ChildExited { path, incarnation, reason, node });
 }
 
 /// The letter whose handling ended the incarnation with `reason`: a call is answered

@@ -185,6 +185,7 @@ pub(crate) fn to_wit_exit(reason: &ExitReason) -> bindings::warden::plugin::type
             KillCause::Heartbeat => K::Heartbeat,
             KillCause::ShutdownTimeout => K::ShutdownTimeout,
             KillCause::BrutalKill => K::BrutalKill,
+            KillCause::NodeDown => K::NodeDown,
         }),
         ExitReason::StartFailed { message } => W::StartFailed(message.clone()),
         ExitReason::HostPanic { message } => W::HostPanic(message.clone()),

@@ -110,6 +110,9 @@ pub(crate) struct PluginInner {
     /// Where the world's exports are, found once.
     pub(crate) indices: bindings::PluginIndices,
     pub(crate) hash: [u8; 32],
+    /// The component itself, for a cluster node that publishes it to the node it
+    /// places a child on.
+    pub(crate) bytes: Arc<[u8]>,
     /// The application's interfaces it imports.
     pub(crate) app_imports: Vec<AppImport>,
 }
@@ -205,9 +208,22 @@ impl Plugin {
             .map_err(|message| LoadError::BadExports { file: file.clone(), message })?;
         let indices = bindings::PluginIndices::new(pre.instance_pre())
             .map_err(|e| LoadError::BadExports { file: file.clone(), message: format!("{e:#}") })?;
-        let inner =
-            PluginInner { name: file, engine: engine.clone(), pre, indices, hash, app_imports };
+        let bytes = Arc::from(bytes);
+        let inner = PluginInner {
+            name: file,
+            engine: engine.clone(),
+            pre,
+            indices,
+            hash,
+            bytes,
+            app_imports,
+        };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The component's bytes.
+    pub(crate) fn bytes(&self) -> &Arc<[u8]> {
+        &self.inner.bytes
     }
 
     /// The name the plugin was loaded under (its file path, usually).

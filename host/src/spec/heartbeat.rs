@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How a busy child's heartbeats are judged.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum HeartbeatPolicy {
     /// Killed when it has not beaten for this long while busy.
     Timeout(Duration),
@@ -14,7 +14,7 @@ pub enum HeartbeatPolicy {
 
 /// The φ-accrual detector's parameters; the defaults are Akka's (cluster failure
 /// detector).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PhiAccrual {
     /// φ at which the child is judged hung. Default 8 (a false positive about once in
     /// 10⁸ beats, if intervals were normal).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Resource limits of one child. Each incarnation gets a fresh budget.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChildLimits {
     /// Largest linear memory, in bytes. Growing past it ends the incarnation with
     /// `trap(memory_limit)` (like Erlang's `max_heap_size` kill). Default 64 MiB.
@@ -54,7 +54,7 @@ impl Default for ChildLimits {
 
 /// What a child may reach outside its sandbox. The default grants nothing: no
 /// directory, no environment variable, no network.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grants {
     /// Host directories visible to the guest. wasmtime-wasi resolves guest paths in
     /// them with cap-std, so neither `..`, an absolute path nor a symlink leads outside
@@ -81,7 +81,7 @@ impl Grants {
 }
 
 /// One host directory granted to a child.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirGrant {
     /// The directory on the host.
     pub host: PathBuf,
@@ -94,7 +94,7 @@ pub struct DirGrant {
 /// How much state one child may keep. A write that would take the child past a limit
 /// fails with `quota-exceeded` (or `value-too-large`) and
 /// changes nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Quota {
     /// Keys and values together, in bytes. Default 64 MiB.
     pub max_bytes: u64,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How a child receives messages, and whom it may send to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailboxConfig {
     /// Messages that may wait in the mailbox, the one being handled not counted. A
     /// send to a full mailbox fails with `mailbox-full`. Default 1024.
@@ -44,7 +44,7 @@ impl Default for MailboxConfig {
 /// only the paths listed: exact (`root/db`), a subtree (`root/pool/*`: every path
 /// under `root/pool/`), or anyone (`*`). Empty by default: guests are denied unless
 /// allowed. The embedding application is not subject to it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Targets(Vec<String>);
 
 impl Targets {
@@ -102,7 +102,7 @@ pub struct BadTarget(pub String);
 /// `circuit-open` for `reset`; then one probe call is let through (half-open): if it
 /// succeeds the circuit closes, if it fails it opens again. An application error is
 /// an answer, not a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CircuitConfig {
     /// Consecutive failures that open the circuit (at least 1).
     pub failures: u32,
@@ -111,7 +111,7 @@ pub struct CircuitConfig {
 }
 
 /// How many timers a child may have pending, and how many payload bytes they may hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimerLimits {
     /// Timers pending at once. Default 1,024.
     pub max_timers: usize,

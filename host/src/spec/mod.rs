@@ -29,6 +29,6 @@ pub use network::{BadNetRule, NetRule, Network, Protocol, SocketUse, Transport};
 pub use source::{LoadedPlugin, PluginSource};
 pub(crate) use tree::check_child;
 pub use tree::{
-    AutoShutdown, Backoff, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, SpecError,
-    SpecProblem, Strategy, SupervisorSpec, validate,
+    AutoShutdown, Backoff, ChildSpec, ChildStart, Placement, PluginStart, Restart, Shutdown,
+    SpecError, SpecProblem, Strategy, SupervisorSpec, validate,
 };

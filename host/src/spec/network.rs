@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// The sockets a child may use. Default none.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Network {
     /// No socket and no name lookup.
@@ -69,7 +69,7 @@ impl Network {
 }
 
 /// What a child is doing with a socket address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SocketUse {
     /// Binding or listening on a local address.
     Bind,
@@ -86,7 +86,7 @@ impl From<bool> for Network {
 }
 
 /// A transport.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// TCP.
     Tcp,
@@ -95,7 +95,7 @@ pub enum Protocol {
 }
 
 /// What a rule applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
     /// TCP only.
     Tcp,
@@ -117,7 +117,7 @@ impl Transport {
 }
 
 /// One allowed destination, or name lookups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NetRule {
     /// Addresses in `net/prefix`, on `ports` (all when `None`), over `protocol`.
     Addr {

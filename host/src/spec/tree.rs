@@ -281,6 +281,22 @@ pub struct ChildSpec {
     /// Trap kinds after which the child is not restarted, whatever its restart type
     /// (e.g. `memory_limit`); it stays stopped and `restart_child` can revive it.
     pub no_restart_on: Vec<TrapKind>,
+    /// Which node of a cluster runs it. Default where its supervisor runs.
+    pub placement: Placement,
+}
+
+/// Which node of a cluster runs a plugin child (a supervisor always runs where its
+/// parent does).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Where its supervisor runs: the only choice on one machine, and the default.
+    #[default]
+    Local,
+    /// The first of these nodes that is up when it starts, in order (`node = "b"` is a
+    /// list of one). Starting it when none is up is a start failure, with OTP's
+    /// consequences.
+    Nodes(Vec<String>),
 }
 
 impl ChildSpec {
@@ -310,6 +326,7 @@ impl ChildSpec {
             backoff: Backoff::None,
             backoff_reset: Duration::from_secs(10),
             no_restart_on: Vec::new(),
+            placement: Placement::Local,
         }
     }
 
@@ -350,6 +367,18 @@ impl ChildSpec {
     /// Default none.
     pub fn no_restart_on(mut self, kinds: impl IntoIterator<Item = TrapKind>) -> Self {
         self.no_restart_on = kinds.into_iter().collect();
+        self
+    }
+
+    /// Runs it on the cluster node `node` only. Default where its supervisor runs.
+    pub fn node(self, node: impl Into<String>) -> Self {
+        self.nodes([node])
+    }
+
+    /// Runs it on the first of `nodes` that is up when it starts. Default where its
+    /// supervisor runs.
+    pub fn nodes<N: Into<String>>(mut self, nodes: impl IntoIterator<Item = N>) -> Self {
+        self.placement = Placement::Nodes(nodes.into_iter().map(Into::into).collect());
         self
     }
 }
@@ -502,6 +531,21 @@ pub enum SpecProblem {
         /// What the engine's pool gives one memory, in bytes.
         pool: usize,
     },
+    /// A supervisor child with a placement: a supervisor runs where its parent does.
+    #[error("`node`/`nodes` place plugin children; a supervisor runs where its parent does")]
+    PlacedSupervisor,
+    /// A placement that names no node, or an empty node name.
+    #[error("`nodes` must name at least one node, each by a non-empty name")]
+    NoNodes,
+    /// A child placed on other nodes, on a host that is not in a cluster.
+    #[error(
+        "it is placed on node(s) {nodes:?} but this host is in no cluster (`--node` and \
+         `--nats`, or HostBuilder::cluster)"
+    )]
+    NoCluster {
+        /// The nodes it names.
+        nodes: Vec<String>,
+    },
 }
 
 impl SpecProblem {
@@ -562,6 +606,13 @@ pub(crate) fn check_child(child: &ChildSpec, auto_shutdown: AutoShutdown) -> Vec
         && !(0.0..=1.0).contains(&jitter)
     {
         problems.push(SpecProblem::Jitter { jitter });
+    }
+    if let Placement::Nodes(nodes) = &child.placement {
+        if child.is_supervisor() {
+            problems.push(SpecProblem::PlacedSupervisor);
+        } else if nodes.is_empty() || nodes.iter().any(String::is_empty) {
+            problems.push(SpecProblem::NoNodes);
+        }
     }
     if let ChildStart::Plugin(plugin) = &child.start {
         for grant in &plugin.grants.interfaces {

@@ -150,6 +150,10 @@ pub struct ChildInfo {
     pub state: ChildState,
     /// Its latest incarnation (0 if never started).
     pub incarnation: u64,
+    /// The cluster node its latest incarnation ran on, for a child placed on a node
+    /// (absent for one running where its supervisor runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Whether a child is a worker or a supervisor.
@@ -290,6 +294,11 @@ impl Core {
         format!("{}/{id}", self.path)
     }
 
+    /// The id of the child at `path` (its last segment).
+    pub fn child_id<'p>(&self, path: &'p str) -> &'p str {
+        path.rsplit('/').next().unwrap_or_default()
+    }
+
     /// The spec of child `id`, to start it.
     pub fn spec(&self, id: &str) -> Option<&ChildSpec> {
         self.find(id).map(|i| &self.children[i].spec)
@@ -340,7 +349,11 @@ impl Core {
                 child.started_at = Some(now);
                 child.generation += 1;
                 let incarnation = child.incarnation;
-                self.emit(Event::ChildStarted { path: self.child_path(id), incarnation });
+                self.emit(Event::ChildStarted {
+                    path: self.child_path(id),
+                    incarnation,
+                    node: None,
+                });
                 if cause == StartCause::Init {
                     self.init_pending -= 1;
                     if self.init_pending == 0 && self.phase == Phase::Starting {
@@ -420,7 +433,12 @@ impl Core {
         let Some(i) = self.find(id) else { return };
         let child = &mut self.children[i];
         let incarnation = child.stopping.take().unwrap_or(child.incarnation);
-        self.emit(Event::ChildExited { path: self.child_path(id), incarnation, reason });
+        self.emit(Event::ChildExited {
+            path: self.child_path(id),
+            incarnation,
+            reason,
+            node: None,
+        });
         let child = &mut self.children[i];
         if child.state == ChildState::Running {
             child.state = ChildState::Stopped;
@@ -452,6 +470,7 @@ impl Core {
             path: self.child_path(id),
             incarnation,
             reason: reason.clone(),
+            node: None,
         });
         // No longer running, whatever comes next (OTP's del_child before giving up).
         self.children[i].state = ChildState::Stopped;
@@ -816,6 +835,7 @@ impl Core {
                 },
                 state: c.state,
                 incarnation: c.incarnation,
+                node: None,
             })
             .collect()
     }

@@ -10,8 +10,8 @@ pub use self::core::{
     AdminError, ChildCounts, ChildInfo, ChildKind, ChildState, Core, Directive, StartCause,
 };
 pub use crate::spec::{
-    AutoShutdown, Backoff, ChildSpec, ChildStart, LoadedPlugin, PluginSource, PluginStart, Restart,
-    Shutdown, SpecError, SpecProblem, Strategy, SupervisorSpec, validate,
+    AutoShutdown, Backoff, ChildSpec, ChildStart, LoadedPlugin, Placement, PluginSource,
+    PluginStart, Restart, Shutdown, SpecError, SpecProblem, Strategy, SupervisorSpec, validate,
 };
 
 #[cfg(test)]

@@ -1,0 +1,422 @@
+//! Several hosts as one cluster, on NATS with JetStream: who is a member, where
+//! components are kept, and how exits travel. The supervision that spans nodes is the
+//! runtime's ([`crate::runtime`]); this room only speaks to NATS.
+//!
+//! - **Membership** is a JetStream key-value bucket (`warden_nodes`) with per-key TTLs
+//!   (server ≥ 2.11). A node joins by creating its key (a taken name is refused),
+//!   renews it every third of the TTL, and watches the bucket: a key that expires is
+//!   a dead node (`node_down`, reason `expired`), a key deleted is a node that left.
+//!   A node that cannot renew its key for longer than the TTL, or finds it gone, fences
+//!   itself off (`node_down` for itself, reason `fenced`): the runtime stops its
+//!   children, so no child runs on two nodes at once. It then tries to join again.
+//! - **Components** are kept in a JetStream object store (`warden_plugins`) by their
+//!   SHA-256: a member needs no copy of the plugin files.
+//! - **Exits** of children placed on a node travel to their supervisor's node on a
+//!   JetStream stream (`WARDEN_EXITS`), acknowledged once delivered, so a crash notice
+//!   is not lost across a reconnect.
+//! - **Requests** (start, stop, messages) are NATS requests to a node's subjects; a
+//!   request to a node nobody serves is answered "no responders" at once.
+
+pub(crate) mod wire;
+
+use crate::events::{Event, EventBus};
+use crate::task::Owned;
+use async_nats::jetstream::{self, kv, object_store, stream};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, watch};
+
+/// The membership bucket.
+const MEMBERS: &str = "warden_nodes";
+/// The components' object store.
+const PLUGINS: &str = "warden_plugins";
+/// The stream of exit notices.
+const EXITS: &str = "WARDEN_EXITS";
+
+/// How a host joins a cluster: its node name, the NATS server, and how long its
+/// membership lives without renewal.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's name: unique in the cluster; letters, digits, `-` and `_`.
+    pub node: String,
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub nats: String,
+    /// How long the node's membership lives unless renewed (it is renewed every third
+    /// of it): how fast its death is noticed. Whole seconds, at least 1. Default 3 s.
+    pub ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// Node `node` of the cluster on the NATS server at `nats`, with the default TTL.
+    pub fn new(node: impl Into<String>, nats: impl Into<String>) -> Self {
+        Self { node: node.into(), nats: nats.into(), ttl: Duration::from_secs(3) }
+    }
+
+    /// How long the membership lives unless renewed. Default 3 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    fn check(&self) -> Result<(), ClusterError> {
+        let name_ok = !self.node.is_empty()
+            && self.node.len() <= 64
+            && self.node.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(ClusterError::BadName { node: self.node.clone() });
+        }
+        if self.ttl < Duration::from_secs(1) || self.ttl.subsec_nanos() != 0 {
+            return Err(ClusterError::BadTtl { ttl: self.ttl });
+        }
+        Ok(())
+    }
+}
+
+/// Why a host could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The node name cannot be used.
+    #[error("bad node name {node:?}: use 1 to 64 letters, digits, '-' or '_' (it is a NATS key)")]
+    BadName {
+        /// The name given.
+        node: String,
+    },
+    /// The TTL is not whole seconds, or less than one.
+    #[error("bad node TTL {ttl:?}: NATS keeps per-key TTLs in whole seconds, at least 1 s")]
+    BadTtl {
+        /// The TTL given.
+        ttl: Duration,
+    },
+    /// Another live node has the name.
+    #[error("node name {node:?} is taken: another node of the cluster runs under it")]
+    NameTaken {
+        /// The name.
+        node: String,
+    },
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// The server's address.
+        url: String,
+        /// What the client said.
+        message: String,
+    },
+    /// JetStream refused or failed something joining needs.
+    #[error("NATS JetStream: {what}: {message} (the server must be 2.11 or later, with -js)")]
+    JetStream {
+        /// What was being done.
+        what: &'static str,
+        /// What the server or client said.
+        message: String,
+    },
+}
+
+/// A change in the cluster's membership, as the runtime acts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Up(String),
+    /// A node is gone: `reason` as `node_down` says it. For this node itself,
+    /// `fenced`: it must stop its children.
+    Down {
+        node: String,
+        reason: &'static str,
+    },
+}
+
+/// This host's membership of a cluster.
+pub(crate) struct Cluster {
+    pub(crate) node: String,
+    pub(crate) ttl: Duration,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    members: kv::Store,
+    plugins: object_store::ObjectStore,
+    /// The nodes up now, this one included while it is joined.
+    live: watch::Sender<BTreeSet<String>>,
+    changes: broadcast::Sender<Change>,
+    events: Arc<EventBus>,
+    /// Components known to be in the object store, by hash.
+    published: Mutex<BTreeSet<String>>,
+    tasks: Mutex<Vec<Owned<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to NATS, makes sure the cluster's bucket, store and stream exist, and
+    /// joins as `config.node`: refused when a live node has the name.
+    pub(crate) async fn join(
+        config: &ClusterConfig,
+        events: Arc<EventBus>,
+    ) -> Result<Arc<Self>, ClusterError> {
+        config.check()?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("warden {}", config.node))
+            .connection_timeout(Duration::from_secs(5))
+            .connect(config.nats.as_str())
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: config.nats.clone(),
+                message: e.to_string(),
+            })?;
+        let js = jetstream::new(client.clone());
+        let js_err = |what| {
+            move |e: &dyn std::fmt::Display| ClusterError::JetStream {
+                what,
+                message: e.to_string(),
+            }
+        };
+        let members = match js.get_key_value(MEMBERS).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: MEMBERS.into(),
+                    history: 1,
+                    limit_markers: Some(Duration::from_secs(60)),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| js_err("creating the membership bucket")(&e))?,
+        };
+        let plugins = match js.get_object_store(PLUGINS).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: PLUGINS.into(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| js_err("creating the component store")(&e))?,
+        };
+        js.get_or_create_stream(stream::Config {
+            name: EXITS.into(),
+            subjects: vec!["warden.exit.>".into()],
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err("creating the exit stream")(&e))?;
+
+        let revision = create_key(&members, &config.node, config.ttl).await?;
+        let cluster = Arc::new(Self {
+            node: config.node.clone(),
+            ttl: config.ttl,
+            client,
+            js,
+            members,
+            plugins,
+            live: watch::channel(BTreeSet::new()).0,
+            changes: broadcast::channel(1024).0,
+            events,
+            published: Mutex::new(BTreeSet::new()),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut entries = cluster
+            .members
+            .watch_with_history(">")
+            .await
+            .map_err(|e| js_err("watching members")(&e))?;
+        // Joined once the members up now are known (the last entry of each key first,
+        // this node's own among them): a child placed on one of them may start at once.
+        let caught_up = async {
+            use futures_util::StreamExt;
+            while let Some(entry) = entries.next().await {
+                let entry = entry.map_err(|e| js_err("reading members")(&e))?;
+                let last = entry.delta == 0;
+                cluster.apply(entry);
+                if last {
+                    return Ok(());
+                }
+            }
+            Err(js_err("reading members")(&"the watch ended"))
+        };
+        tokio::time::timeout(Duration::from_secs(10), caught_up)
+            .await
+            .map_err(|_| js_err("reading members")(&"timed out"))??;
+
+        // The tasks hold the cluster weakly: they end with it.
+        let weak = Arc::downgrade(&cluster);
+        let mut tasks = cluster.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.push(Owned(tokio::spawn(watch_members(weak.clone(), entries))));
+        tasks.push(Owned(tokio::spawn(renew(weak, revision))));
+        drop(tasks);
+        Ok(cluster)
+    }
+
+    /// Changes of the membership from now on.
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Whether `node` is up now.
+    pub(crate) fn is_up(&self, node: &str) -> bool {
+        self.live.borrow().contains(node)
+    }
+
+    /// Waits until `node` is down (at once when it is not up).
+    pub(crate) async fn down(&self, node: &str) {
+        let mut live = self.live.subscribe();
+        let _ = live.wait_for(|live| !live.contains(node)).await;
+    }
+
+    /// Leaves the cluster: others see `node_down` with reason `left`.
+    pub(crate) async fn leave(&self) {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Err(e) = self.members.delete(&self.node).await {
+            tracing::warn!(node = self.node, "could not leave the cluster: {e}");
+        }
+        let _ = self.client.flush().await;
+    }
+
+    /// Puts the component in the object store under its hash, once.
+    pub(crate) async fn publish_plugin(&self, hash: &str, bytes: &[u8]) -> Result<(), String> {
+        if self.published.lock().unwrap_or_else(|p| p.into_inner()).contains(hash) {
+            return Ok(());
+        }
+        if self.plugins.info(hash).await.is_err() {
+            let mut reader = bytes;
+            self.plugins.put(hash, &mut reader).await.map_err(|e| e.to_string())?;
+        }
+        self.published.lock().unwrap_or_else(|p| p.into_inner()).insert(hash.to_owned());
+        Ok(())
+    }
+
+    /// The component stored under `hash`.
+    pub(crate) async fn fetch_plugin(&self, hash: &str) -> Result<Vec<u8>, String> {
+        use tokio::io::AsyncReadExt;
+        let mut object = self.plugins.get(hash).await.map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await.map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+
+    async fn renew_once(&self, revision: u64) -> Result<u64, Renewal> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-TTL", self.ttl.as_secs().to_string().as_str());
+        headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
+        let subject = format!("$KV.{MEMBERS}.{}", self.node);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, self.node.clone().into())
+            .await
+            .map_err(|e| Renewal::Failed(e.to_string()))?;
+        match tokio::time::timeout(self.ttl / 3, ack).await {
+            Ok(Ok(ack)) => Ok(ack.sequence),
+            Ok(Err(e)) if e.to_string().contains("wrong last sequence") => Err(Renewal::Lost),
+            Ok(Err(e)) => Err(Renewal::Failed(e.to_string())),
+            Err(_) => Err(Renewal::Failed("no acknowledgement".into())),
+        }
+    }
+
+    /// One change of the membership bucket.
+    fn apply(&self, entry: kv::Entry) {
+        tracing::debug!(key = entry.key, op = ?entry.operation, delta = entry.delta, "membership");
+        let node = entry.key;
+        match entry.operation {
+            kv::Operation::Put => {
+                if self.live.send_if_modified(|live| live.insert(node.clone())) {
+                    self.events.emit(Event::NodeUp { node: node.clone() });
+                    let _ = self.changes.send(Change::Up(node));
+                }
+            }
+            op => {
+                let reason = if op == kv::Operation::Delete { "left" } else { "expired" };
+                if node == self.node {
+                    // Our own key is gone: someone else may take the name now.
+                    self.fence();
+                } else if self.live.send_if_modified(|live| live.remove(&node)) {
+                    let down = Event::NodeDown { node: node.clone(), reason: reason.into() };
+                    self.events.emit(down);
+                    let _ = self.changes.send(Change::Down { node, reason });
+                }
+            }
+        }
+    }
+
+    /// This node is no longer a member: it says so, and the runtime stops its
+    /// children. Once per loss.
+    fn fence(&self) {
+        if self.live.send_if_modified(|live| live.remove(&self.node)) {
+            let node = self.node.clone();
+            tracing::warn!(node, "lost the cluster for longer than the node TTL: fencing off");
+            self.events.emit(Event::NodeDown { node: node.clone(), reason: "fenced".into() });
+            let _ = self.changes.send(Change::Down { node, reason: "fenced" });
+        }
+    }
+
+    /// Joins again after fencing, as soon as the name can be taken; its revision.
+    async fn rejoin(&self) -> u64 {
+        loop {
+            match create_key(&self.members, &self.node, self.ttl).await {
+                Ok(revision) => return revision,
+                Err(e) => {
+                    tracing::debug!(node = self.node, "rejoining: {e}");
+                    tokio::time::sleep(self.ttl / 3).await;
+                }
+            }
+        }
+    }
+}
+
+/// Follows the membership bucket: up and down events, the live set, the changes.
+async fn watch_members(cluster: Weak<Cluster>, mut entries: kv::Watch) {
+    use futures_util::StreamExt;
+    while let Some(entry) = entries.next().await {
+        let Some(cluster) = cluster.upgrade() else { return };
+        match entry {
+            Ok(entry) => cluster.apply(entry),
+            Err(e) => tracing::warn!("membership watch: {e}"),
+        }
+    }
+}
+
+/// Renews this node's key every third of the TTL; fences the node off when that
+/// fails for longer than the TTL or the key is no longer ours, then joins again.
+async fn renew(cluster: Weak<Cluster>, mut revision: u64) {
+    let Some(ttl) = cluster.upgrade().map(|c| c.ttl) else { return };
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let Some(cluster) = cluster.upgrade() else { return };
+        let lost = match cluster.renew_once(revision).await {
+            Ok(next) => {
+                revision = next;
+                renewed = Instant::now();
+                false
+            }
+            Err(Renewal::Lost) => true,
+            Err(Renewal::Failed(e)) => {
+                tracing::warn!(node = cluster.node, "could not renew membership: {e}");
+                renewed.elapsed() > ttl
+            }
+        };
+        if lost {
+            cluster.fence();
+            revision = cluster.rejoin().await;
+            renewed = Instant::now();
+        }
+    }
+}
+
+enum Renewal {
+    /// The key is no longer this node's.
+    Lost,
+    Failed(String),
+}
+
+/// Creates a node's key with its TTL; refused when the name is taken.
+async fn create_key(members: &kv::Store, node: &str, ttl: Duration) -> Result<u64, ClusterError> {
+    members.create_with_ttl(node, node.to_owned().into(), ttl).await.map_err(|e| {
+        if e.kind() == kv::CreateErrorKind::AlreadyExists {
+            ClusterError::NameTaken { node: node.to_owned() }
+        } else {
+            ClusterError::JetStream { what: "joining", message: e.to_string() }
+        }
+    })
+}
