@@ -167,7 +167,8 @@ mod tests {
     }
 
     fn record(seq: u64) -> EventRecord {
-        let event = Event::ChildStarted { path: format!("root/c{seq}"), incarnation: 1 };
+        let event =
+            Event::ChildStarted { path: format!("root/c{seq}"), incarnation: 1, node: None };
         EventRecord { event, ts_us: seq, seq }
     }
 

@@ -414,7 +414,7 @@ mod tests {
     use super::*;
 
     fn started(n: u64) -> Event {
-        Event::ChildStarted { path: format!("root/c{n}"), incarnation: 1 }
+        Event::ChildStarted { path: format!("root/c{n}"), incarnation: 1, node: None }
     }
 
     #[tokio::test]
@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn events_serialise_to_the_cli_contract() {
-        let started = Event::ChildStarted { path: "root/a".into(), incarnation: 1 };
+        let started = Event::ChildStarted { path: "root/a".into(), incarnation: 1, node: None };
         assert_eq!(
             serde_json::to_string(&started).unwrap(),
             r#"{"event":"child_started","path":"root/a","incarnation":1}"#

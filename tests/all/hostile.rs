@@ -249,7 +249,8 @@ async fn terminate_child_answers_once_the_child_has_exited() {
         Event::ChildExited {
             path: "root/slow".into(),
             incarnation: 1,
-            reason: ExitReason::Shutdown
+            reason: ExitReason::Shutdown,
+            node: None,
         }
     );
     // restart_child too: it answers after the child's `child_started`.

@@ -292,7 +292,7 @@ async fn every_message_is_accounted_for_under_load_with_random_crashes() {
         while let Some(warden::Received::Event(record)) = events.next().await {
             match record.event {
                 Event::DeadLetter { .. } => n += 1,
-                Event::ChildStarted { path, incarnation } => {
+                Event::ChildStarted { path, incarnation, .. } => {
                     started.insert((path, incarnation));
                 }
                 Event::ChildExited { path, incarnation, .. } => {

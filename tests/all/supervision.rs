@@ -121,7 +121,7 @@ async fn one_for_all_restarts_every_child() {
             let record = received.event().expect("no event is missed");
             match record.event {
                 Event::ChildExited { path, incarnation, .. } => exits.push((path, incarnation)),
-                Event::ChildStarted { path, incarnation: 2 } if path == "root/c" => break,
+                Event::ChildStarted { path, incarnation: 2, .. } if path == "root/c" => break,
                 _ => {}
             }
         }

@@ -31,7 +31,7 @@ pub use crate::spec::{CircuitConfig, MailboxConfig, Targets, TimerLimits};
 pub(crate) use chain::Frame;
 pub(crate) use mailbox::{Letter, Mailbox};
 pub(crate) use outbox::Outbox;
-pub(crate) use post::Post;
+pub(crate) use post::{Post, Remote};
 
 /// The account of every message offered to the host, since it started.
 ///
@@ -56,6 +56,9 @@ pub struct MessageStats {
     pub cancelled: u64,
     /// Set aside as dead letters (each one also an event).
     pub dead_letters: u64,
-    /// In mailboxes or being handled now.
+    /// Handed to the node of a cluster its target runs on, which accounts for it in
+    /// its own figures (a call: answered, whatever the answer).
+    pub forwarded: u64,
+    /// In mailboxes or being handled now (or on their way to another node).
     pub pending: u64,
 }

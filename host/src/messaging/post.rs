@@ -11,7 +11,7 @@ use crate::services::{CancelReason, Envelope, MessageError};
 use crate::task::Owned;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
@@ -28,6 +28,7 @@ struct Counters {
     dead_letters: AtomicU64,
     pending: AtomicU64,
     cancelled: AtomicU64,
+    forwarded: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -42,6 +43,29 @@ pub(crate) struct Post {
     events: Arc<EventBus>,
     dead_letters: DeadLetters,
     chains: Chains,
+    /// Where messages to children on other nodes of a cluster go, once it is joined.
+    remote: OnceLock<Arc<dyn Remote>>,
+}
+
+/// Where a message to a child on another node goes: the way there, and the node.
+type Route<'a> = (&'a Arc<dyn Remote>, String);
+
+/// Delivery to children on other nodes of a cluster (the runtime's, on NATS).
+pub(crate) trait Remote: Send + Sync + std::fmt::Debug {
+    /// The node to ask for `to`, a path with no mailbox here, sent by `from` (a child
+    /// here, or the application): `None` when no node has it.
+    fn node_of(&self, from: Option<&str>, to: &str) -> Option<String>;
+    /// Sends on `node`; a refusal there is dead-lettered here.
+    fn send(&self, node: String, from: Option<String>, to: String, payload: Vec<u8>);
+    /// Calls on `node`, waiting at most `timeout`.
+    fn call(
+        &self,
+        node: String,
+        from: Option<String>,
+        to: String,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> crate::sandbox::BoxFuture<'static, Result<Vec<u8>, MessageError>>;
 }
 
 impl Post {
@@ -55,7 +79,33 @@ impl Post {
             dead_letters: DeadLetters::new(Arc::clone(&events)),
             events,
             chains: Chains::default(),
+            remote: OnceLock::new(),
         }
+    }
+
+    /// Routes messages to paths with no mailbox here through `remote`.
+    pub(crate) fn set_remote(&self, remote: Arc<dyn Remote>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// The node that has `to`, when it has no mailbox here and the sender may message
+    /// it; `Err` when it may not.
+    fn remote_route(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+    ) -> Result<Option<Route<'_>>, MessageError> {
+        let Some(remote) = self.remote.get() else { return Ok(None) };
+        if self.lookup(to).is_some() {
+            return Ok(None);
+        }
+        let Some(node) = remote.node_of(from.map(|f| &*f.path), to) else { return Ok(None) };
+        if let Some(from) = from
+            && !from.config.targets.allows(&from.path, to)
+        {
+            return Err(MessageError::NotAllowed(to.to_owned()));
+        }
+        Ok(Some((remote, node)))
     }
 
     /// The mailbox of the child at `path`, made with `config` if it has none yet; it
@@ -168,15 +218,22 @@ impl Post {
         payload: Content,
         frame: Option<Arc<Frame>>,
     ) -> Result<(), MessageError> {
+        self.enqueue_as(from.map(|f| f.path.to_string()), target, payload, frame)
+    }
+
+    /// As [`Post::enqueue`], from `sender` (a path, here or on another node).
+    fn enqueue_as(
+        &self,
+        sender: Option<String>,
+        target: &Mailbox,
+        payload: Content,
+        frame: Option<Arc<Frame>>,
+    ) -> Result<(), MessageError> {
         let (payload, export) = match payload {
             Content::Bytes(bytes) => (bytes, None),
             Content::Export(export) => (Vec::new(), Some(export)),
         };
-        let envelope = Envelope {
-            sender: from.map(|f| f.path.to_string()),
-            payload,
-            expects_reply: frame.is_some(),
-        };
+        let envelope = Envelope { sender, payload, expects_reply: frame.is_some() };
         // Counted pending before the worker can see it (it may finish it at once).
         self.counts.pending.fetch_add(1, Ordering::Relaxed);
         let typed = export.is_some();
@@ -223,9 +280,34 @@ impl Post {
         to: &str,
         payload: Vec<u8>,
     ) -> Result<(), MessageError> {
+        match self.remote_route(from, to) {
+            Ok(Some((remote, node))) => {
+                let sender = from.map(|f| f.path.to_string());
+                // Pending until the node answers: taken there, or a dead letter here.
+                self.counts.pending.fetch_add(1, Ordering::Relaxed);
+                remote.send(node, sender, to.to_owned(), payload);
+                return self.count(Ok(()));
+            }
+            Ok(None) => {}
+            Err(refused) => return self.count(Err(refused)),
+        }
         let offered = self
             .admissible(from, to, payload.len())
             .and_then(|target| self.enqueue(from, &target, Content::Bytes(payload), None));
+        self.count(offered)
+    }
+
+    /// A message from `sender` on another node, for a child here (the sender's own
+    /// checks were made on its node).
+    pub(crate) fn send_from_remote(
+        &self,
+        sender: Option<String>,
+        to: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), MessageError> {
+        let offered = self
+            .admissible(None, to, payload.len())
+            .and_then(|target| self.enqueue_as(sender, &target, Content::Bytes(payload), None));
         self.count(offered)
     }
 
@@ -239,7 +321,54 @@ impl Post {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
+        match self.remote_route(from, to) {
+            Ok(Some((remote, node))) => {
+                let remote = Arc::clone(remote);
+                self.counts.sent.fetch_add(1, Ordering::Relaxed);
+                self.counts.pending.fetch_add(1, Ordering::Relaxed);
+                let sender = from.map(|f| f.path.to_string());
+                let answer = remote.call(node, sender, to.to_owned(), payload, timeout).await;
+                self.forwarded();
+                return answer;
+            }
+            Ok(None) => {}
+            Err(refused) => return self.count(Err(refused)),
+        }
         self.call_with(from, to, Content::Bytes(payload), timeout).await
+    }
+
+    /// A call from `sender` on another node to a child here (the sender's own checks
+    /// were made on its node; its chain does not cross nodes).
+    pub(crate) async fn call_from_remote(
+        &self,
+        sender: Option<String>,
+        to: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MessageError> {
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + NEVER);
+        let (reply, answer) = oneshot::channel();
+        let offered = self.admissible(None, to, payload.len()).and_then(|target| {
+            let callee = Arc::clone(&target.path);
+            let frame = Frame::new(&self.chains, None, None, callee, deadline, reply)
+                .map_err(MessageError::Cancelled)?;
+            let admission = match target.breaker {
+                Some(_) => Some(self.admit(Arc::clone(&target))?),
+                None => None,
+            };
+            self.enqueue_as(sender, &target, Content::Bytes(payload), Some(Arc::clone(&frame)))?;
+            Ok((admission, frame))
+        });
+        let (breaker, frame) = self.count(offered)?;
+        let mut watch = Watch { frame: &frame, events: &self.events, answered: false };
+        let gone = |_| Err(MessageError::UnknownTarget(to.to_owned()));
+        let result = self.await_answer(&frame, answer, deadline, gone).await;
+        watch.answered = true;
+        if let Some(admission) = breaker {
+            finish(admission, &result);
+        }
+        result
     }
 
     /// A typed call from the embedding application into `to`'s exports, queued and
@@ -272,7 +401,7 @@ impl Post {
                 return self.count(Err(MessageError::Cancelled(reason)));
             }
         }
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         // The sender's checks, its chain, the wait-for graph, then the callee's breaker,
         // then its mailbox: a refused call never counts against (or probes) the callee.
         let offered = self.admissible(from, to, payload.len()).and_then(|target| {
@@ -300,11 +429,28 @@ impl Post {
         let watch_until = if frame.own_deadline() { frame.deadline } else { now + NEVER };
         // Every accepted letter is answered; a dropped answer means the host is going.
         let gone = |_| Err(MessageError::UnknownTarget(to.to_owned()));
-        let result = tokio::select! {
+        let result = self.await_answer(&frame, answer, watch_until, gone).await;
+        watch.answered = true;
+        if let Some(admission) = breaker {
+            finish(admission, &result);
+        }
+        result
+    }
+
+    /// The callee's answer to the call of `frame`, or `timeout` once `until` has
+    /// passed (unless the answer came as the clock ran out).
+    async fn await_answer(
+        &self,
+        frame: &Arc<Frame>,
+        mut answer: oneshot::Receiver<Result<Vec<u8>, MessageError>>,
+        until: tokio::time::Instant,
+        gone: impl Fn(oneshot::error::RecvError) -> Result<Vec<u8>, MessageError>,
+    ) -> Result<Vec<u8>, MessageError> {
+        tokio::select! {
             biased;
             // The callee's answer, or `cancelled` when the chain is cancelled above.
             answer = &mut answer => answer.unwrap_or_else(gone),
-            () = tokio::time::sleep_until(watch_until) => {
+            () = tokio::time::sleep_until(until) => {
                 let reason = CancelReason::Deadline { call_to: frame.deadline_of().to_string() };
                 if frame.cancel(&reason, &self.events) {
                     Err(MessageError::Timeout)
@@ -313,21 +459,7 @@ impl Post {
                     answer.await.unwrap_or_else(gone)
                 }
             },
-        };
-        watch.answered = true;
-        if let Some(mut admission) = breaker {
-            admission.finish(match &result {
-                Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
-                // Too slow for the operation it served counts as slow.
-                Err(
-                    MessageError::CalleeCrashed(_)
-                    | MessageError::Timeout
-                    | MessageError::Cancelled(CancelReason::Deadline { .. }),
-                ) => Outcome::Failure,
-                Err(_) => Outcome::Neutral,
-            });
         }
-        result
     }
 
     fn admit(&self, target: Arc<Mailbox>) -> Result<Admission<'_>, MessageError> {
@@ -482,6 +614,26 @@ impl Post {
         self.finish(&self.counts.dead_letters);
     }
 
+    /// A message handed to another node was taken there.
+    pub(crate) fn forwarded(&self) {
+        self.finish(&self.counts.forwarded);
+    }
+
+    /// A message handed to another node was refused there: a dead letter here.
+    pub(crate) fn dead_letter_remote(
+        &self,
+        path: &str,
+        sender: Option<String>,
+        size: u64,
+        error: &MessageError,
+    ) {
+        let reason = reason_word(error);
+        let letter =
+            DeadLetter { path: path.to_owned(), reason, sender, size, crashes: 0, exit: None };
+        self.dead_letters.announce(letter);
+        self.finish(&self.counts.dead_letters);
+    }
+
     pub(crate) fn stats(&self) -> MessageStats {
         let c = &self.counts;
         // `pending` last: a message finishing meanwhile is then counted twice at most
@@ -494,7 +646,17 @@ impl Post {
         );
         let pending = c.pending.load(Ordering::Acquire);
         let cancelled = c.cancelled.load(Ordering::Acquire);
-        MessageStats { sent, rejected, handled, failed, cancelled, dead_letters, pending }
+        let forwarded = c.forwarded.load(Ordering::Acquire);
+        MessageStats {
+            sent,
+            rejected,
+            handled,
+            failed,
+            cancelled,
+            dead_letters,
+            forwarded,
+            pending,
+        }
     }
 
     /// Waits until no message is pending.
@@ -614,6 +776,20 @@ impl Content {
             Content::Export(_) => 0,
         }
     }
+}
+
+/// What a call's outcome tells the callee's circuit breaker.
+fn finish(mut admission: Admission<'_>, result: &Result<Vec<u8>, MessageError>) {
+    admission.finish(match result {
+        Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
+        // Too slow for the operation it served counts as slow.
+        Err(
+            MessageError::CalleeCrashed(_)
+            | MessageError::Timeout
+            | MessageError::Cancelled(CancelReason::Deadline { .. }),
+        ) => Outcome::Failure,
+        Err(_) => Outcome::Neutral,
+    });
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use super::worker;
 use crate::cluster::wire::{self, WireShutdown};
 use crate::cluster::{Change, Cluster, ClusterConfig, ClusterError};
 use crate::events::Event;
-use crate::sandbox::{Plugin, Shutdown};
+use crate::messaging::Remote;
+use crate::sandbox::{BoxFuture, MessageError, Plugin, Shutdown};
 use crate::spec::{PluginSource, PluginStart};
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
@@ -42,6 +43,8 @@ pub(crate) struct Nodes {
     hosted: Mutex<HashMap<String, Hosted>>,
     /// Components fetched from the object store, by hash.
     plugins: Mutex<HashMap<String, Plugin>>,
+    /// Woken when a placed child's exit has been announced.
+    exits: tokio::sync::Notify,
     tasks: Mutex<Vec<Owned<()>>>,
 }
 
@@ -90,23 +93,35 @@ impl Nodes {
         lock(&self.placed).insert(path.to_owned(), entry);
     }
 
-    /// A placed child's incarnation ended: its supervisor hears of it, once.
-    fn placed_exited(&self, path: &str, incarnation: u64, reason: ExitReason) {
-        let mut placed = lock(&self.placed);
-        if placed.get(path).is_some_and(|e| e.incarnation == incarnation)
-            && let Some(entry) = placed.remove(path)
-        {
-            let _ = entry.supervisor.send(SupMsg::ChildExited {
-                id: entry.id,
-                incarnation,
-                reason,
-                announced: false,
-            });
-        }
+    /// A placed child's incarnation ended: announced here, naming its node (so that
+    /// a caller told of the crash hears it after the event), then its supervisor
+    /// told, once.
+    fn placed_exited(&self, shared: &Shared, path: &str, incarnation: u64, reason: ExitReason) {
+        let entry = {
+            let mut placed = lock(&self.placed);
+            match placed.get(path) {
+                Some(e) if e.incarnation == incarnation => placed.remove(path),
+                _ => None,
+            }
+        };
+        let Some(entry) = entry else { return };
+        shared.emit(Event::ChildExited {
+            path: path.to_owned(),
+            incarnation,
+            reason: reason.clone(),
+            node: Some(entry.node),
+        });
+        let _ = entry.supervisor.send(SupMsg::ChildExited {
+            id: entry.id,
+            incarnation,
+            reason,
+            announced: true,
+        });
+        self.exits.notify_waiters();
     }
 
     /// Every placed child on `node` (every one, for `None`) exits `killed(node_down)`.
-    fn node_lost(&self, node: Option<&str>) {
+    fn node_lost(&self, shared: &Shared, node: Option<&str>) {
         let lost: Vec<(String, u64)> = lock(&self.placed)
             .iter()
             .filter(|(_, e)| node.is_none_or(|n| e.node == n))
@@ -114,9 +129,180 @@ impl Nodes {
             .collect();
         for (path, incarnation) in lost {
             let reason = ExitReason::Killed { cause: KillCause::NodeDown };
-            self.placed_exited(&path, incarnation, reason);
+            self.placed_exited(shared, &path, incarnation, reason);
         }
     }
+
+    /// The incarnation of the placed child at `path`, if it runs.
+    fn placed_incarnation(&self, path: &str) -> Option<u64> {
+        lock(&self.placed).get(path).map(|e| e.incarnation)
+    }
+
+    /// Waits (at most `limit`) until the exit of incarnation `incarnation` of the
+    /// placed child at `path` is announced here.
+    async fn exit_announced(&self, path: &str, incarnation: u64, limit: Duration) {
+        let announced = async {
+            loop {
+                let notified = self.exits.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                if self.placed_incarnation(path) != Some(incarnation) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, announced).await;
+    }
+}
+
+/// The post office's way to children on other nodes.
+#[derive(Debug)]
+struct Router {
+    shared: Weak<Shared>,
+}
+
+impl Remote for Router {
+    fn node_of(&self, from: Option<&str>, to: &str) -> Option<String> {
+        let shared = self.shared.upgrade()?;
+        let nodes = &shared.nodes;
+        if let Some(entry) = lock(&nodes.placed).get(to) {
+            return Some(entry.node.clone());
+        }
+        // A child hosted here reaches the rest of its tree through its supervisor's
+        // node, which knows where each of its children runs.
+        let from = from?;
+        lock(&nodes.hosted).get(from).map(|h| h.origin.clone())
+    }
+
+    fn send(&self, node: String, from: Option<String>, to: String, payload: Vec<u8>) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let Some(cluster) = shared.nodes.cluster.get().cloned() else { return };
+        let weak = self.shared.clone();
+        tokio::spawn(async move {
+            let size = payload.len() as u64;
+            let message = message(from.as_deref(), &to, None, payload);
+            let refused = match ask_raw(&cluster, &node, "send", message).await {
+                Ok(reply) => answer(&reply).err(),
+                Err(_) => Some(MessageError::UnknownTarget(to.clone())),
+            };
+            let Some(shared) = weak.upgrade() else { return };
+            match refused {
+                Some(error) => shared.post.dead_letter_remote(&to, from, size, &error),
+                None => shared.post.forwarded(),
+            }
+        });
+    }
+
+    fn call(
+        &self,
+        node: String,
+        from: Option<String>,
+        to: String,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, MessageError>> {
+        let shared = self.shared.upgrade();
+        Box::pin(async move {
+            let Some(shared) = shared else { return Err(MessageError::UnknownTarget(to)) };
+            let Some(cluster) = shared.nodes.cluster.get().cloned() else {
+                return Err(MessageError::UnknownTarget(to));
+            };
+            let incarnation = shared.nodes.placed_incarnation(&to);
+            let message = message(from.as_deref(), &to, Some(timeout), payload);
+            let lost =
+                MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::NodeDown });
+            let result = tokio::select! {
+                reply = ask_raw(&cluster, &node, "call", message) => match reply {
+                    Ok(reply) => answer(&reply),
+                    // Nobody serves that node any more.
+                    Err(_) => Err(lost),
+                },
+                () = cluster.down(&node) => Err(lost),
+                // The callee's node answers `timeout` itself; this is its backstop.
+                () = tokio::time::sleep(timeout + Duration::from_secs(1)) => Err(MessageError::Timeout),
+            };
+            // The crash's event comes first, as for a child here: its exit notice (or
+            // its node's loss) is on its way.
+            if let (Err(MessageError::CalleeCrashed(_)), Some(incarnation)) = (&result, incarnation)
+            {
+                let limit = cluster.ttl + Duration::from_secs(1);
+                shared.nodes.exit_announced(&to, incarnation, limit).await;
+            }
+            result
+        })
+    }
+}
+
+/// A message to a child on another node: the payload as the body, the rest in headers.
+fn message(
+    from: Option<&str>,
+    to: &str,
+    timeout: Option<Duration>,
+    payload: Vec<u8>,
+) -> (async_nats::HeaderMap, Vec<u8>) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Warden-To", to);
+    if let Some(from) = from {
+        headers.insert("Warden-From", from);
+    }
+    if let Some(timeout) = timeout {
+        headers.insert("Warden-Timeout-Ms", timeout.as_millis().to_string().as_str());
+    }
+    (headers, payload)
+}
+
+/// The answer to a message: the reply as the body, or an error in a header.
+fn answer(reply: &async_nats::Message) -> Result<Vec<u8>, MessageError> {
+    match reply.headers.as_ref().and_then(|h| h.get("Warden-Error")) {
+        Some(error) => Err(serde_json::from_str(error.as_str())
+            .unwrap_or_else(|e| MessageError::Application(format!("a bad answer: {e}")))),
+        None => Ok(reply.payload.to_vec()),
+    }
+}
+
+async fn ask_raw(
+    cluster: &Cluster,
+    node: &str,
+    verb: &str,
+    (headers, body): (async_nats::HeaderMap, Vec<u8>),
+) -> Result<async_nats::Message, String> {
+    let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(None);
+    cluster.client.send_request(wire::request(node, verb), request).await.map_err(|e| e.to_string())
+}
+
+/// Delivers a message from another node to a child here; its answer.
+async fn deliver(
+    shared: &Shared,
+    message: &async_nats::Message,
+    call: bool,
+) -> (async_nats::HeaderMap, Vec<u8>) {
+    let header = |name: &str| {
+        message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+    };
+    let to = header("Warden-To").unwrap_or_default();
+    let from = header("Warden-From");
+    let payload = message.payload.to_vec();
+    let result = if call {
+        let timeout = header("Warden-Timeout-Ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(Duration::from_secs(5), Duration::from_millis);
+        shared.post.call_from_remote(from, &to, payload, timeout).await
+    } else {
+        shared.post.send_from_remote(from, &to, payload).map(|()| Vec::new())
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    match result {
+        Ok(reply) => (headers, reply),
+        Err(error) => {
+            headers.insert("Warden-Error", json_text(&error).as_str());
+            (headers, Vec::new())
+        }
+    }
+}
+
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -140,6 +326,7 @@ pub(crate) async fn join(shared: &Arc<Shared>, config: &ClusterConfig) -> Result
     if shared.nodes.cluster.set(cluster).is_err() {
         return Ok(()); // joined already
     }
+    shared.post.set_remote(Arc::new(Router { shared: Arc::downgrade(shared) }));
     let weak = Arc::downgrade(shared);
     let mut tasks = lock(&shared.nodes.tasks);
     tasks.push(Owned(tokio::spawn(serve(weak.clone(), requests))));
@@ -271,19 +458,28 @@ async fn serve(shared: Weak<Shared>, mut requests: async_nats::Subscriber) {
         tokio::spawn(async move {
             let Some(reply) = message.reply.clone() else { return };
             let verb = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
-            let answer = match verb.as_str() {
+            let (headers, answer) = match verb.as_str() {
                 "start" => match serde_json::from_slice::<wire::Start>(&message.payload) {
-                    Ok(start) => json(&host(&shared, start).await),
-                    Err(e) => json(&wire::Started::Err(bad(e))),
+                    Ok(start) => (Default::default(), json(&host(&shared, start).await)),
+                    Err(e) => (Default::default(), json(&wire::Started::Err(bad(e)))),
                 },
                 "stop" => match serde_json::from_slice::<wire::Stop>(&message.payload) {
-                    Ok(stop) => json(&unhost(&shared, stop).await),
-                    Err(e) => json(&bad(e)),
+                    Ok(stop) => (Default::default(), json(&unhost(&shared, stop).await)),
+                    Err(e) => (Default::default(), json(&bad(e))),
                 },
+                "forget" => {
+                    let path = String::from_utf8_lossy(&message.payload).into_owned();
+                    if !lock(&shared.nodes.hosted).contains_key(&path) {
+                        shared.post.forget(&path);
+                    }
+                    (Default::default(), Vec::new())
+                }
+                "send" => deliver(&shared, &message, false).await,
+                "call" => deliver(&shared, &message, true).await,
                 _ => return,
             };
             if let Some(cluster) = shared.nodes.cluster.get() {
-                let _ = cluster.client.publish(reply, answer.into()).await;
+                let _ = cluster.client.publish_with_headers(reply, headers, answer.into()).await;
             }
         });
     }
@@ -313,23 +509,21 @@ async fn host(shared: &Arc<Shared>, start: wire::Start) -> wire::Started {
     spec.mailbox = start.mailbox;
     let path = start.path;
     let id = path.rsplit('/').next().unwrap_or_default().to_owned();
-    // An incarnation's mailbox here lives as long as the incarnation: its next one
-    // may start on another node.
+    // The mailbox outlives incarnations here, as on the supervisor's node, until the
+    // supervisor forgets the child or starts it on another node (`forget`).
     let mailbox = shared.post.open(&path, &spec.mailbox);
     let config = sandbox_config(shared, path.clone(), &spec, &mailbox);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut handle = worker::start(
-        shared,
-        &id,
-        start.incarnation,
+    let incarnation = worker::Start {
+        id,
+        incarnation: start.incarnation,
         plugin,
         config,
-        start.hibernate_after,
+        hibernate_after: start.hibernate_after,
         mailbox,
-        tx,
-    )
-    .await
-    .inspect_err(|_| shared.post.forget(&path))?;
+        supervisor: tx,
+    };
+    let mut handle = worker::start(shared, incarnation).await?;
     let go = handle.go.take();
     let entry = Hosted { origin: start.origin.clone(), incarnation: start.incarnation, handle };
     lock(&shared.nodes.hosted).insert(path.clone(), entry);
@@ -353,7 +547,6 @@ async fn host(shared: &Arc<Shared>, start: wire::Start) -> wire::Started {
                 hosted.remove(&path);
             }
         }
-        shared.post.forget(&path);
         let notice = wire::Exit { path, incarnation, reason, node: cluster.node.clone() };
         if let Err(e) = cluster.js.publish(wire::exits(&origin), json(&notice).into()).await {
             tracing::warn!(child = notice.path, "could not report its exit: {e}");
@@ -395,9 +588,18 @@ async fn unhost(shared: &Arc<Shared>, stop: wire::Stop) -> ExitReason {
         }
     };
     let Some(entry) = entry else { return ExitReason::Shutdown };
-    let reason = entry.handle.stop(stop.shutdown.into()).await.unwrap_or_else(|r| r);
-    shared.post.forget(&stop.path);
-    reason
+    entry.handle.stop(stop.shutdown.into()).await.unwrap_or_else(|r| r)
+}
+
+/// Tells `node` that the child at `path` no longer lives there: its mailbox (with
+/// what is still in it) goes.
+pub(crate) fn forget(shared: &Shared, node: &str, path: &str) {
+    let Some(cluster) = shared.nodes.cluster.get().cloned() else { return };
+    let (node, path) = (node.to_owned(), path.to_owned());
+    tokio::spawn(async move {
+        let request = async_nats::Request::new().payload(path.into_bytes().into());
+        let _ = cluster.client.send_request(wire::request(&node, "forget"), request).await;
+    });
 }
 
 /// Stops the hosted children `which` picks: killed for `cause`, or gracefully.
@@ -440,7 +642,9 @@ async fn follow_exits(shared: Weak<Shared>, mut exits: Exits) {
         let Ok(message) = message else { continue };
         let Some(shared) = shared.upgrade() else { return };
         match serde_json::from_slice::<wire::Exit>(&message.payload) {
-            Ok(exit) => shared.nodes.placed_exited(&exit.path, exit.incarnation, exit.reason),
+            Ok(exit) => {
+                shared.nodes.placed_exited(&shared, &exit.path, exit.incarnation, exit.reason);
+            }
             Err(e) => tracing::warn!("an exit notice this node cannot read: {e}"),
         }
         let _ = message.ack().await;
@@ -468,10 +672,10 @@ async fn follow_changes(
                 // Fenced: nothing here may go on running, nothing placed is reachable.
                 let cause = Some(KillCause::NodeDown);
                 stop_hosted(&shared, |_| true, cause).await;
-                shared.nodes.node_lost(None);
+                shared.nodes.node_lost(&shared, None);
             }
             Change::Down { node, .. } => {
-                shared.nodes.node_lost(Some(&node));
+                shared.nodes.node_lost(&shared, Some(&node));
                 stop_hosted(&shared, |h| h.origin == node, None).await;
             }
         }

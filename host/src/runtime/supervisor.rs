@@ -405,7 +405,9 @@ impl Supervisor {
     /// A child's spec is gone: its mailbox goes, and its state unless it is kept.
     async fn forget(&mut self, child: &str, keep_state: bool) {
         let path = self.core.child_path(child);
-        self.placed.remove(child);
+        if let Some(node) = self.placed.remove(child) {
+            remote::forget(&self.shared, &node, &path);
+        }
         if self.mailboxes.remove(child).is_some() {
             self.shared.post.forget(&path);
         }
@@ -436,7 +438,6 @@ impl Supervisor {
                 Running::Remote(placed)
             }
             ChildStart::Plugin(start) => {
-                self.placed.remove(id);
                 let plugin = self
                     .shared
                     .plugin(&start.plugin)
@@ -450,17 +451,16 @@ impl Supervisor {
                         .or_insert_with(|| self.shared.post.open(&path, &start.mailbox)),
                 );
                 let config = sandbox_config(&self.shared, path, &start, &mailbox);
-                let handle = worker::start(
-                    &self.shared,
-                    id,
+                let start = worker::Start {
+                    id: id.to_owned(),
                     incarnation,
                     plugin,
                     config,
-                    start.hibernate_after,
+                    hibernate_after: start.hibernate_after,
                     mailbox,
-                    self.me.clone(),
-                )
-                .await?;
+                    supervisor: self.me.clone(),
+                };
+                let handle = worker::start(&self.shared, start).await?;
                 Running::Worker(handle)
             }
             ChildStart::Supervisor(sub) => {

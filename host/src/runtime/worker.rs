@@ -38,24 +38,29 @@ pub(crate) struct Handle {
     /// Lets the worker take its first message once its `child_started` is out,
     /// so that no exit of this incarnation is published before its start.
     pub(crate) go: Option<oneshot::Sender<()>>,
-    stop: oneshot::Sender<Shutdown>,
+    stop: oneshot::Sender<Stop>,
     kill: KillSwitch,
     task: Owned<ExitReason>,
 }
 
-/// Starts an incarnation of the plugin child `id` at `config.path`: its sandbox and
-/// its worker task, which takes no message until [`Handle::go`] fires and reports an
-/// exit of its own to `supervisor`.
-pub(crate) async fn start(
-    shared: &Arc<Shared>,
-    id: &str,
-    incarnation: u64,
-    plugin: Plugin,
-    config: SandboxConfig,
-    hibernate_after: Option<Duration>,
-    mailbox: Arc<Mailbox>,
-    supervisor: mpsc::UnboundedSender<SupMsg>,
-) -> Result<Handle, ExitReason> {
+/// An incarnation of a plugin child to start.
+pub(crate) struct Start {
+    /// The child's id in its supervisor.
+    pub(crate) id: String,
+    pub(crate) incarnation: u64,
+    pub(crate) plugin: Plugin,
+    /// Its sandbox's settings (its path among them).
+    pub(crate) config: SandboxConfig,
+    pub(crate) hibernate_after: Option<Duration>,
+    pub(crate) mailbox: Arc<Mailbox>,
+    /// Where an exit of its own is reported.
+    pub(crate) supervisor: mpsc::UnboundedSender<SupMsg>,
+}
+
+/// Starts an incarnation: its sandbox and its worker task, which takes no message
+/// until [`Handle::go`] fires.
+pub(crate) async fn start(shared: &Arc<Shared>, start: Start) -> Result<Handle, ExitReason> {
+    let Start { id, incarnation, plugin, config, hibernate_after, mailbox, supervisor } = start;
     let hibernate = hibernate_after.map(|after| Hibernate {
         plugin: plugin.clone(),
         config: config.clone(),
@@ -75,7 +80,7 @@ pub(crate) async fn start(
     let (stop, stopped) = oneshot::channel();
     let (go, started) = oneshot::channel();
     let task = Owned(tokio::spawn(run(Worker {
-        id: id.to_owned(),
+        id,
         incarnation,
         sandbox,
         mailbox,
@@ -97,7 +102,7 @@ impl Handle {
         if shutdown == Shutdown::BrutalKill {
             kill.kill(KillCause::BrutalKill);
         }
-        let _ = stop.send(shutdown);
+        let _ = stop.send(Stop::Shutdown(shutdown));
         match shutdown {
             Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
                 Ok(result) => joined(result),
@@ -114,7 +119,7 @@ impl Handle {
     pub(crate) async fn kill(self, cause: KillCause) -> ExitReason {
         let Handle { stop, kill, mut task, .. } = self;
         kill.kill(cause);
-        let _ = stop.send(Shutdown::BrutalKill);
+        let _ = stop.send(Stop::Kill(cause));
         joined((&mut task.0).await).unwrap_or_else(|reason| reason)
     }
 }
@@ -132,6 +137,15 @@ pub(crate) fn joined(
     })
 }
 
+/// How the worker is told to stop.
+enum Stop {
+    /// As its supervisor stops it.
+    Shutdown(Shutdown),
+    /// Killed by the host for `cause` (its node left the cluster): `terminate` is not
+    /// called.
+    Kill(KillCause),
+}
+
 /// What a worker task runs with.
 struct Worker {
     /// The child's id in its supervisor.
@@ -146,7 +160,7 @@ struct Worker {
     started: oneshot::Receiver<()>,
     /// The supervisor's order to stop (the supervisor enforces the shutdown timeout
     /// through the kill switch).
-    stop: oneshot::Receiver<Shutdown>,
+    stop: oneshot::Receiver<Stop>,
     /// Where an exit the supervisor did not ask for is reported.
     supervisor: mpsc::UnboundedSender<SupMsg>,
     /// For a hibernating child: how to start it again.
@@ -335,8 +349,13 @@ async fn activate(
 /// brutal kill or the child hibernates (no instance, nothing to terminate).
 async fn stopped(
     sandbox: Option<Sandbox>,
-    shutdown: Result<Shutdown, oneshot::error::RecvError>,
+    stop: Result<Stop, oneshot::error::RecvError>,
 ) -> ExitReason {
+    let shutdown = match stop {
+        Ok(Stop::Kill(cause)) => return ExitReason::Killed { cause },
+        Ok(Stop::Shutdown(shutdown)) => Ok(shutdown),
+        Err(gone) => Err(gone),
+    };
     let brutal = matches!(shutdown, Ok(Shutdown::BrutalKill));
     match sandbox {
         None if brutal => ExitReason::Killed { cause: KillCause::BrutalKill },
@@ -466,7 +485,9 @@ fn settle(
 fn stopped_by_supervisor(reason: &ExitReason) -> bool {
     matches!(
         reason,
-        ExitReason::Killed { cause: KillCause::ShutdownTimeout | KillCause::BrutalKill }
+        ExitReason::Killed {
+            cause: KillCause::ShutdownTimeout | KillCause::BrutalKill | KillCause::NodeDown
+        }
     )
 }
 

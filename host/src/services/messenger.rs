@@ -21,7 +21,7 @@ pub struct Envelope {
 }
 
 /// Why a message was not sent or a call got no reply.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum MessageError {
     /// No child has that path.
@@ -68,7 +68,7 @@ pub enum MessageError {
 
 /// Why a frame of a call chain was cancelled: the operation failed above it. The same
 /// reason travels down to every frame below.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum CancelReason {

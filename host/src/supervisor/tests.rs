@@ -144,8 +144,8 @@ impl Sim {
 
 fn describe(event: &Event) -> String {
     match event {
-        Event::ChildStarted { path, incarnation } => format!("started {path} #{incarnation}"),
-        Event::ChildExited { path, incarnation, reason } => {
+        Event::ChildStarted { path, incarnation, .. } => format!("started {path} #{incarnation}"),
+        Event::ChildExited { path, incarnation, reason, .. } => {
             format!("exited {path} #{incarnation} {reason}")
         }
         Event::ChildRestarting { path, attempt, delay_ms } => {

