@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::nats::Nats;
 use common::{Running, cmd, manifest};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use warden_tests::nats::Nats;
 
 /// The node TTL of these tests: a dead node is noticed within it.
 const TTL: Duration = Duration::from_secs(2);
@@ -189,7 +189,7 @@ plugin = "CHAOS"
 }
 
 #[test]
-fn a_killed_member_s_children_restart_on_a_survivor_within_the_ttl() {
+fn a_killed_member_s_children_restart_on_a_survivor_within_the_ttl_and_read_their_state() {
     let nats = Nats::start();
     let b = member(&nats, "b");
     let mut c = member(&nats, "c");
@@ -208,6 +208,9 @@ limits = { deadline = "none" }
     );
     let mut a = root(&nats, &path);
     a.expect("w on b", started("root/w", 1, "b"));
+    // What it wrote there is read back where it restarts.
+    a.command(r#"{"cmd":"call","id":0,"to":"root/w","payload":"state:batch:k=v,n=1"}"#);
+    assert_eq!(a.reply(0)["result"], "ok");
     // A caller waiting on it when its node dies.
     a.command(r#"{"cmd":"call","id":1,"to":"root/w","payload":"busy:60000","timeout_ms":60000}"#);
     std::thread::sleep(Duration::from_millis(200));
@@ -222,8 +225,10 @@ limits = { deadline = "none" }
     assert_eq!(reply["error"], "callee_crashed: killed: node_down", "{reply}");
     a.expect("w #2 on c", started("root/w", 2, "c"));
     c.expect("w #2 on c's stream", started("root/w", 2, "c"));
-    a.command(r#"{"cmd":"call","id":2,"to":"root/w","payload":"echo:here"}"#);
-    assert_eq!(a.reply(2)["result"], "here");
+    a.command(r#"{"cmd":"call","id":2,"to":"root/w","payload":"state:get:k"}"#);
+    assert_eq!(a.reply(2)["result"], "v");
+    a.command(r#"{"cmd":"call","id":3,"to":"root/w","payload":"state:keys:"}"#);
+    assert_eq!(a.reply(3)["result"], "k,n");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! (as in wasmtime's `tests/all`).
 
 mod chains;
+mod cluster;
 mod embedding;
 mod escape;
 mod faults;

@@ -3,6 +3,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
+pub mod nats;
+
 use std::sync::OnceLock;
 use warden::sandbox::Engine;
 

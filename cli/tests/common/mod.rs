@@ -2,8 +2,6 @@
 //! directories, and a running `warden run` with its event stream and stdin.
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
-pub(crate) mod nats;
-
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

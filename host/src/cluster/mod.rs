@@ -17,7 +17,10 @@
 //! - **Requests** (start, stop, messages) are NATS requests to a node's subjects; a
 //!   request to a node nobody serves is answered "no responders" at once.
 
+mod state;
 pub(crate) mod wire;
+
+pub(crate) use state::ClusterStore;
 
 use crate::events::{Event, EventBus};
 use crate::task::Owned;
@@ -133,6 +136,8 @@ pub(crate) struct Cluster {
     pub(crate) js: jetstream::Context,
     members: kv::Store,
     plugins: object_store::ObjectStore,
+    /// The state of the children placed on nodes: they may move.
+    pub(crate) state: Arc<ClusterStore>,
     /// The nodes up now, this one included while it is joined.
     live: watch::Sender<BTreeSet<String>>,
     changes: broadcast::Sender<Change>,
@@ -203,6 +208,8 @@ impl Cluster {
         .await
         .map_err(|e| js_err("creating the exit stream")(&e))?;
 
+        let state =
+            ClusterStore::open(&js).await.map_err(|e| js_err("opening the state bucket")(&e))?;
         let revision = create_key(&members, &config.node, config.ttl).await?;
         let cluster = Arc::new(Self {
             node: config.node.clone(),
@@ -211,6 +218,7 @@ impl Cluster {
             js,
             members,
             plugins,
+            state: Arc::new(state),
             live: watch::channel(BTreeSet::new()).0,
             changes: broadcast::channel(1024).0,
             events,

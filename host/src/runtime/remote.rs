@@ -512,7 +512,9 @@ async fn host(shared: &Arc<Shared>, start: wire::Start) -> wire::Started {
     // The mailbox outlives incarnations here, as on the supervisor's node, until the
     // supervisor forgets the child or starts it on another node (`forget`).
     let mailbox = shared.post.open(&path, &spec.mailbox);
-    let config = sandbox_config(shared, path.clone(), &spec, &mailbox);
+    let mut config = sandbox_config(shared, path.clone(), &spec, &mailbox);
+    // Its state lives in the cluster: it may be restarted on another node.
+    config.state = Arc::clone(&cluster.state) as Arc<dyn crate::StateStore>;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let incarnation = worker::Start {
         id,

