@@ -6,6 +6,7 @@
 //!                                      [--only SCENARIO[,SCENARIO]] [--samples N]
 //! ```
 
+mod cluster;
 mod interfaces;
 mod plot;
 
@@ -193,6 +194,19 @@ fn run(options: &Options) -> Result<Vec<Scenario>> {
     }
     if want("crash_storm") {
         scenarios.push(parallel.block_on(crash_storm(if quick { 4 } else { 20 }))?);
+    }
+    // Several nodes: a NATS server of their own, and (node_loss_100) `warden node`
+    // processes; only when asked for by name, or in a full run.
+    let cluster =
+        |name: &str| options.only.is_some() && want(name) || !quick && options.only.is_none();
+    if cluster("remote_call_64B") {
+        scenarios.push(parallel.block_on(cluster::remote_call(samples / 10))?);
+    }
+    if cluster("remote_restart") {
+        scenarios.push(parallel.block_on(cluster::remote_restart(samples / 40))?);
+    }
+    if cluster("node_loss_100") {
+        scenarios.push(parallel.block_on(cluster::node_loss(3))?);
     }
     if want("hang_detection") {
         scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);

@@ -131,6 +131,9 @@ pub(crate) enum Change {
 /// This host's membership of a cluster.
 pub(crate) struct Cluster {
     pub(crate) node: String,
+    /// This process's mark on its membership key: a renewal whose answer was lost
+    /// finds its own write by it.
+    nonce: String,
     pub(crate) ttl: Duration,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
@@ -154,9 +157,9 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS, makes sure the cluster's bucket, store and stream exist, and
-    /// joins as `config.node`: refused when a live node has the name.
-    pub(crate) async fn join(
+    /// Connects to NATS and makes sure the cluster's buckets, store and stream exist;
+    /// not a member yet ([`Cluster::enter`]).
+    pub(crate) async fn connect(
         config: &ClusterConfig,
         events: Arc<EventBus>,
     ) -> Result<Arc<Self>, ClusterError> {
@@ -210,9 +213,12 @@ impl Cluster {
 
         let state =
             ClusterStore::open(&js).await.map_err(|e| js_err("opening the state bucket")(&e))?;
-        let revision = create_key(&members, &config.node, config.ttl).await?;
-        let cluster = Arc::new(Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(Arc::new(Self {
             node: config.node.clone(),
+            nonce: format!("{}-{nanos:x}", std::process::id()),
             ttl: config.ttl,
             client,
             js,
@@ -224,7 +230,20 @@ impl Cluster {
             events,
             published: Mutex::new(BTreeSet::new()),
             tasks: Mutex::new(Vec::new()),
-        });
+        }))
+    }
+
+    /// Joins as this node: refused when a live node has the name. Returns once the
+    /// members up now are known; from then on the membership is renewed and watched.
+    pub(crate) async fn enter(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let js_err = |what| {
+            move |e: &dyn std::fmt::Display| ClusterError::JetStream {
+                what,
+                message: e.to_string(),
+            }
+        };
+        let cluster = self;
+        let revision = create_key(&self.members, &self.node, &self.nonce, self.ttl).await?;
         let mut entries = cluster
             .members
             .watch_with_history(">")
@@ -249,12 +268,12 @@ impl Cluster {
             .map_err(|_| js_err("reading members")(&"timed out"))??;
 
         // The tasks hold the cluster weakly: they end with it.
-        let weak = Arc::downgrade(&cluster);
+        let weak = Arc::downgrade(cluster);
         let mut tasks = cluster.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.push(Owned(tokio::spawn(watch_members(weak.clone(), entries))));
         tasks.push(Owned(tokio::spawn(renew(weak, revision))));
         drop(tasks);
-        Ok(cluster)
+        Ok(())
     }
 
     /// Changes of the membership from now on.
@@ -311,14 +330,24 @@ impl Cluster {
         let subject = format!("$KV.{MEMBERS}.{}", self.node);
         let ack = self
             .js
-            .publish_with_headers(subject, headers, self.node.clone().into())
+            .publish_with_headers(subject, headers, self.nonce.clone().into())
             .await
             .map_err(|e| Renewal::Failed(e.to_string()))?;
-        match tokio::time::timeout(self.ttl / 3, ack).await {
-            Ok(Ok(ack)) => Ok(ack.sequence),
-            Ok(Err(e)) if e.to_string().contains("wrong last sequence") => Err(Renewal::Lost),
-            Ok(Err(e)) => Err(Renewal::Failed(e.to_string())),
-            Err(_) => Err(Renewal::Failed("no acknowledgement".into())),
+        match ack.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.to_string().contains("wrong last sequence") => {
+                // An earlier renewal may have landed with its answer lost: still ours.
+                match self.members.entry(&self.node).await {
+                    Ok(Some(entry))
+                        if entry.operation == kv::Operation::Put
+                            && entry.value == self.nonce.as_bytes() =>
+                    {
+                        Ok(entry.revision)
+                    }
+                    _ => Err(Renewal::Lost),
+                }
+            }
+            Err(e) => Err(Renewal::Failed(e.to_string())),
         }
     }
 
@@ -361,7 +390,7 @@ impl Cluster {
     /// Joins again after fencing, as soon as the name can be taken; its revision.
     async fn rejoin(&self) -> u64 {
         loop {
-            match create_key(&self.members, &self.node, self.ttl).await {
+            match create_key(&self.members, &self.node, &self.nonce, self.ttl).await {
                 Ok(revision) => return revision,
                 Err(e) => {
                     tracing::debug!(node = self.node, "rejoining: {e}");
@@ -384,27 +413,40 @@ async fn watch_members(cluster: Weak<Cluster>, mut entries: kv::Watch) {
     }
 }
 
-/// Renews this node's key every third of the TTL; fences the node off when that
-/// fails for longer than the TTL or the key is no longer ours, then joins again.
+/// Renews this node's key every third of the TTL. The key expires a TTL after the
+/// server stored the last renewal, which came after it was sent: when none has
+/// succeeded for three quarters of the TTL since the last one was sent, or the key is
+/// no longer this node's, the node fences itself off before the others can count it
+/// dead and start its children elsewhere; then it joins again.
 async fn renew(cluster: Weak<Cluster>, mut revision: u64) {
     let Some(ttl) = cluster.upgrade().map(|c| c.ttl) else { return };
     let mut renewed = Instant::now();
     loop {
-        tokio::time::sleep(ttl / 3).await;
-        let Some(cluster) = cluster.upgrade() else { return };
-        let lost = match cluster.renew_once(revision).await {
-            Ok(next) => {
-                revision = next;
-                renewed = Instant::now();
-                false
-            }
-            Err(Renewal::Lost) => true,
-            Err(Renewal::Failed(e)) => {
-                tracing::warn!(node = cluster.node, "could not renew membership: {e}");
-                renewed.elapsed() > ttl
-            }
+        let fence_at = tokio::time::Instant::from_std(renewed + ttl - ttl / 4);
+        let attempt = async {
+            tokio::time::sleep(ttl / 3).await;
+            let sent = Instant::now();
+            let cluster = cluster.upgrade()?;
+            Some((sent, cluster.renew_once(revision).await))
+        };
+        let lost = tokio::select! {
+            () = tokio::time::sleep_until(fence_at) => true,
+            attempt = attempt => match attempt {
+                None => return,
+                Some((sent, Ok(next))) => {
+                    revision = next;
+                    renewed = sent;
+                    false
+                }
+                Some((_, Err(Renewal::Lost))) => true,
+                Some((_, Err(Renewal::Failed(e)))) => {
+                    tracing::warn!("could not renew the cluster membership: {e}");
+                    false
+                }
+            },
         };
         if lost {
+            let Some(cluster) = cluster.upgrade() else { return };
             cluster.fence();
             revision = cluster.rejoin().await;
             renewed = Instant::now();
@@ -419,8 +461,13 @@ enum Renewal {
 }
 
 /// Creates a node's key with its TTL; refused when the name is taken.
-async fn create_key(members: &kv::Store, node: &str, ttl: Duration) -> Result<u64, ClusterError> {
-    members.create_with_ttl(node, node.to_owned().into(), ttl).await.map_err(|e| {
+async fn create_key(
+    members: &kv::Store,
+    node: &str,
+    nonce: &str,
+    ttl: Duration,
+) -> Result<u64, ClusterError> {
+    members.create_with_ttl(node, nonce.to_owned().into(), ttl).await.map_err(|e| {
         if e.kind() == kv::CreateErrorKind::AlreadyExists {
             ClusterError::NameTaken { node: node.to_owned() }
         } else {

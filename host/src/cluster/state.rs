@@ -104,6 +104,17 @@ impl ClusterStore {
         Ok(Self { kv, mirror, writing: Arc::default(), _watch: watch })
     }
 
+    /// Reads `scope` from the bucket itself, so that what is answered from here next
+    /// is at least as new as what its last writer wrote anywhere (a child that moved
+    /// reads its predecessor's last write).
+    pub(crate) async fn refresh(&self, scope: &str) -> Result<(), String> {
+        let entry = self.kv.entry(encode_key(scope)).await.map_err(|e| e.to_string())?;
+        if let Some(entry) = entry {
+            apply(&self.mirror, entry);
+        }
+        Ok(())
+    }
+
     fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
         self.mirror.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -55,8 +55,15 @@ pub(crate) trait Remote: Send + Sync + std::fmt::Debug {
     /// The node to ask for `to`, a path with no mailbox here, sent by `from` (a child
     /// here, or the application): `None` when no node has it.
     fn node_of(&self, from: Option<&str>, to: &str) -> Option<String>;
-    /// Sends on `node`; a refusal there is dead-lettered here.
-    fn send(&self, node: String, from: Option<String>, to: String, payload: Vec<u8>);
+    /// Sends on `node`; a refusal there is dead-lettered here. Refused at once when
+    /// too many sends are on their way.
+    fn send(
+        &self,
+        node: String,
+        from: Option<String>,
+        to: String,
+        payload: Vec<u8>,
+    ) -> Result<(), MessageError>;
     /// Calls on `node`, waiting at most `timeout`.
     fn call(
         &self,
@@ -285,8 +292,11 @@ impl Post {
                 let sender = from.map(|f| f.path.to_string());
                 // Pending until the node answers: taken there, or a dead letter here.
                 self.counts.pending.fetch_add(1, Ordering::Relaxed);
-                remote.send(node, sender, to.to_owned(), payload);
-                return self.count(Ok(()));
+                let sent = remote.send(node, sender, to.to_owned(), payload);
+                if sent.is_err() {
+                    self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                return self.count(sent);
             }
             Ok(None) => {}
             Err(refused) => return self.count(Err(refused)),
@@ -326,10 +336,10 @@ impl Post {
                 let remote = Arc::clone(remote);
                 self.counts.sent.fetch_add(1, Ordering::Relaxed);
                 self.counts.pending.fetch_add(1, Ordering::Relaxed);
+                // Counted forwarded when answered, or when the caller stops waiting.
+                let _forwarded = Forwarded(self);
                 let sender = from.map(|f| f.path.to_string());
-                let answer = remote.call(node, sender, to.to_owned(), payload, timeout).await;
-                self.forwarded();
-                return answer;
+                return remote.call(node, sender, to.to_owned(), payload, timeout).await;
             }
             Ok(None) => {}
             Err(refused) => return self.count(Err(refused)),
@@ -775,6 +785,15 @@ impl Content {
             Content::Bytes(bytes) => bytes.len(),
             Content::Export(_) => 0,
         }
+    }
+}
+
+/// A call on its way to another node: counted forwarded when dropped.
+struct Forwarded<'a>(&'a Post);
+
+impl Drop for Forwarded<'_> {
+    fn drop(&mut self) {
+        self.0.forwarded();
     }
 }
 

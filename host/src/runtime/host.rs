@@ -798,7 +798,7 @@ impl Host {
             return Ok(());
         }
         let shared = Arc::clone(&self.shared);
-        self.on_runtime(async move { super::remote::join(&shared, &config).await })
+        self.on_runtime(async move { super::cluster::join(&shared, &config).await })
             .await
             .ok_or(HostError::Gone)?
             .map_err(HostError::Cluster)
@@ -811,7 +811,7 @@ impl Host {
     /// TTL.
     pub async fn leave(&self) {
         let shared = Arc::clone(&self.shared);
-        self.on_runtime(async move { super::remote::leave(&shared).await }).await;
+        self.on_runtime(async move { super::cluster::leave(&shared).await }).await;
     }
 
     /// Stops the tree in order (children newest first, each waited for) and returns

@@ -12,10 +12,11 @@
 //! A child's exit reaches its supervisor as a message; a supervisor's exit reaches
 //! its parent the same way, which is how giving up escalates.
 
+mod cluster;
 mod error;
+mod handle;
 mod host;
 mod protocol;
-mod remote;
 mod shared;
 mod supervisor;
 mod worker;

@@ -20,7 +20,7 @@ pub(crate) struct Shared {
     /// Every child's mailbox, by path.
     pub(crate) post: Arc<Post>,
     /// This host's part in a cluster, if it joined one.
-    pub(crate) nodes: super::remote::Nodes,
+    pub(crate) nodes: super::cluster::nodes::Nodes,
     /// Every supervisor's channel, by path.
     supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<SupMsg>>>,
     /// Plugins by file path: a restart must not re-read and re-hash the file.
@@ -41,7 +41,7 @@ impl Shared {
             state,
             post: Arc::new(Post::new(Arc::clone(&events))),
             events,
-            nodes: super::remote::Nodes::default(),
+            nodes: super::cluster::nodes::Nodes::default(),
             supervisors: Mutex::new(HashMap::new()),
             plugins: Mutex::new(HashMap::new()),
             root_exit: watch::channel(None).0,

@@ -4,13 +4,11 @@
 use super::error::HostError;
 use super::protocol::{AdminReply, AdminRequest, Answer, SupMsg};
 use super::shared::Shared;
-use super::{remote, worker};
+use super::{cluster, handle, worker};
 use crate::events::Event;
-use crate::messaging::{Mailbox, Outbox};
-use crate::sandbox::{BoxFuture, SandboxConfig, Shutdown};
-use crate::supervisor::{
-    AdminError, ChildStart, Core, Directive, Placement, PluginStart, SupervisorSpec,
-};
+use crate::messaging::Mailbox;
+use crate::sandbox::{BoxFuture, Shutdown};
+use crate::supervisor::{AdminError, ChildStart, Core, Directive, Placement, SupervisorSpec};
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::collections::{HashMap, HashSet};
@@ -30,9 +28,9 @@ pub(crate) struct Parent {
 }
 
 enum Running {
-    Worker(worker::Handle),
+    Worker(handle::Handle),
     /// A plugin child placed on another node of the cluster.
-    Remote(remote::Placed),
+    Remote(cluster::Placed),
     Supervisor {
         incarnation: u64,
         tx: mpsc::UnboundedSender<SupMsg>,
@@ -209,6 +207,9 @@ impl Supervisor {
         for (id, _) in std::mem::take(&mut self.mailboxes) {
             self.shared.post.forget(&self.core.child_path(&id));
         }
+        for (id, node) in std::mem::take(&mut self.placed) {
+            cluster::forget(&self.shared, &node, &self.core.child_path(&id));
+        }
         let shutting_down = || Err(HostError::Admin(AdminError::ShuttingDown));
         for (reply, _) in self.deferred.drain(..) {
             let _ = reply.send(shutting_down());
@@ -364,7 +365,12 @@ impl Supervisor {
                     Some(Running::Remote(placed)) => Some(placed.node.clone()),
                     _ => None,
                 };
-                self.shared.emit(Event::ChildStarted { path, incarnation, node });
+                let placed = node.is_some();
+                self.shared.emit(Event::ChildStarted { path: path.clone(), incarnation, node });
+                // An exit of it that came first is announced after its start.
+                if placed {
+                    self.shared.nodes.confirm(&self.shared, &path, incarnation);
+                }
                 if let Some(Running::Worker(handle)) = self.children.get_mut(&id)
                     && handle.incarnation == incarnation
                     && let Some(go) = handle.go.take()
@@ -407,7 +413,7 @@ impl Supervisor {
         let path = self.core.child_path(child);
         let placed = self.placed.remove(child);
         if let Some(node) = &placed {
-            remote::forget(&self.shared, node, &path);
+            cluster::forget(&self.shared, node, &path);
         }
         let placed = placed.is_some();
         if self.mailboxes.remove(child).is_some() {
@@ -439,10 +445,16 @@ impl Supervisor {
                     Placement::Nodes(nodes) => nodes.as_slice(),
                     Placement::Local => &[],
                 };
+                let me = self.me.clone();
                 let placed =
-                    remote::start(&self.shared, id, &path, incarnation, &start, nodes).await?;
-                self.placed.insert(id.to_owned(), placed.node.clone());
-                self.shared.nodes.placed(&path, &placed, id, self.me.clone());
+                    cluster::start(&self.shared, (id, &path, incarnation), &start, nodes, me)
+                        .await?;
+                // Started on another node than before: the mailbox there goes.
+                if let Some(before) = self.placed.insert(id.to_owned(), placed.node.clone())
+                    && before != placed.node
+                {
+                    cluster::forget(&self.shared, &before, &path);
+                }
                 Running::Remote(placed)
             }
             ChildStart::Plugin(start) => {
@@ -458,7 +470,7 @@ impl Supervisor {
                         .entry(id.to_owned())
                         .or_insert_with(|| self.shared.post.open(&path, &start.mailbox)),
                 );
-                let config = sandbox_config(&self.shared, path, &start, &mailbox);
+                let config = worker::sandbox_config(&self.shared, path, &start, &mailbox);
                 let start = worker::Start {
                     id: id.to_owned(),
                     incarnation,
@@ -467,6 +479,7 @@ impl Supervisor {
                     hibernate_after: start.hibernate_after,
                     mailbox,
                     supervisor: self.me.clone(),
+                    node: None,
                 };
                 let handle = worker::start(&self.shared, start).await?;
                 Running::Worker(handle)
@@ -504,6 +517,11 @@ impl Supervisor {
 /// Stops one child as `shutdown` says: graceful within the timeout, then killed.
 /// Returns how it ended, and whether it announced that itself (a worker does).
 async fn stop(running: Running, shutdown: Shutdown) -> (ExitReason, bool) {
+    let running = match running {
+        // Announced here by the core, unless its exit was announced meanwhile.
+        Running::Remote(placed) => return placed.stop(shutdown).await,
+        running => running,
+    };
     let is_worker = matches!(running, Running::Worker(_));
     let reason = stop_running(running, shutdown).await;
     match reason {
@@ -517,13 +535,12 @@ async fn stop(running: Running, shutdown: Shutdown) -> (ExitReason, bool) {
 async fn stop_running(running: Running, shutdown: Shutdown) -> Result<ExitReason, ExitReason> {
     match running {
         Running::Worker(handle) => handle.stop(shutdown).await,
-        // Announced by the node it ran on, on that node's stream; here by the core.
-        Running::Remote(placed) => Err(placed.stop(shutdown).await),
+        Running::Remote(_) => unreachable!("stopped by `stop`"),
         Running::Supervisor { tx, mut task, .. } => {
             let _ = tx.send(SupMsg::Shutdown);
             match shutdown {
                 Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
-                    Ok(result) => worker::joined(result),
+                    Ok(result) => handle::joined(result),
                     Err(_) => {
                         task.0.abort();
                         Err(ExitReason::Killed { cause: KillCause::ShutdownTimeout })
@@ -533,26 +550,8 @@ async fn stop_running(running: Running, shutdown: Shutdown) -> Result<ExitReason
                     task.0.abort();
                     Err(ExitReason::Killed { cause: KillCause::BrutalKill })
                 }
-                Shutdown::Infinity => worker::joined((&mut task.0).await),
+                Shutdown::Infinity => handle::joined((&mut task.0).await),
             }
         }
     }
-}
-
-/// The sandbox settings of an incarnation of the plugin child at `path`.
-pub(crate) fn sandbox_config(
-    shared: &Arc<Shared>,
-    path: String,
-    start: &PluginStart,
-    mailbox: &Arc<Mailbox>,
-) -> SandboxConfig {
-    let mut config = SandboxConfig::new(path);
-    config.config.clone_from(&start.config);
-    config.limits = start.limits.clone();
-    config.grants = start.grants.clone();
-    config.state = Arc::clone(&shared.state);
-    // The incarnation's messenger, with its timers: shared by a hibernating child's
-    // activations, dropped when the incarnation ends.
-    config.messenger = Arc::new(Outbox::new(Arc::clone(&shared.post), Arc::clone(mailbox)));
-    config
 }

@@ -19,28 +19,35 @@
 //! activations. An activation that fails to start ends the incarnation like a crash,
 //! but its message is not at fault (a call is answered, a send goes back).
 
+use super::handle::{Handle, Stop};
 use super::protocol::SupMsg;
 use super::shared::Shared;
 use crate::events::{DeadLetterReason, Event};
-use crate::messaging::{Frame, Letter, Mailbox};
-use crate::sandbox::{
-    ExportCall, Handled, KillSwitch, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown,
-};
+use crate::messaging::{Frame, Letter, Mailbox, Outbox};
+use crate::sandbox::{ExportCall, Handled, MessageError, Plugin, Sandbox, SandboxConfig, Shutdown};
+use crate::spec::PluginStart;
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// A started worker, as its supervisor holds it.
-pub(crate) struct Handle {
-    pub(crate) incarnation: u64,
-    /// Lets the worker take its first message once its `child_started` is out,
-    /// so that no exit of this incarnation is published before its start.
-    pub(crate) go: Option<oneshot::Sender<()>>,
-    stop: oneshot::Sender<Stop>,
-    kill: KillSwitch,
-    task: Owned<ExitReason>,
+/// The sandbox settings of an incarnation of the plugin child at `path`.
+pub(crate) fn sandbox_config(
+    shared: &Arc<Shared>,
+    path: String,
+    start: &PluginStart,
+    mailbox: &Arc<Mailbox>,
+) -> SandboxConfig {
+    let mut config = SandboxConfig::new(path);
+    config.config.clone_from(&start.config);
+    config.limits = start.limits.clone();
+    config.grants = start.grants.clone();
+    config.state = Arc::clone(&shared.state);
+    // The incarnation's messenger, with its timers: shared by a hibernating child's
+    // activations, dropped when the incarnation ends.
+    config.messenger = Arc::new(Outbox::new(Arc::clone(&shared.post), Arc::clone(mailbox)));
+    config
 }
 
 /// An incarnation of a plugin child to start.
@@ -55,12 +62,16 @@ pub(crate) struct Start {
     pub(crate) mailbox: Arc<Mailbox>,
     /// Where an exit of its own is reported.
     pub(crate) supervisor: mpsc::UnboundedSender<SupMsg>,
+    /// The node it runs on, for a child another node's supervisor placed here: its
+    /// events name it.
+    pub(crate) node: Option<String>,
 }
 
 /// Starts an incarnation: its sandbox and its worker task, which takes no message
 /// until [`Handle::go`] fires.
 pub(crate) async fn start(shared: &Arc<Shared>, start: Start) -> Result<Handle, ExitReason> {
-    let Start { id, incarnation, plugin, config, hibernate_after, mailbox, supervisor } = start;
+    let Start { id, incarnation, plugin, config, hibernate_after, mailbox, supervisor, node } =
+        start;
     let hibernate = hibernate_after.map(|after| Hibernate {
         plugin: plugin.clone(),
         config: config.clone(),
@@ -89,61 +100,9 @@ pub(crate) async fn start(shared: &Arc<Shared>, start: Start) -> Result<Handle, 
         stop: stopped,
         supervisor,
         hibernate,
+        node,
     })));
-    Ok(Handle { incarnation, go: Some(go), stop, kill, task })
-}
-
-impl Handle {
-    /// Stops the incarnation as `shutdown` says: graceful within the timeout, then
-    /// killed. Its exit reason; `Err` when its task did not end on its own (it was
-    /// aborted), so it announced nothing.
-    pub(crate) async fn stop(self, shutdown: Shutdown) -> Result<ExitReason, ExitReason> {
-        let Handle { stop, kill, mut task, .. } = self;
-        if shutdown == Shutdown::BrutalKill {
-            kill.kill(KillCause::BrutalKill);
-        }
-        let _ = stop.send(Stop::Shutdown(shutdown));
-        match shutdown {
-            Shutdown::Timeout(limit) => match tokio::time::timeout(limit, &mut task.0).await {
-                Ok(result) => joined(result),
-                Err(_) => {
-                    kill.kill(KillCause::ShutdownTimeout);
-                    joined((&mut task.0).await)
-                }
-            },
-            Shutdown::BrutalKill | Shutdown::Infinity => joined((&mut task.0).await),
-        }
-    }
-
-    /// Kills the incarnation at once for `cause`; its exit reason.
-    pub(crate) async fn kill(self, cause: KillCause) -> ExitReason {
-        let Handle { stop, kill, mut task, .. } = self;
-        kill.kill(cause);
-        let _ = stop.send(Stop::Kill(cause));
-        joined((&mut task.0).await).unwrap_or_else(|reason| reason)
-    }
-}
-
-/// A task's result: panics are caught inside every task, so an error means it was
-/// aborted (its owner was dropped).
-pub(crate) fn joined(
-    result: Result<ExitReason, tokio::task::JoinError>,
-) -> Result<ExitReason, ExitReason> {
-    result.map_err(|e| match e.try_into_panic() {
-        Ok(payload) => {
-            ExitReason::HostPanic { message: crate::task::panic_message(payload.as_ref()) }
-        }
-        Err(_) => ExitReason::Killed { cause: KillCause::BrutalKill },
-    })
-}
-
-/// How the worker is told to stop.
-enum Stop {
-    /// As its supervisor stops it.
-    Shutdown(Shutdown),
-    /// Killed by the host for `cause` (its node left the cluster): `terminate` is not
-    /// called.
-    Kill(KillCause),
+    Ok(Handle::new(incarnation, go, stop, kill, task))
 }
 
 /// What a worker task runs with.
@@ -165,6 +124,8 @@ struct Worker {
     supervisor: mpsc::UnboundedSender<SupMsg>,
     /// For a hibernating child: how to start it again.
     hibernate: Option<Hibernate>,
+    /// The node named in its events, for a child placed here by another node.
+    node: Option<String>,
 }
 
 /// What a hibernating child's worker needs to start the instance again.
@@ -193,8 +154,12 @@ enum Exit {
 /// `host_panic`, reported like any other exit.
 async fn run(worker: Worker) -> ExitReason {
     let incarnation = worker.incarnation;
-    let report =
-        Report { supervisor: worker.supervisor.clone(), id: worker.id.clone(), incarnation };
+    let report = Report {
+        supervisor: worker.supervisor.clone(),
+        id: worker.id.clone(),
+        incarnation,
+        node: worker.node.clone(),
+    };
     let shared = Arc::clone(&worker.shared);
     let mailbox = Arc::clone(&worker.mailbox);
     // Where the letter being handled goes if the host panics handling it.
@@ -205,7 +170,7 @@ async fn run(worker: Worker) -> ExitReason {
             let reason = ExitReason::HostPanic { message };
             tracing::error!(child = &*mailbox.path, "{reason}");
             mailbox.set_handling(None);
-            announce(&shared, &mailbox.path, incarnation, &reason);
+            report.announce(&shared, &mailbox.path, &reason);
             report.exited(&reason);
             // The message may well be what made the host panic: settled as a crash.
             if let Some(letter) = unwound.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -221,9 +186,21 @@ struct Report {
     supervisor: mpsc::UnboundedSender<SupMsg>,
     id: String,
     incarnation: u64,
+    /// The node its events name, for a child another node's supervisor placed here.
+    node: Option<String>,
 }
 
 impl Report {
+    /// The incarnation's end, on the event stream.
+    fn announce(&self, shared: &Shared, path: &str, reason: &ExitReason) {
+        shared.emit(Event::ChildExited {
+            path: path.to_owned(),
+            incarnation: self.incarnation,
+            reason: reason.clone(),
+            node: self.node.clone(),
+        });
+    }
+
     fn exited(&self, reason: &ExitReason) {
         let _ = self.supervisor.send(SupMsg::ChildExited {
             id: self.id.clone(),
@@ -261,7 +238,7 @@ async fn serve(
             biased;
             shutdown = &mut stop => {
                 let reason = stopped(sandbox, shutdown).await;
-                announce(&shared, path, incarnation, &reason);
+                report.announce(&shared, path, &reason);
                 return Exit::Stopped(reason);
             }
             // A supervisor gone without a word counts as a go: its stop follows.
@@ -403,7 +380,7 @@ fn crashed(reason: ExitReason, silent: Option<Duration>, letter: Letter, ends: &
     // Stopped by its supervisor mid-message: not the message's fault.
     if stopped_by_supervisor(&reason) {
         mailbox.set_handling(None);
-        announce(shared, &mailbox.path, incarnation, &reason);
+        ends.report.announce(shared, &mailbox.path, &reason);
         settle(letter, &reason, false, mailbox, shared);
         return Exit::Stopped(reason);
     }
@@ -423,7 +400,7 @@ impl Ends<'_> {
     fn ended(&self, reason: &ExitReason) {
         // The next incarnation's `init` runs in no call's chain.
         self.mailbox.set_handling(None);
-        announce(self.shared, &self.mailbox.path, self.report.incarnation, reason);
+        self.report.announce(self.shared, &self.mailbox.path, reason);
         self.report.exited(reason);
     }
 
@@ -435,7 +412,7 @@ impl Ends<'_> {
     fn ended_handling(&self, letter: Letter, reason: &ExitReason, blamed: bool) {
         let (shared, mailbox) = (self.shared, self.mailbox);
         mailbox.set_handling(None);
-        announce(shared, &mailbox.path, self.report.incarnation, reason);
+        self.report.announce(shared, &mailbox.path, reason);
         if letter.is_call() {
             self.report.exited(reason);
             settle(letter, reason, blamed, mailbox, shared);
@@ -444,13 +421,6 @@ impl Ends<'_> {
             self.report.exited(reason);
         }
     }
-}
-
-fn announce(shared: &Shared, path: &str, incarnation: u64, reason: &ExitReason) {
-    // A child placed here by another node's supervisor names this node.
-    let node = shared.nodes.hosts(path).then(|| shared.nodes.name()).flatten();
-    let (path, reason) = (path.to_owned(), reason.clone());
-    shared.emit(Event::ChildExited { path, incarnation, reason, node });
 }
 
 /// The letter whose handling ended the incarnation with `reason`: a call is answered
