@@ -187,7 +187,7 @@ pub(crate) async fn node_loss(rounds: usize) -> Result<Scenario> {
 async fn started_on(events: &mut warden::Events, node: &str) -> Result<bool> {
     let received = tokio::time::timeout(Duration::from_secs(30), events.next())
         .await
-        .context("no event within 30 s")?
+        .with_context(|| format!("no event within 30 s, waiting for starts on {node}"))?
         .context("the stream ended")?;
     Ok(matches!(
         received.event().map(|r| r.event),

@@ -70,6 +70,22 @@ fn a_member_joins_and_a_second_node_with_its_name_is_refused() {
 }
 
 #[test]
+fn a_node_that_joins_again_under_its_name_is_seen_to_die_again() {
+    let nats = Nats::start();
+    let mut c = member(&nats, "c");
+    for round in 0..2 {
+        let b = member(&nats, "b");
+        c.expect("node_up b", |e| e["event"] == "node_up" && e["node"] == "b");
+        let killed = Instant::now();
+        b.signal("KILL");
+        let (down, _) = c.expect("node_down b", |e| e["event"] == "node_down" && e["node"] == "b");
+        assert_eq!(down["reason"], "expired");
+        let waited = killed.elapsed();
+        assert!(waited < TTL + Duration::from_secs(1), "round {round}: {waited:?}");
+    }
+}
+
+#[test]
 fn nothing_listens_at_the_nats_address_and_the_node_says_so() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("nats://127.0.0.1:{port}");

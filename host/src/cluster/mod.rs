@@ -243,7 +243,8 @@ impl Cluster {
             }
         };
         let cluster = self;
-        let revision = create_key(&self.members, &self.node, &self.nonce, self.ttl).await?;
+        let revision =
+            create_key(&self.js, &self.members, &self.node, &self.nonce, self.ttl).await?;
         let mut entries = cluster
             .members
             .watch_with_history(">")
@@ -390,7 +391,7 @@ impl Cluster {
     /// Joins again after fencing, as soon as the name can be taken; its revision.
     async fn rejoin(&self) -> u64 {
         loop {
-            match create_key(&self.members, &self.node, &self.nonce, self.ttl).await {
+            match create_key(&self.js, &self.members, &self.node, &self.nonce, self.ttl).await {
                 Ok(revision) => return revision,
                 Err(e) => {
                     tracing::debug!(node = self.node, "rejoining: {e}");
@@ -460,18 +461,43 @@ enum Renewal {
     Failed(String),
 }
 
-/// Creates a node's key with its TTL; refused when the name is taken.
+/// Creates a node's key with its TTL; refused when the name is taken. (async-nats's
+/// `create_with_ttl` drops the TTL when the key was deleted or expired before: a node
+/// that joins again under its old name would never expire.)
 async fn create_key(
+    js: &jetstream::Context,
     members: &kv::Store,
     node: &str,
     nonce: &str,
     ttl: Duration,
 ) -> Result<u64, ClusterError> {
-    members.create_with_ttl(node, nonce.to_owned().into(), ttl).await.map_err(|e| {
-        if e.kind() == kv::CreateErrorKind::AlreadyExists {
-            ClusterError::NameTaken { node: node.to_owned() }
-        } else {
-            ClusterError::JetStream { what: "joining", message: e.to_string() }
+    let failed = |e: &dyn std::fmt::Display| ClusterError::JetStream {
+        what: "joining",
+        message: e.to_string(),
+    };
+    let put = |expected: u64| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
+        headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
+        let subject = format!("$KV.{MEMBERS}.{node}");
+        async move {
+            let ack = js
+                .publish_with_headers(subject, headers, nonce.to_owned().into())
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string())
         }
-    })
+    };
+    let first = match put(0).await {
+        Ok(revision) => return Ok(revision),
+        Err(e) => e,
+    };
+    match members.entry(node).await.map_err(|e| failed(&e))? {
+        // Left or expired before: taken again, from its last revision.
+        Some(entry) if entry.operation != kv::Operation::Put => {
+            put(entry.revision).await.map_err(|e| failed(&e))
+        }
+        Some(_) => Err(ClusterError::NameTaken { node: node.to_owned() }),
+        None => Err(failed(&first)),
+    }
 }
