@@ -7,7 +7,7 @@ use std::time::Duration;
 use warden::escape::printable;
 use warden::events::Event;
 use warden::sandbox::{HeartbeatPolicy, Network, Shutdown};
-use warden::supervisor::{Backoff, ChildSpec, ChildStart, Restart, SupervisorSpec};
+use warden::supervisor::{Backoff, ChildSpec, ChildStart, Placement, Restart, SupervisorSpec};
 
 /// The tree as the manifest defines it, one line per node, with its settings.
 pub(crate) fn tree(spec: &SupervisorSpec) -> String {
@@ -83,6 +83,9 @@ fn describe(child: &ChildSpec) -> String {
     if !child.no_restart_on.is_empty() {
         let kinds: Vec<String> = child.no_restart_on.iter().map(ToString::to_string).collect();
         parts.push(format!("no restart on {}", kinds.join(",")));
+    }
+    if let Placement::Nodes(nodes) = &child.placement {
+        parts.push(format!("on node {}", nodes.join(" or ")));
     }
     if let ChildStart::Plugin(p) = &child.start {
         let l = &p.limits;

@@ -44,6 +44,7 @@
 //! | errors | [`HostError`], [`SpecError`] with [`SpecProblem`], [`LoadError`], [`MessageError`], [`AdminError`], [`ExportError`], [`SandboxError`], [`InterfaceError`], [`OpenError`] |
 //! | OTP's reports | [`ChildInfo`], [`ChildState`], [`ChildKind`], [`ChildCounts`], [`MessageStats`] |
 //! | state | [`StateStore`], [`MemoryStore`], [`DiskStore`] |
+//! | several nodes | [`ClusterConfig`], [`HostBuilder::cluster`], [`Host::join`], [`Host::leave`], [`Placement`] ([`ChildSpec::node`], [`ChildSpec::nodes`]), [`ClusterError`] |
 //! | the application's own interfaces | [`HostBuilder::interface`], [`ChildIdentity`], [`StoreData`], [`Host::call_export`], [`wasmtime`] |
 //! | a tree from a manifest | [`manifest::load`], [`manifest::parse`] |
 //! | tests | `testing` (feature `testing`): a tree awaited event by event |
@@ -88,6 +89,7 @@ mod task;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use cluster::{ClusterConfig, ClusterError};
 pub use events::{
     CircuitState, DeadLetterReason, Event, EventRecord, Events, GaveUpReason, Received,
 };
