@@ -161,6 +161,64 @@ fn a_remote_child_starts_answers_crashes_typed_and_restarts_on_its_node() {
 }
 
 #[test]
+fn a_remote_child_that_ignores_terminate_is_killed_at_its_shutdown_timeout_by_its_node() {
+    let nats = Nats::start();
+    let mut b = member(&nats, "b");
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "stubborn"
+plugin = "CHAOS"
+node = "b"
+shutdown = "300ms"
+config = { ignore_terminate = true }
+"#,
+    );
+    let mut a = root(&nats, &path);
+    a.expect("stubborn on b", started("root/stubborn", 1, "b"));
+    let asked = Instant::now();
+    a.command(r#"{"cmd":"terminate_child","id":1,"supervisor":"root","child":"stubborn"}"#);
+    let (exit, _) = a.expect("stubborn stopped", exited("root/stubborn", 1));
+    assert_eq!(exit["reason"], serde_json::json!({"kind": "killed", "cause": "shutdown_timeout"}));
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(a.reply(1)["ok"], true);
+    let (exit, _) = b.expect("killed on b", exited("root/stubborn", 1));
+    assert_eq!(exit["reason"]["cause"], "shutdown_timeout");
+}
+
+#[test]
+fn a_child_placed_on_a_node_that_is_down_fails_to_start_as_in_otp() {
+    let nats = Nats::start();
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "early"
+plugin = "CHAOS"
+
+[[root.children]]
+name = "nowhere"
+plugin = "CHAOS"
+nodes = ["x", "y"]
+"#,
+    );
+    // At the tree's start: the start fails, what started is stopped, the run exits 1.
+    let mut a = root(&nats, &path);
+    let (failed, _) = a.expect("start failed", |e| e["event"] == "child_start_failed");
+    assert_eq!(failed["path"], "root/nowhere");
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains(r#"none of its nodes ["x", "y"] is up"#), "{message}");
+    a.expect("early stopped", exited("root/early", 1));
+    assert_eq!(a.exit_code(), 1);
+}
+
+#[test]
 fn one_for_all_spans_nodes() {
     let nats = Nats::start();
     let mut b = member(&nats, "b");
