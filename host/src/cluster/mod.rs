@@ -243,8 +243,14 @@ impl Cluster {
             }
         };
         let cluster = self;
+        let sent = Instant::now();
         let revision =
             create_key(&self.js, &self.members, &self.node, &self.nonce, self.ttl).await?;
+        // Renewed from now on, timed from when the key was written: whatever the rest
+        // of the join takes, the key does not expire under it.
+        let weak = Arc::downgrade(cluster);
+        let renewing = Owned(tokio::spawn(renew(weak.clone(), revision, sent)));
+        self.mark_up();
         let mut entries = cluster
             .members
             .watch_with_history(">")
@@ -269,10 +275,9 @@ impl Cluster {
             .map_err(|_| js_err("reading members")(&"timed out"))??;
 
         // The tasks hold the cluster weakly: they end with it.
-        let weak = Arc::downgrade(cluster);
         let mut tasks = cluster.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.push(Owned(tokio::spawn(watch_members(weak.clone(), entries))));
-        tasks.push(Owned(tokio::spawn(renew(weak, revision))));
+        tasks.push(Owned(tokio::spawn(watch_members(weak, entries))));
+        tasks.push(renewing);
         drop(tasks);
         Ok(())
     }
@@ -352,11 +357,20 @@ impl Cluster {
         }
     }
 
+    /// This node is a member (again): only joining and rejoining say so, never a
+    /// renewal seen late, after a fence.
+    fn mark_up(&self) {
+        if self.live.send_if_modified(|live| live.insert(self.node.clone())) {
+            self.events.emit(Event::NodeUp { node: self.node.clone() });
+            let _ = self.changes.send(Change::Up(self.node.clone()));
+        }
+    }
+
     /// One change of the membership bucket.
     fn apply(&self, entry: kv::Entry) {
-        tracing::debug!(key = entry.key, op = ?entry.operation, delta = entry.delta, "membership");
         let node = entry.key;
         match entry.operation {
+            kv::Operation::Put if node == self.node => {}
             kv::Operation::Put => {
                 if self.live.send_if_modified(|live| live.insert(node.clone())) {
                     self.events.emit(Event::NodeUp { node: node.clone() });
@@ -388,15 +402,43 @@ impl Cluster {
         }
     }
 
-    /// Joins again after fencing, as soon as the name can be taken; its revision.
-    async fn rejoin(&self) -> u64 {
+    /// Joins again after fencing, as soon as the name can be taken: its revision, and
+    /// when it was written. The nodes that died meanwhile (their expiry unseen, or
+    /// seen too long ago) are found missing from the bucket and counted down.
+    async fn rejoin(&self) -> (u64, Instant) {
         loop {
+            let sent = Instant::now();
             match create_key(&self.js, &self.members, &self.node, &self.nonce, self.ttl).await {
-                Ok(revision) => return revision,
+                Ok(revision) => {
+                    self.resync().await;
+                    self.mark_up();
+                    return (revision, sent);
+                }
                 Err(e) => {
                     tracing::debug!(node = self.node, "rejoining: {e}");
                     tokio::time::sleep(self.ttl / 3).await;
                 }
+            }
+        }
+    }
+
+    /// Counts down the nodes thought up whose keys are gone from the bucket.
+    async fn resync(&self) {
+        use futures_util::StreamExt;
+        let Ok(keys) = self.members.keys().await else { return };
+        let present: BTreeSet<String> = keys.filter_map(|k| async { k.ok() }).collect().await;
+        let gone: Vec<String> = self
+            .live
+            .borrow()
+            .iter()
+            .filter(|n| **n != self.node && !present.contains(*n))
+            .cloned()
+            .collect();
+        for node in gone {
+            if self.live.send_if_modified(|live| live.remove(&node)) {
+                let down = Event::NodeDown { node: node.clone(), reason: "expired".into() };
+                self.events.emit(down);
+                let _ = self.changes.send(Change::Down { node, reason: "expired" });
             }
         }
     }
@@ -419,9 +461,8 @@ async fn watch_members(cluster: Weak<Cluster>, mut entries: kv::Watch) {
 /// succeeded for three quarters of the TTL since the last one was sent, or the key is
 /// no longer this node's, the node fences itself off before the others can count it
 /// dead and start its children elsewhere; then it joins again.
-async fn renew(cluster: Weak<Cluster>, mut revision: u64) {
+async fn renew(cluster: Weak<Cluster>, mut revision: u64, mut renewed: Instant) {
     let Some(ttl) = cluster.upgrade().map(|c| c.ttl) else { return };
-    let mut renewed = Instant::now();
     loop {
         let fence_at = tokio::time::Instant::from_std(renewed + ttl - ttl / 4);
         let attempt = async {
@@ -449,8 +490,7 @@ async fn renew(cluster: Weak<Cluster>, mut revision: u64) {
         if lost {
             let Some(cluster) = cluster.upgrade() else { return };
             cluster.fence();
-            revision = cluster.rejoin().await;
-            renewed = Instant::now();
+            (revision, renewed) = cluster.rejoin().await;
         }
     }
 }
@@ -497,6 +537,8 @@ async fn create_key(
         Some(entry) if entry.operation != kv::Operation::Put => {
             put(entry.revision).await.map_err(|e| failed(&e))
         }
+        // Ours already (a write whose answer was lost).
+        Some(entry) if entry.value == nonce.as_bytes() => Ok(entry.revision),
         Some(_) => Err(ClusterError::NameTaken { node: node.to_owned() }),
         None => Err(failed(&first)),
     }

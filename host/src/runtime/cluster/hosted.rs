@@ -16,35 +16,50 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Requests served at once; more wait (NATS holds them meanwhile).
-const CONCURRENT_REQUESTS: usize = 4096;
-/// Incarnations remembered as stopped before their start finished.
-const CANCELLED_KEPT: usize = 256;
+/// Messages and calls served at once; past it a message is refused `mailbox_full`
+/// (starts and stops are always served).
+const CONCURRENT_MESSAGES: usize = 4096;
+/// How long an incarnation stopped before its start finished is remembered: longer
+/// than any start may take.
+const CANCELLED_FOR: Duration = Duration::from_secs(120);
 
-/// Serves this node's requests, each in a task of its own, a bounded number at once.
-pub(super) async fn serve(shared: Weak<Shared>, mut requests: async_nats::Subscriber) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS));
+/// Serves this node's requests, each in a task of its own: starts and stops always,
+/// messages and calls a bounded number at once.
+pub(super) async fn serve(
+    shared: Weak<Shared>,
+    cluster: Arc<Cluster>,
+    mut requests: async_nats::Subscriber,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_MESSAGES));
     while let Some(message) = requests.next().await {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
         let Some(shared) = shared.upgrade() else { return };
+        let Some(reply) = message.reply.clone() else { continue };
+        let verb = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
+        let permit = match verb.as_str() {
+            "send" | "call" => match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let full = router::refusal(&crate::sandbox::MessageError::MailboxFull);
+                    let _ =
+                        cluster.client.publish_with_headers(reply, full, Vec::new().into()).await;
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let cluster = Arc::clone(&cluster);
         tokio::spawn(async move {
             let _permit = permit;
-            let Some(reply) = message.reply.clone() else { return };
-            let verb = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
             let plain = |body: Vec<u8>| (async_nats::HeaderMap::new(), body);
             let (headers, answer) = match verb.as_str() {
-                "start" => {
-                    plain(json(&match serde_json::from_slice::<wire::Start>(&message.payload) {
-                        Ok(start) => host(&shared, start).await,
-                        Err(e) => Err(bad(e)),
-                    }))
-                }
-                "stop" => {
-                    plain(json(&match serde_json::from_slice::<wire::Stop>(&message.payload) {
-                        Ok(stop) => unhost(&shared, stop).await,
-                        Err(e) => bad(e),
-                    }))
-                }
+                "start" => plain(json(&match serde_json::from_slice(&message.payload) {
+                    Ok(start) => host(&shared, &cluster, start).await,
+                    Err(e) => Err(bad(e)),
+                })),
+                "stop" => plain(json(&match serde_json::from_slice(&message.payload) {
+                    Ok(stop) => unhost(&shared, stop).await,
+                    Err(e) => bad(e),
+                })),
                 "forget" => {
                     forget(&shared, &String::from_utf8_lossy(&message.payload));
                     plain(Vec::new())
@@ -53,9 +68,7 @@ pub(super) async fn serve(shared: Weak<Shared>, mut requests: async_nats::Subscr
                 "call" => router::deliver(&shared, &message, true).await,
                 _ => return,
             };
-            if let Some(cluster) = shared.nodes.cluster.get() {
-                let _ = cluster.client.publish_with_headers(reply, headers, answer.into()).await;
-            }
+            let _ = cluster.client.publish_with_headers(reply, headers, answer.into()).await;
         });
     }
 }
@@ -71,9 +84,9 @@ fn bad(e: serde_json::Error) -> ExitReason {
 /// Starts an incarnation placed here: its component fetched (once) from the
 /// cluster's store, its state from the cluster's bucket, run in a worker whose exits
 /// go to its supervisor's node.
-async fn host(shared: &Arc<Shared>, start: wire::Start) -> wire::Started {
+async fn host(shared: &Arc<Shared>, cluster: &Arc<Cluster>, start: wire::Start) -> wire::Started {
     let failed = |message: String| ExitReason::StartFailed { message };
-    let cluster = shared.nodes.cluster.get().cloned().ok_or_else(|| failed("no cluster".into()))?;
+    let cluster = Arc::clone(cluster);
     let path = start.path.clone();
     // A child this node runs for itself is not another node's to start.
     if shared.post.lookup(&path).is_some() && !lock(&shared.nodes.remote_mailboxes).contains(&path)
@@ -164,7 +177,7 @@ async fn host(shared: &Arc<Shared>, start: wire::Start) -> wire::Started {
 /// (forgotten then).
 fn take_cancelled(nodes: &Nodes, path: &str, incarnation: u64) -> bool {
     let mut cancelled = lock(&nodes.cancelled);
-    match cancelled.iter().position(|(p, i)| p == path && *i == incarnation) {
+    match cancelled.iter().position(|(p, i, _)| p == path && *i == incarnation) {
         Some(at) => {
             cancelled.remove(at);
             true
@@ -247,10 +260,11 @@ async fn unhost(shared: &Arc<Shared>, stop: wire::Stop) -> ExitReason {
     };
     let Some(entry) = entry else {
         let mut cancelled = lock(&shared.nodes.cancelled);
-        if cancelled.len() == CANCELLED_KEPT {
+        let now = std::time::Instant::now();
+        while cancelled.front().is_some_and(|(_, _, at)| now.duration_since(*at) > CANCELLED_FOR) {
             cancelled.pop_front();
         }
-        cancelled.push_back((stop.path, stop.incarnation));
+        cancelled.push_back((stop.path, stop.incarnation, now));
         return ExitReason::Shutdown;
     };
     entry.handle.stop(stop.shutdown.into()).await.unwrap_or_else(|r| r)

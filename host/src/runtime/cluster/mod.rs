@@ -26,28 +26,34 @@ use crate::cluster::{Change, Cluster, ClusterConfig, ClusterError};
 use crate::task::Owned;
 use std::sync::{Arc, Weak};
 
-/// Joins the cluster: serves this node's requests first, then becomes a member (so
-/// that no node sees it up before it answers), then follows the exits of the
-/// children placed elsewhere and the membership's changes.
+/// Joins the cluster, once: serves this node's requests first, then becomes a member
+/// (so that no node sees it up before it answers), then follows the exits of the
+/// children placed elsewhere and the membership's changes. A join that fails leaves
+/// nothing behind: no request is served under a name not joined.
 pub(crate) async fn join(shared: &Arc<Shared>, config: &ClusterConfig) -> Result<(), ClusterError> {
+    let _one_at_a_time = shared.nodes.joining.lock().await;
+    if shared.nodes.cluster.get().is_some() {
+        return Ok(());
+    }
     let cluster = Cluster::connect(config, Arc::clone(&shared.events)).await?;
     let requests = cluster
         .client
         .subscribe(format!("warden.node.{}.*", cluster.node))
         .await
         .map_err(|e| ClusterError::JetStream { what: "subscribing", message: e.to_string() })?;
+    let weak = Arc::downgrade(shared);
+    // Owned here until the join succeeds: dropped with a failed one.
+    let serving = Owned(tokio::spawn(hosted::serve(weak.clone(), Arc::clone(&cluster), requests)));
+    let changes = cluster.changes();
+    cluster.enter().await?;
     let exits = placed::exit_consumer(&cluster)
         .await
         .map_err(|message| ClusterError::JetStream { what: "following exits", message })?;
-    if shared.nodes.cluster.set(Arc::clone(&cluster)).is_err() {
-        return Ok(()); // joined already
-    }
-    let weak = Arc::downgrade(shared);
-    let changes = cluster.changes();
-    shared.post.set_remote(Arc::new(router::Router::new(weak.clone())));
-    lock(&shared.nodes.tasks).push(Owned(tokio::spawn(hosted::serve(weak.clone(), requests))));
-    cluster.enter().await?;
+    let _ = shared.nodes.cluster.set(cluster);
+    let runtime = tokio::runtime::Handle::current();
+    shared.post.set_remote(Arc::new(router::Router::new(weak.clone(), runtime)));
     let mut tasks = lock(&shared.nodes.tasks);
+    tasks.push(serving);
     tasks.push(Owned(tokio::spawn(placed::follow_exits(weak.clone(), exits))));
     tasks.push(Owned(tokio::spawn(follow_changes(weak, changes))));
     Ok(())
@@ -105,11 +111,12 @@ fn fenced(shared: &Arc<Shared>) {
     });
 }
 
-/// The children whose supervisor's node `gone` says is gone are stopped, in a task of
-/// their own (a graceful stop takes up to its shutdown timeout).
+/// The children whose supervisor's node `gone` says is gone are killed
+/// (`killed(node_down)`) at once, in a task of their own: their supervisor's node may
+/// come back and start them elsewhere soon after.
 fn orphaned(shared: &Arc<Shared>, gone: impl Fn(&str) -> bool + Send + Sync + 'static) {
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        hosted::stop(&shared, |h| gone(&h.origin), None).await;
+        hosted::stop(&shared, |h| gone(&h.origin), Some(crate::KillCause::NodeDown)).await;
     });
 }

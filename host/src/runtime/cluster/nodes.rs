@@ -27,10 +27,15 @@ pub(crate) struct Nodes {
     pub(super) remote_mailboxes: Mutex<HashSet<String>>,
     /// Incarnations stopped here before their start finished (the start is then
     /// refused), the newest last; a few hundred at most.
-    pub(super) cancelled: Mutex<VecDeque<(String, u64)>>,
+    pub(super) cancelled: Mutex<VecDeque<(String, u64, std::time::Instant)>>,
     /// Components fetched from the object store, by hash.
     pub(super) plugins: Mutex<HashMap<String, Plugin>>,
     pub(super) tasks: Mutex<Vec<Owned<()>>>,
+    /// One join at a time.
+    pub(super) joining: tokio::sync::Mutex<()>,
+    /// The node each placed child last ran on, until its supervisor forgets it: a
+    /// message sent while it restarts waits in its mailbox there.
+    pub(super) last_node: Mutex<HashMap<String, String>>,
 }
 
 impl Nodes {

@@ -174,10 +174,23 @@ pub(crate) async fn start(
         cluster: Arc::clone(&cluster),
         stopped: false,
     };
-    let answer =
-        ask::<wire::Started>(&cluster, &node, "start", &request, Some(START_TIMEOUT)).await;
+    // Inserted before these are read: a sweep of a node's loss from now on finds it,
+    // one that ran before is seen here.
+    if !cluster.is_up(&cluster.node) || !cluster.is_up(&node) {
+        return Err(failed(format!("node {node} or this node left the cluster as it started")));
+    }
+    let me = cluster.node.clone();
+    let asked = ask::<wire::Started>(&cluster, &node, "start", &request, Some(START_TIMEOUT));
+    let answer = tokio::select! {
+        answer = asked => answer,
+        () = cluster.down(&node) => Err(format!("node {node} left the cluster")),
+        () = cluster.down(&me) => Err(format!("node {me} was fenced off from the cluster")),
+    };
     match answer {
-        Ok(Ok(())) => Ok(placed),
+        Ok(Ok(())) => {
+            lock(&shared.nodes.last_node).insert(path.to_owned(), node);
+            Ok(placed)
+        }
         // Refused there: nothing runs. Unanswered: it may yet start there, so it is
         // stopped (the drop), and refused there if its start is still under way.
         Ok(Err(reason)) => {
@@ -244,10 +257,13 @@ impl Drop for Placed {
         if self.stopped {
             return;
         }
+        // Running still, as far as this node knows (no exit came): stopped there.
         let mut placed = lock(&self.shared.nodes.placed);
-        if placed.get(&self.path).is_some_and(|e| e.incarnation == self.incarnation) {
-            placed.remove(&self.path);
+        let running = placed.get(&self.path).is_some_and(|e| e.incarnation == self.incarnation);
+        if !running {
+            return;
         }
+        placed.remove(&self.path);
         drop(placed);
         let request = wire::Stop {
             path: self.path.clone(),
@@ -268,6 +284,11 @@ impl Drop for Placed {
 /// what is still in it) goes.
 pub(crate) fn forget(shared: &Shared, node: &str, path: &str) {
     let Some(cluster) = shared.nodes.cluster.get().cloned() else { return };
+    let mut last = lock(&shared.nodes.last_node);
+    if last.get(path).is_some_and(|n| n == node) {
+        last.remove(path);
+    }
+    drop(last);
     let (node, path) = (node.to_owned(), path.to_owned());
     tokio::spawn(async move {
         let timeout = Some(cluster.ttl);

@@ -26,11 +26,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Router {
     shared: Weak<Shared>,
     sends: Arc<Semaphore>,
+    /// The host's runtime: a send may come from any thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Router {
-    pub(super) fn new(shared: Weak<Shared>) -> Self {
-        Self { shared, sends: Arc::new(Semaphore::new(SENDS_IN_FLIGHT)) }
+    pub(super) fn new(shared: Weak<Shared>, runtime: tokio::runtime::Handle) -> Self {
+        Self { shared, sends: Arc::new(Semaphore::new(SENDS_IN_FLIGHT)), runtime }
     }
 }
 
@@ -38,7 +40,9 @@ impl Remote for Router {
     fn node_of(&self, from: Option<&str>, to: &str) -> Option<String> {
         let shared = self.shared.upgrade()?;
         let nodes = &shared.nodes;
-        if let Some(node) = nodes.placed_node(to) {
+        if let Some(node) =
+            nodes.placed_node(to).or_else(|| lock(&nodes.last_node).get(to).cloned())
+        {
             return Some(node);
         }
         let from = from?;
@@ -59,7 +63,7 @@ impl Remote for Router {
         let permit =
             Arc::clone(&self.sends).try_acquire_owned().map_err(|_| MessageError::MailboxFull)?;
         let weak = self.shared.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let _permit = permit;
             let size = payload.len() as u64;
             let message = message(from.as_deref(), &to, None, false, payload);
@@ -214,13 +218,16 @@ pub(super) async fn deliver(
         (None, true) => shared.post.call_from_remote(from, &to, payload, timeout).await,
         (None, false) => shared.post.send_from_remote(from, &to, payload).map(|()| Vec::new()),
     };
-    let mut headers = async_nats::HeaderMap::new();
     match result {
-        Ok(reply) => (headers, reply),
-        Err(error) => {
-            let error = serde_json::to_string(&error).unwrap_or_default();
-            headers.insert("Warden-Error", error.as_str());
-            (headers, Vec::new())
-        }
+        Ok(reply) => (async_nats::HeaderMap::new(), reply),
+        Err(error) => (refusal(&error), Vec::new()),
     }
+}
+
+/// The headers of an answer that is `error`.
+pub(super) fn refusal(error: &MessageError) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    let error = serde_json::to_string(error).unwrap_or_default();
+    headers.insert("Warden-Error", error.as_str());
+    headers
 }
