@@ -537,6 +537,12 @@ impl Post {
         to: &str,
         size: usize,
     ) -> Result<(), MessageError> {
+        match self.remote_route(Some(from), to) {
+            // Its node checks the rest when the timer fires.
+            Ok(Some(_)) => return Ok(()),
+            Err(e) => return self.count(Err(e)),
+            Ok(None) => {}
+        }
         match self.admissible(Some(from), to, size) {
             Ok(_) => Ok(()),
             Err(e) => self.count(Err(e)),
@@ -552,10 +558,23 @@ impl Post {
     /// a dead letter, not a silent drop.
     pub(crate) fn fire(&self, from: &Mailbox, to: String, payload: Vec<u8>) {
         let size = payload.len() as u64;
-        let delivered = self
-            .admissible(Some(from), &to, payload.len())
-            .and_then(|target| self.enqueue(Some(from), &target, Content::Bytes(payload), None));
         self.counts.sent.fetch_add(1, Ordering::Relaxed);
+        let delivered = match self.remote_route(Some(from), &to) {
+            // To a child on another node: pending until that node answers.
+            Ok(Some((remote, node))) => {
+                self.counts.pending.fetch_add(1, Ordering::Relaxed);
+                let sender = Some(from.path.to_string());
+                let sent = remote.send(node, sender, to.clone(), payload);
+                if sent.is_err() {
+                    self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                sent
+            }
+            Err(e) => Err(e),
+            Ok(None) => self.admissible(Some(from), &to, payload.len()).and_then(|target| {
+                self.enqueue(Some(from), &target, Content::Bytes(payload), None)
+            }),
+        };
         if let Err(e) = delivered {
             // Never pending, so counted here rather than through `finish`.
             self.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
