@@ -73,6 +73,13 @@ enum Command {
         /// How events are printed, as for `run`.
         #[arg(long, value_enum)]
         events: Option<EventFormat>,
+        /// The largest memory a child placed here may have (the instance pool's memory
+        /// size): a child whose limit is larger fails to start here, saying so.
+        #[arg(long, value_parser = warden::manifest::size, default_value = "256MiB")]
+        max_memory: usize,
+        /// How many children placed here may run at once.
+        #[arg(long, default_value_t = 1000)]
+        max_instances: usize,
         #[command(flatten)]
         cache: cache::CacheArgs,
     },
@@ -157,11 +164,19 @@ fn command(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State(args) => state_cli::main(args),
-        Command::Node { name, nats, node_ttl, events, cache } => {
+        Command::Node { name, nats, node_ttl, events, max_memory, max_instances, cache } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let config = warden::cluster::ClusterConfig::new(name, nats).ttl(node_ttl);
-            let code = runtime.block_on(node(config, format, cache.dir()));
+            // Any child may be placed here: fuel is on for those with a fuel limit.
+            let engine = warden::sandbox::EngineConfig {
+                fuel: true,
+                max_memory_bytes: max_memory,
+                max_instances,
+                cache_dir: cache.dir(),
+                ..Default::default()
+            };
+            let code = runtime.block_on(node(config, engine, format));
             runtime.shutdown_background();
             code
         }
@@ -205,12 +220,9 @@ fn printer_format(events: Option<EventFormat>) -> printer::Format {
 /// signal; then stops what it hosts and leaves.
 async fn node(
     config: warden::cluster::ClusterConfig,
+    engine: warden::sandbox::EngineConfig,
     format: printer::Format,
-    cache_dir: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    // Any child may be placed here: fuel is on for those with a fuel limit.
-    let mut engine = warden::sandbox::EngineConfig { fuel: true, ..Default::default() };
-    engine.cache_dir = cache_dir;
     let host = Host::builder().engine(engine).cluster(config).build()?;
     let (_replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
     let (since, events) = (host.last_event_seq(), host.subscribe());

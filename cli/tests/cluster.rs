@@ -15,17 +15,17 @@ const TTL_ARG: &str = "2s";
 
 /// `warden node NAME` on `nats`.
 fn member(nats: &Nats, name: &str) -> Running {
-    let mut node = Running::spawn(cmd().args([
-        "node",
-        "--name",
-        name,
-        "--nats",
-        &nats.url,
-        "--events",
-        "jsonl",
-        "--node-ttl",
-        TTL_ARG,
-    ]));
+    member_with(nats, name, &[])
+}
+
+/// `warden node NAME` on `nats`, with `args`.
+fn member_with(nats: &Nats, name: &str, args: &[&str]) -> Running {
+    let mut node = Running::spawn(
+        cmd()
+            .args(["node", "--name", name, "--nats", &nats.url, "--events", "jsonl"])
+            .args(["--node-ttl", TTL_ARG])
+            .args(args),
+    );
     node.expect("its own node_up", |e| e["event"] == "node_up" && e["node"] == name);
     node
 }
@@ -216,6 +216,34 @@ nodes = ["x", "y"]
     assert!(message.contains(r#"none of its nodes ["x", "y"] is up"#), "{message}");
     a.expect("early stopped", exited("root/early", 1));
     assert_eq!(a.exit_code(), 1);
+}
+
+#[test]
+fn a_member_takes_children_up_to_its_memory_size_and_refuses_larger_ones_saying_so() {
+    let nats = Nats::start();
+    let _b = member(&nats, "b");
+    let _c = member_with(&nats, "c", &["--max-memory", "1GiB"]);
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "big"
+plugin = "CHAOS"
+node = "c"
+limits = { memory = "512MiB" }
+"#,
+    );
+    let mut a = root(&nats, &path);
+    a.expect("big on c", started("root/big", 1, "c"));
+    let spec = r#"{"name":"big2","plugin":"CHAOS","node":"b","limits":{"memory":"512MiB"}}"#;
+    let command = format!(r#"{{"cmd":"start_child","id":1,"supervisor":"root","spec":{spec}}}"#);
+    a.command(&command.replace("CHAOS", warden_tests::CHAOS));
+    let (failed, _) = a.expect("big2 refused", |e| e["event"] == "child_start_failed");
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("536870912") && message.contains("268435456"), "{message}");
+    assert_eq!(a.reply(1)["ok"], false);
 }
 
 #[test]

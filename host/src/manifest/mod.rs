@@ -49,7 +49,7 @@ pub use entries::{
     Manifest, Settings, StateEntry, SupervisorEntry,
 };
 pub use problem::{Problem, ProblemKind};
-pub use units::MAX_DURATION;
+pub use units::{MAX_DURATION, size};
 
 use crate::spec::{ChildSpec, SupervisorSpec, validate};
 use build::Builder;

@@ -19,6 +19,15 @@ pub(super) fn duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A size in the manifest's units, for command lines that take one: "64KiB",
+/// "16MiB", "1GiB", "1000" (bytes).
+///
+/// # Errors
+/// What is wrong with `text`, naming it.
+pub fn size(text: &str) -> Result<usize, String> {
+    bytes(text)
+}
+
 /// "64KiB", "16MiB", "1GiB", "1000" (bytes).
 pub(super) fn bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
