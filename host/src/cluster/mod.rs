@@ -174,12 +174,6 @@ impl Cluster {
                 message: e.to_string(),
             })?;
         let js = jetstream::new(client.clone());
-        let js_err = |what| {
-            move |e: &dyn std::fmt::Display| ClusterError::JetStream {
-                what,
-                message: e.to_string(),
-            }
-        };
         let members = match js.get_key_value(MEMBERS).await {
             Ok(store) => store,
             Err(_) => js
@@ -190,7 +184,7 @@ impl Cluster {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| js_err("creating the membership bucket")(&e))?,
+                .map_err(|e| js_error("creating the membership bucket", e))?,
         };
         let plugins = match js.get_object_store(PLUGINS).await {
             Ok(store) => store,
@@ -200,7 +194,7 @@ impl Cluster {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| js_err("creating the component store")(&e))?,
+                .map_err(|e| js_error("creating the component store", e))?,
         };
         js.get_or_create_stream(stream::Config {
             name: EXITS.into(),
@@ -209,10 +203,10 @@ impl Cluster {
             ..Default::default()
         })
         .await
-        .map_err(|e| js_err("creating the exit stream")(&e))?;
+        .map_err(|e| js_error("creating the exit stream", e))?;
 
         let state =
-            ClusterStore::open(&js).await.map_err(|e| js_err("opening the state bucket")(&e))?;
+            ClusterStore::open(&js).await.map_err(|e| js_error("opening the state bucket", e))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -236,43 +230,36 @@ impl Cluster {
     /// Joins as this node: refused when a live node has the name. Returns once the
     /// members up now are known; from then on the membership is renewed and watched.
     pub(crate) async fn enter(self: &Arc<Self>) -> Result<(), ClusterError> {
-        let js_err = |what| {
-            move |e: &dyn std::fmt::Display| ClusterError::JetStream {
-                what,
-                message: e.to_string(),
-            }
-        };
         let cluster = self;
         let sent = Instant::now();
-        let revision =
-            create_key(&self.js, &self.members, &self.node, &self.nonce, self.ttl).await?;
+        let revision = self.create_key().await?;
         // Renewed from now on, timed from when the key was written: whatever the rest
         // of the join takes, the key does not expire under it.
         let weak = Arc::downgrade(cluster);
         let renewing = Owned(tokio::spawn(renew(weak.clone(), revision, sent)));
-        self.mark_up();
+        self.went_up(&self.node);
         let mut entries = cluster
             .members
             .watch_with_history(">")
             .await
-            .map_err(|e| js_err("watching members")(&e))?;
+            .map_err(|e| js_error("watching members", e))?;
         // Joined once the members up now are known (the last entry of each key first,
         // this node's own among them): a child placed on one of them may start at once.
         let caught_up = async {
             use futures_util::StreamExt;
             while let Some(entry) = entries.next().await {
-                let entry = entry.map_err(|e| js_err("reading members")(&e))?;
+                let entry = entry.map_err(|e| js_error("reading members", e))?;
                 let last = entry.delta == 0;
                 cluster.apply(entry);
                 if last {
                     return Ok(());
                 }
             }
-            Err(js_err("reading members")(&"the watch ended"))
+            Err(js_error("reading members", "the watch ended"))
         };
         tokio::time::timeout(Duration::from_secs(10), caught_up)
             .await
-            .map_err(|_| js_err("reading members")(&"timed out"))??;
+            .map_err(|_| js_error("reading members", "timed out"))??;
 
         // The tasks hold the cluster weakly: they end with it.
         let mut tasks = cluster.tasks.lock().unwrap_or_else(|p| p.into_inner());
@@ -280,6 +267,22 @@ impl Cluster {
         tasks.push(renewing);
         drop(tasks);
         Ok(())
+    }
+
+    /// A request to `node` (its `verb` subject), waiting at most `timeout` (`None`:
+    /// as long as it takes); the answer.
+    pub(crate) async fn request(
+        &self,
+        node: &str,
+        verb: &str,
+        headers: async_nats::HeaderMap,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<async_nats::Message, String> {
+        let request =
+            async_nats::Request::new().headers(headers).payload(body.into()).timeout(timeout);
+        let subject = wire::request(node, verb);
+        self.client.send_request(subject, request).await.map_err(|e| e.to_string())
     }
 
     /// Changes of the membership from now on.
@@ -330,63 +333,92 @@ impl Cluster {
     }
 
     async fn renew_once(&self, revision: u64) -> Result<u64, Renewal> {
+        match self.put_key(revision).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.contains("wrong last sequence") => {
+                // An earlier renewal may have landed with its answer lost: still ours.
+                match self.members.entry(&self.node).await {
+                    Ok(Some(entry)) if self.is_ours(&entry) => Ok(entry.revision),
+                    _ => Err(Renewal::Lost),
+                }
+            }
+            Err(e) => Err(Renewal::Failed(e)),
+        }
+    }
+
+    /// Creates this node's key with its TTL; refused when the name is taken.
+    /// (async-nats's `create_with_ttl` drops the TTL when the key was deleted or expired
+    /// before: a node that joins again under its old name would never expire.)
+    async fn create_key(&self) -> Result<u64, ClusterError> {
+        let first = match self.put_key(0).await {
+            Ok(revision) => return Ok(revision),
+            Err(e) => e,
+        };
+        match self.members.entry(&self.node).await.map_err(|e| js_error("joining", e))? {
+            // Left or expired before: taken again, from its last revision.
+            Some(entry) if entry.operation != kv::Operation::Put => {
+                self.put_key(entry.revision).await.map_err(|e| js_error("joining", e))
+            }
+            // Ours already (a write whose answer was lost).
+            Some(entry) if self.is_ours(&entry) => Ok(entry.revision),
+            Some(_) => Err(ClusterError::NameTaken { node: self.node.clone() }),
+            None => Err(js_error("joining", first)),
+        }
+    }
+
+    /// Writes this node's key with its TTL, if its last revision is `expected` (0: it
+    /// has none); the new revision once JetStream has it.
+    async fn put_key(&self, expected: u64) -> Result<u64, String> {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-TTL", self.ttl.as_secs().to_string().as_str());
-        headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
+        headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
         let subject = format!("$KV.{MEMBERS}.{}", self.node);
         let ack = self
             .js
             .publish_with_headers(subject, headers, self.nonce.clone().into())
             .await
-            .map_err(|e| Renewal::Failed(e.to_string()))?;
-        match ack.await {
-            Ok(ack) => Ok(ack.sequence),
-            Err(e) if e.to_string().contains("wrong last sequence") => {
-                // An earlier renewal may have landed with its answer lost: still ours.
-                match self.members.entry(&self.node).await {
-                    Ok(Some(entry))
-                        if entry.operation == kv::Operation::Put
-                            && entry.value == self.nonce.as_bytes() =>
-                    {
-                        Ok(entry.revision)
-                    }
-                    _ => Err(Renewal::Lost),
-                }
-            }
-            Err(e) => Err(Renewal::Failed(e.to_string())),
+            .map_err(|e| e.to_string())?;
+        ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string())
+    }
+
+    /// Whether `entry` is this node's key as this process wrote it.
+    fn is_ours(&self, entry: &kv::Entry) -> bool {
+        entry.operation == kv::Operation::Put && entry.value == self.nonce.as_bytes()
+    }
+
+    /// `node` is up: in the live set, announced, and acted on, unless it was already.
+    fn went_up(&self, node: &str) {
+        if self.live.send_if_modified(|live| live.insert(node.to_owned())) {
+            self.events.emit(Event::NodeUp { node: node.to_owned() });
+            let _ = self.changes.send(Change::Up(node.to_owned()));
         }
     }
 
-    /// This node is a member (again): only joining and rejoining say so, never a
-    /// renewal seen late, after a fence.
-    fn mark_up(&self) {
-        if self.live.send_if_modified(|live| live.insert(self.node.clone())) {
-            self.events.emit(Event::NodeUp { node: self.node.clone() });
-            let _ = self.changes.send(Change::Up(self.node.clone()));
+    /// `node` is down for `reason`, as [`Cluster::went_up`]; whether it was up.
+    fn went_down(&self, node: &str, reason: &'static str) -> bool {
+        let was_up = self.live.send_if_modified(|live| live.remove(node));
+        if was_up {
+            self.events.emit(Event::NodeDown { node: node.to_owned(), reason: reason.into() });
+            let _ = self.changes.send(Change::Down { node: node.to_owned(), reason });
         }
+        was_up
     }
 
     /// One change of the membership bucket.
     fn apply(&self, entry: kv::Entry) {
         let node = entry.key;
         match entry.operation {
+            // Only joining and rejoining mark this node up, never a renewal seen late,
+            // after a fence.
             kv::Operation::Put if node == self.node => {}
-            kv::Operation::Put => {
-                if self.live.send_if_modified(|live| live.insert(node.clone())) {
-                    self.events.emit(Event::NodeUp { node: node.clone() });
-                    let _ = self.changes.send(Change::Up(node));
-                }
+            kv::Operation::Put => self.went_up(&node),
+            // Our own key is gone: someone else may take the name now.
+            _ if node == self.node => self.fence(),
+            kv::Operation::Delete => {
+                self.went_down(&node, "left");
             }
-            op => {
-                let reason = if op == kv::Operation::Delete { "left" } else { "expired" };
-                if node == self.node {
-                    // Our own key is gone: someone else may take the name now.
-                    self.fence();
-                } else if self.live.send_if_modified(|live| live.remove(&node)) {
-                    let down = Event::NodeDown { node: node.clone(), reason: reason.into() };
-                    self.events.emit(down);
-                    let _ = self.changes.send(Change::Down { node, reason });
-                }
+            kv::Operation::Purge => {
+                self.went_down(&node, "expired");
             }
         }
     }
@@ -394,11 +426,11 @@ impl Cluster {
     /// This node is no longer a member: it says so, and the runtime stops its
     /// children. Once per loss.
     fn fence(&self) {
-        if self.live.send_if_modified(|live| live.remove(&self.node)) {
-            let node = self.node.clone();
-            tracing::warn!(node, "lost the cluster for longer than the node TTL: fencing off");
-            self.events.emit(Event::NodeDown { node: node.clone(), reason: "fenced".into() });
-            let _ = self.changes.send(Change::Down { node, reason: "fenced" });
+        if self.went_down(&self.node, "fenced") {
+            tracing::warn!(
+                node = self.node,
+                "lost the cluster for longer than the node TTL: fenced off"
+            );
         }
     }
 
@@ -408,10 +440,10 @@ impl Cluster {
     async fn rejoin(&self) -> (u64, Instant) {
         loop {
             let sent = Instant::now();
-            match create_key(&self.js, &self.members, &self.node, &self.nonce, self.ttl).await {
+            match self.create_key().await {
                 Ok(revision) => {
                     self.resync().await;
-                    self.mark_up();
+                    self.went_up(&self.node);
                     return (revision, sent);
                 }
                 Err(e) => {
@@ -435,11 +467,7 @@ impl Cluster {
             .cloned()
             .collect();
         for node in gone {
-            if self.live.send_if_modified(|live| live.remove(&node)) {
-                let down = Event::NodeDown { node: node.clone(), reason: "expired".into() };
-                self.events.emit(down);
-                let _ = self.changes.send(Change::Down { node, reason: "expired" });
-            }
+            self.went_down(&node, "expired");
         }
     }
 }
@@ -501,45 +529,6 @@ enum Renewal {
     Failed(String),
 }
 
-/// Creates a node's key with its TTL; refused when the name is taken. (async-nats's
-/// `create_with_ttl` drops the TTL when the key was deleted or expired before: a node
-/// that joins again under its old name would never expire.)
-async fn create_key(
-    js: &jetstream::Context,
-    members: &kv::Store,
-    node: &str,
-    nonce: &str,
-    ttl: Duration,
-) -> Result<u64, ClusterError> {
-    let failed = |e: &dyn std::fmt::Display| ClusterError::JetStream {
-        what: "joining",
-        message: e.to_string(),
-    };
-    let put = |expected: u64| {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-TTL", ttl.as_secs().to_string().as_str());
-        headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
-        let subject = format!("$KV.{MEMBERS}.{node}");
-        async move {
-            let ack = js
-                .publish_with_headers(subject, headers, nonce.to_owned().into())
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map(|ack| ack.sequence).map_err(|e| e.to_string())
-        }
-    };
-    let first = match put(0).await {
-        Ok(revision) => return Ok(revision),
-        Err(e) => e,
-    };
-    match members.entry(node).await.map_err(|e| failed(&e))? {
-        // Left or expired before: taken again, from its last revision.
-        Some(entry) if entry.operation != kv::Operation::Put => {
-            put(entry.revision).await.map_err(|e| failed(&e))
-        }
-        // Ours already (a write whose answer was lost).
-        Some(entry) if entry.value == nonce.as_bytes() => Ok(entry.revision),
-        Some(_) => Err(ClusterError::NameTaken { node: node.to_owned() }),
-        None => Err(failed(&first)),
-    }
+fn js_error(what: &'static str, e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::JetStream { what, message: e.to_string() }
 }

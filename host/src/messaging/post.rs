@@ -287,24 +287,30 @@ impl Post {
         to: &str,
         payload: Vec<u8>,
     ) -> Result<(), MessageError> {
-        match self.remote_route(from, to) {
-            Ok(Some((remote, node))) => {
-                let sender = from.map(|f| f.path.to_string());
-                // Pending until the node answers: taken there, or a dead letter here.
-                self.counts.pending.fetch_add(1, Ordering::Relaxed);
-                let sent = remote.send(node, sender, to.to_owned(), payload);
-                if sent.is_err() {
-                    self.counts.pending.fetch_sub(1, Ordering::Relaxed);
-                }
-                return self.count(sent);
-            }
-            Ok(None) => {}
-            Err(refused) => return self.count(Err(refused)),
-        }
-        let offered = self
-            .admissible(from, to, payload.len())
-            .and_then(|target| self.enqueue(from, &target, Content::Bytes(payload), None));
+        let offered = self.offer(from, to, payload);
         self.count(offered)
+    }
+
+    /// Puts a sent message in `to`'s mailbox: here, or, for a child on another node, on
+    /// its way there (pending until that node answers: taken there, or a dead letter
+    /// here).
+    fn offer(
+        &self,
+        from: Option<&Mailbox>,
+        to: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), MessageError> {
+        if let Some((remote, node)) = self.remote_route(from, to)? {
+            self.counts.pending.fetch_add(1, Ordering::Relaxed);
+            let sender = from.map(|f| f.path.to_string());
+            let sent = remote.send(node, sender, to.to_owned(), payload);
+            if sent.is_err() {
+                self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            return sent;
+        }
+        self.admissible(from, to, payload.len())
+            .and_then(|target| self.enqueue(from, &target, Content::Bytes(payload), None))
     }
 
     /// A message from `sender` on another node, for a child here (the sender's own
@@ -344,7 +350,8 @@ impl Post {
             Ok(None) => {}
             Err(refused) => return self.count(Err(refused)),
         }
-        self.call_with(from, to, Content::Bytes(payload), timeout).await
+        let sender = from.map(|f| f.path.to_string());
+        self.call_with(from, sender, to, Content::Bytes(payload), timeout).await
     }
 
     /// A call from `sender` on another node to a child here (the sender's own checks
@@ -356,29 +363,7 @@ impl Post {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
-        let now = tokio::time::Instant::now();
-        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + NEVER);
-        let (reply, answer) = oneshot::channel();
-        let offered = self.admissible(None, to, payload.len()).and_then(|target| {
-            let callee = Arc::clone(&target.path);
-            let frame = Frame::new(&self.chains, None, None, callee, deadline, reply)
-                .map_err(MessageError::Cancelled)?;
-            let admission = match target.breaker {
-                Some(_) => Some(self.admit(Arc::clone(&target))?),
-                None => None,
-            };
-            self.enqueue_as(sender, &target, Content::Bytes(payload), Some(Arc::clone(&frame)))?;
-            Ok((admission, frame))
-        });
-        let (breaker, frame) = self.count(offered)?;
-        let mut watch = Watch { frame: &frame, events: &self.events, answered: false };
-        let gone = |_| Err(MessageError::UnknownTarget(to.to_owned()));
-        let result = self.await_answer(&frame, answer, deadline, gone).await;
-        watch.answered = true;
-        if let Some(admission) = breaker {
-            finish(admission, &result);
-        }
-        result
+        self.call_with(None, sender, to, Content::Bytes(payload), timeout).await
     }
 
     /// A typed call from the embedding application into `to`'s exports, queued and
@@ -389,12 +374,15 @@ impl Post {
         export: Box<dyn std::any::Any + Send>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
-        self.call_with(None, to, Content::Export(export), timeout).await
+        self.call_with(None, None, to, Content::Export(export), timeout).await
     }
 
+    /// A call from `from` (a child here, or none), whose envelope names `sender` (its
+    /// path, or a child's on another node).
     async fn call_with(
         &self,
         from: Option<&Mailbox>,
+        sender: Option<String>,
         to: &str,
         payload: Content,
         timeout: Duration,
@@ -411,7 +399,7 @@ impl Post {
                 return self.count(Err(MessageError::Cancelled(reason)));
             }
         }
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         // The sender's checks, its chain, the wait-for graph, then the callee's breaker,
         // then its mailbox: a refused call never counts against (or probes) the callee.
         let offered = self.admissible(from, to, payload.len()).and_then(|target| {
@@ -427,7 +415,7 @@ impl Post {
                 Some(_) => Some(self.admit(Arc::clone(&target))?),
                 None => None,
             };
-            self.enqueue(from, &target, payload, Some(Arc::clone(&frame)))?;
+            self.enqueue_as(sender, &target, payload, Some(Arc::clone(&frame)))?;
             Ok((waiting, admission, frame))
         });
         let (_waiting, breaker, frame) = self.count(offered)?;
@@ -439,28 +427,11 @@ impl Post {
         let watch_until = if frame.own_deadline() { frame.deadline } else { now + NEVER };
         // Every accepted letter is answered; a dropped answer means the host is going.
         let gone = |_| Err(MessageError::UnknownTarget(to.to_owned()));
-        let result = self.await_answer(&frame, answer, watch_until, gone).await;
-        watch.answered = true;
-        if let Some(admission) = breaker {
-            finish(admission, &result);
-        }
-        result
-    }
-
-    /// The callee's answer to the call of `frame`, or `timeout` once `until` has
-    /// passed (unless the answer came as the clock ran out).
-    async fn await_answer(
-        &self,
-        frame: &Arc<Frame>,
-        mut answer: oneshot::Receiver<Result<Vec<u8>, MessageError>>,
-        until: tokio::time::Instant,
-        gone: impl Fn(oneshot::error::RecvError) -> Result<Vec<u8>, MessageError>,
-    ) -> Result<Vec<u8>, MessageError> {
-        tokio::select! {
+        let result = tokio::select! {
             biased;
             // The callee's answer, or `cancelled` when the chain is cancelled above.
             answer = &mut answer => answer.unwrap_or_else(gone),
-            () = tokio::time::sleep_until(until) => {
+            () = tokio::time::sleep_until(watch_until) => {
                 let reason = CancelReason::Deadline { call_to: frame.deadline_of().to_string() };
                 if frame.cancel(&reason, &self.events) {
                     Err(MessageError::Timeout)
@@ -469,7 +440,21 @@ impl Post {
                     answer.await.unwrap_or_else(gone)
                 }
             },
+        };
+        watch.answered = true;
+        if let Some(mut admission) = breaker {
+            admission.finish(match &result {
+                Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
+                // Too slow for the operation it served counts as slow.
+                Err(
+                    MessageError::CalleeCrashed(_)
+                    | MessageError::Timeout
+                    | MessageError::Cancelled(CancelReason::Deadline { .. }),
+                ) => Outcome::Failure,
+                Err(_) => Outcome::Neutral,
+            });
         }
+        result
     }
 
     fn admit(&self, target: Arc<Mailbox>) -> Result<Admission<'_>, MessageError> {
@@ -559,22 +544,7 @@ impl Post {
     pub(crate) fn fire(&self, from: &Mailbox, to: String, payload: Vec<u8>) {
         let size = payload.len() as u64;
         self.counts.sent.fetch_add(1, Ordering::Relaxed);
-        let delivered = match self.remote_route(Some(from), &to) {
-            // To a child on another node: pending until that node answers.
-            Ok(Some((remote, node))) => {
-                self.counts.pending.fetch_add(1, Ordering::Relaxed);
-                let sender = Some(from.path.to_string());
-                let sent = remote.send(node, sender, to.clone(), payload);
-                if sent.is_err() {
-                    self.counts.pending.fetch_sub(1, Ordering::Relaxed);
-                }
-                sent
-            }
-            Err(e) => Err(e),
-            Ok(None) => self.admissible(Some(from), &to, payload.len()).and_then(|target| {
-                self.enqueue(Some(from), &target, Content::Bytes(payload), None)
-            }),
-        };
+        let delivered = self.offer(Some(from), &to, payload);
         if let Err(e) = delivered {
             // Never pending, so counted here rather than through `finish`.
             self.counts.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -814,20 +784,6 @@ impl Drop for Forwarded<'_> {
     fn drop(&mut self) {
         self.0.forwarded();
     }
-}
-
-/// What a call's outcome tells the callee's circuit breaker.
-fn finish(mut admission: Admission<'_>, result: &Result<Vec<u8>, MessageError>) {
-    admission.finish(match result {
-        Ok(_) | Err(MessageError::Application(_)) => Outcome::Success,
-        // Too slow for the operation it served counts as slow.
-        Err(
-            MessageError::CalleeCrashed(_)
-            | MessageError::Timeout
-            | MessageError::Cancelled(CancelReason::Deadline { .. }),
-        ) => Outcome::Failure,
-        Err(_) => Outcome::Neutral,
-    });
 }
 
 #[cfg(test)]

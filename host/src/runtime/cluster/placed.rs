@@ -291,9 +291,8 @@ pub(crate) fn forget(shared: &Shared, node: &str, path: &str) {
     drop(last);
     let (node, path) = (node.to_owned(), path.to_owned());
     tokio::spawn(async move {
-        let timeout = Some(cluster.ttl);
-        let request = async_nats::Request::new().payload(path.into_bytes().into()).timeout(timeout);
-        let _ = cluster.client.send_request(wire::request(&node, "forget"), request).await;
+        let (headers, timeout) = (async_nats::HeaderMap::new(), Some(cluster.ttl));
+        let _ = cluster.request(&node, "forget", headers, path.into_bytes(), timeout).await;
     });
 }
 
@@ -306,12 +305,8 @@ pub(super) async fn ask<A: serde::de::DeserializeOwned>(
     timeout: Option<Duration>,
 ) -> Result<A, String> {
     let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let request = async_nats::Request::new().payload(body.into()).timeout(timeout);
-    let reply = cluster
-        .client
-        .send_request(wire::request(node, verb), request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let headers = async_nats::HeaderMap::new();
+    let reply = cluster.request(node, verb, headers, body, timeout).await?;
     serde_json::from_slice(&reply.payload).map_err(|e| format!("a bad answer: {e}"))
 }
 

@@ -6,7 +6,6 @@
 //! node, which knows where each of its children runs and forwards once (one hop).
 
 use super::lock;
-use crate::cluster::{Cluster, wire};
 use crate::messaging::Remote;
 use crate::runtime::shared::Shared;
 use crate::sandbox::{BoxFuture, MessageError};
@@ -66,10 +65,10 @@ impl Remote for Router {
         self.runtime.spawn(async move {
             let _permit = permit;
             let size = payload.len() as u64;
-            let message = message(from.as_deref(), &to, None, false, payload);
+            let (headers, body) = message(from.as_deref(), &to, None, false, payload);
             let unknown = || MessageError::UnknownTarget(to.clone());
             let refused = tokio::select! {
-                reply = ask(&cluster, &node, "send", message, Some(SEND_TIMEOUT)) => match reply {
+                reply = cluster.request(&node, "send", headers, body, Some(SEND_TIMEOUT)) => match reply {
                     Ok(reply) => answer(&reply).err(),
                     Err(_) => Some(unknown()),
                 },
@@ -115,12 +114,12 @@ async fn call(
         return Err(MessageError::UnknownTarget(to));
     };
     let incarnation = shared.nodes.placed_incarnation(&to);
-    let message = message(from.as_deref(), &to, Some(timeout), forwarded, payload);
+    let (headers, body) = message(from.as_deref(), &to, Some(timeout), forwarded, payload);
     let lost = MessageError::CalleeCrashed(ExitReason::Killed { cause: KillCause::NodeDown });
     // The callee's node answers `timeout` itself; this is the backstop.
     let backstop = timeout.saturating_add(Duration::from_secs(1));
     let result = tokio::select! {
-        reply = ask(&cluster, &node, "call", message, None) => match reply {
+        reply = cluster.request(&node, "call", headers, body, None) => match reply {
             Ok(reply) => answer(&reply),
             // Nobody serves that node any more.
             Err(_) => Err(lost),
@@ -168,17 +167,6 @@ fn answer(reply: &async_nats::Message) -> Result<Vec<u8>, MessageError> {
     }
 }
 
-async fn ask(
-    cluster: &Cluster,
-    node: &str,
-    verb: &str,
-    (headers, body): (async_nats::HeaderMap, Vec<u8>),
-    timeout: Option<Duration>,
-) -> Result<async_nats::Message, String> {
-    let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(timeout);
-    cluster.client.send_request(wire::request(node, verb), request).await.map_err(|e| e.to_string())
-}
-
 /// Delivers a message from another node to a child here, or, once, to the node this
 /// node's supervisor placed it on; its answer.
 pub(super) async fn deliver(
@@ -204,10 +192,10 @@ pub(super) async fn deliver(
     let result = match (elsewhere, is_call) {
         (Some(node), true) => call(shared, node, from, to, payload, timeout, true).await,
         (Some(node), false) => {
-            let message = message(from.as_deref(), &to, None, true, payload);
+            let (headers, body) = message(from.as_deref(), &to, None, true, payload);
             match shared.nodes.cluster.get() {
                 Some(cluster) => {
-                    match ask(cluster, &node, "send", message, Some(SEND_TIMEOUT)).await {
+                    match cluster.request(&node, "send", headers, body, Some(SEND_TIMEOUT)).await {
                         Ok(reply) => answer(&reply),
                         Err(_) => Err(MessageError::UnknownTarget(to)),
                     }
