@@ -1,11 +1,13 @@
-//! The JSON-lines control protocol on stdin: one command per line, each answered by
-//! one `reply` event that echoes its `id`.
+//! The JSON-lines control protocol, on stdin and on each connection to the control
+//! socket: one command per line, each answered by one `reply` event that echoes its
+//! `id`, on the session the command came from.
 //!
 //! ```text
-//!   stdin ──▶ read_line (bounded) ──▶ Command (typed, at the edge) ──▶ task per command
+//!   input ──▶ read_line (bounded) ──▶ Command (typed, at the edge) ──▶ task per command
 //!                 │ bad line: an error reply, and the loop goes on          │
 //!                 ▼                                                         ▼
-//!   `shutdown` ──▶ the main loop (stops the tree, then replies)     Reply ──▶ printer
+//!   `shutdown` ──▶ the main loop (stops the tree, then replies)     Reply ──▶ session's
+//!                                                                            writer
 //! ```
 //!
 //! Commands run concurrently: a slow `call` never delays another command, and replies
@@ -17,7 +19,9 @@
 //! A reply is sent to the printer with the number of the last event published when
 //! its command finished, and printed only after that event, so it follows every event
 //! its command caused; replies are never dropped, however far the event stream falls
-//! behind.
+//! behind. A session answers at most [`MAX_PENDING`] commands at once: past that it
+//! reads no further line until a reply has been written, so a client that sends
+//! without reading makes the host hold a bounded number of replies.
 
 use crate::line::{Line, Said};
 use base64::Engine as _;
@@ -25,23 +29,68 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use warden::events::Events;
 use warden::runtime::{Host, HostError};
 use warden::sandbox::MessageError;
 
 /// The longest control line read; a longer one is refused (and skipped to its end).
 const MAX_LINE: usize = 64 << 20;
 
+/// The most commands a session has unanswered (running, or answered but not yet
+/// written) before it stops reading.
+pub(crate) const MAX_PENDING: usize = 1024;
+
 /// A reply, with the number of the last event published when its command finished.
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) after: u64,
     pub(crate) line: Line,
+    /// The session's pending slot, freed when the reply is written (or dropped).
+    pub(crate) _slot: Option<OwnedSemaphorePermit>,
 }
+
+/// Where a session's replies go, and how it starts following events.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// Its replies, to its writer.
+    pub(crate) replies: mpsc::UnboundedSender<Reply>,
+    /// For a session that does not follow events yet (a socket connection): where a
+    /// `subscribe` command sends the stream, to its writer.
+    pub(crate) subscribe: Option<oneshot::Sender<Subscription>>,
+}
+
+/// The events a `subscribe` command asked for.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) events: Events,
+    /// The last event published when the stream was made.
+    pub(crate) since: u64,
+    pub(crate) format: Format,
+    /// Colour the pretty format.
+    pub(crate) colour: bool,
+    /// The `subscribe` command's reply, written before the events.
+    pub(crate) reply: Reply,
+}
+
+/// How a subscribed session's lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Format {
+    /// JSON lines, as on stdout.
+    #[default]
+    Jsonl,
+    /// The readable log of `--events pretty`.
+    Pretty,
+}
+
+/// A `shutdown` command: its id, and where its reply goes once the tree has stopped.
+pub(crate) type ShutdownAsked = (Option<Value>, mpsc::UnboundedSender<Reply>);
 
 impl Reply {
     /// The reply to the command `id`, to be printed after every event published so far.
@@ -54,7 +103,7 @@ impl Reply {
         };
         let after = host.last_event_seq();
         let said = Said::Reply { id, ok, result, error };
-        Self { after, line: Line::Said { said, ts_us: host.clock_us() } }
+        Self { after, line: Line::Said { said, ts_us: host.clock_us() }, _slot: None }
     }
 }
 
@@ -97,6 +146,15 @@ enum Command {
     CountChildren {
         supervisor: String,
     },
+    /// Follow the event stream on this session (a socket connection; stdin already
+    /// does).
+    Subscribe {
+        #[serde(default)]
+        format: Format,
+        /// Colour the pretty format (for a terminal).
+        #[serde(default)]
+        colour: bool,
+    },
     Shutdown {},
 }
 
@@ -124,26 +182,31 @@ impl Payload {
     }
 }
 
-/// Reads commands until stdin closes (the tree keeps running after that), `stop`
-/// fires, or a `shutdown` command comes, whose id goes to `shutdown`: the main loop
-/// stops the tree, then replies. Every other command runs in a task of its own; its
-/// reply goes to `replies`. Returns the commands still running.
+/// Reads commands from `input` until it closes (the tree keeps running after that),
+/// `stop` turns true, or a `shutdown` command comes, which goes to `shutdown`: the main
+/// loop stops the tree, then replies. Every other command runs in a task of its own;
+/// its reply goes to the session's writer. Returns the commands still running.
 pub(crate) async fn serve(
     host: Host,
     base: PathBuf,
-    replies: mpsc::UnboundedSender<Reply>,
-    shutdown: mpsc::Sender<Option<Value>>,
-    mut stop: oneshot::Receiver<()>,
+    mut input: impl AsyncBufRead + Unpin,
+    mut session: Session,
+    shutdown: mpsc::Sender<ShutdownAsked>,
+    mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
-    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     let mut running = JoinSet::new();
     let mut line = Vec::new();
+    let pending = Arc::new(Semaphore::new(MAX_PENDING));
     loop {
         while running.try_join_next().is_some() {}
         let read = tokio::select! {
-            read = read_line(&mut input, &mut line) => read,
-            _ = &mut stop => return running,
+            read = async {
+                let slot = pending.clone().acquire_owned().await;
+                (slot, read_line(&mut input, &mut line).await)
+            } => read,
+            () = stopped(&mut stop) => return running,
         };
+        let (slot, read) = (read.0.ok(), read.1);
         let (id, command) = match read {
             Ok(Some(Ok(()))) if line.trim_ascii().is_empty() => continue,
             Ok(Some(Ok(()))) => parse(&line),
@@ -155,27 +218,44 @@ pub(crate) async fn serve(
             ),
             Ok(None) | Err(_) => return running,
         };
+        let reply =
+            move |host: &Host, id, outcome| Reply { _slot: slot, ..Reply::new(host, id, outcome) };
         let command = match command {
             Ok(Command::Shutdown {}) => {
                 // The commands before it are answered first (each within its own
                 // timeout); SIGINT and SIGTERM do not wait.
                 tokio::select! {
                     () = async { while running.join_next().await.is_some() {} } => {}
-                    _ = &mut stop => return running,
+                    () = stopped(&mut stop) => return running,
                 }
-                let _ = shutdown.send(id).await;
+                let _ = shutdown.send((id, session.replies.clone())).await;
                 return running;
+            }
+            Ok(Command::Subscribe { format, colour }) => {
+                match session.subscribe.take() {
+                    Some(subscribe) => {
+                        let (since, events) = (host.last_event_seq(), host.subscribe());
+                        let reply = reply(&host, id, Ok(Value::Null));
+                        let _ =
+                            subscribe.send(Subscription { events, since, format, colour, reply });
+                    }
+                    None => {
+                        let error = "subscribe: this session already follows the events";
+                        let _ = session.replies.send(reply(&host, id, Err(error.into())));
+                    }
+                }
+                continue;
             }
             Ok(command) => command,
             Err(error) => {
-                let _ = replies.send(Reply::new(&host, id, Err(error)));
+                let _ = session.replies.send(reply(&host, id, Err(error)));
                 continue;
             }
         };
-        let (host, base, replies) = (host.clone(), base.clone(), replies.clone());
+        let (host, base, replies) = (host.clone(), base.clone(), session.replies.clone());
         let mut task = Box::pin(async move {
             let outcome = execute(&host, &base, command).await;
-            let _ = replies.send(Reply::new(&host, id, outcome));
+            let _ = replies.send(reply(&host, id, outcome));
         });
         // The first poll sends the command on its way, in line order; what is left
         // (waiting for the answer) runs in a task of its own.
@@ -184,6 +264,11 @@ pub(crate) async fn serve(
             running.spawn(task);
         }
     }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Reads one line into `line` (without its newline): `Ok(None)` at the end of the
@@ -259,6 +344,7 @@ const COMMANDS: &[&str] = &[
     "delete_child",
     "which_children",
     "count_children",
+    "subscribe",
     "shutdown",
 ];
 
@@ -318,7 +404,7 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
             let counts = host.count_children(&supervisor).await.map_err(host_error)?;
             serde_json::to_value(counts).map_err(|e| e.to_string())
         }
-        Command::Shutdown {} => Ok(Value::Null),
+        Command::Shutdown {} | Command::Subscribe { .. } => Ok(Value::Null),
     }
 }
 

@@ -4,10 +4,12 @@
 
 mod cache;
 mod control;
+mod ctl;
 mod line;
 mod logs;
 mod printer;
 mod render;
+mod socket;
 mod state_cli;
 
 use anyhow::Result;
@@ -50,11 +52,18 @@ enum Command {
         /// of this process.
         #[arg(long)]
         in_memory: bool,
+        /// The control socket (Unix, owner only): the commands of stdin, for several
+        /// clients at once (`warden ctl`). Default: `control.sock` in the run's state
+        /// directory; its path is printed at start.
+        #[arg(long)]
+        control: Option<PathBuf>,
         #[command(flatten)]
         cache: cache::CacheArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Talks to a running tree through its control socket.
+    Ctl(ctl::Args),
     /// Runs a member node of a cluster: it hosts the children other nodes' supervisors
     /// place on it (`node = "NAME"` in their manifests) and prints their events, until
     /// SIGINT or SIGTERM. Exits 1 when it cannot join (NATS unreachable, or the name
@@ -164,6 +173,7 @@ fn command(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State(args) => state_cli::main(args),
+        Command::Ctl(args) => Ok(ctl::main(args)),
         Command::Node { name, nats, node_ttl, events, max_memory, max_instances, cache } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -180,7 +190,7 @@ fn command(command: Command) -> Result<ExitCode> {
             runtime.shutdown_background();
             code
         }
-        Command::Run { manifest, events, data_dir, in_memory, cache, cluster } => {
+        Command::Run { manifest, events, data_dir, in_memory, control, cache, cluster } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let store = match (in_memory, data_dir) {
@@ -188,8 +198,14 @@ fn command(command: Command) -> Result<ExitCode> {
                 (false, Some(dir)) => Store::Dir(dir),
                 (false, None) => Store::Default,
             };
-            let code =
-                runtime.block_on(run(&manifest, format, store, cache.dir(), cluster.config()));
+            let code = runtime.block_on(run(
+                &manifest,
+                format,
+                store,
+                control,
+                cache.dir(),
+                cluster.config(),
+            ));
             // Tokio's stdin reader blocks in read(2) on a thread of its own; dropping the
             // runtime would wait for it until stdin closes.
             runtime.shutdown_background();
@@ -250,6 +266,7 @@ async fn run(
     manifest: &Path,
     format: printer::Format,
     store: Store,
+    control: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     cluster: Option<warden::cluster::ClusterConfig>,
 ) -> Result<ExitCode> {
@@ -262,6 +279,12 @@ async fn run(
     };
     let mut engine = engine_for(&spec);
     engine.cache_dir = cache_dir;
+    let state_dir = match &store {
+        Store::Dir(dir) => dir.clone(),
+        Store::Memory | Store::Default => {
+            settings.data_dir.clone().unwrap_or_else(|| warden::state::default_data_dir(manifest))
+        }
+    };
     let host = match open_host(manifest, engine, settings, store, cluster) {
         Ok(host) => host,
         Err(e) => {
@@ -269,6 +292,27 @@ async fn run(
             return Ok(ExitCode::from(1));
         }
     };
+    let socket = match control {
+        Some(path) => match socket::Socket::bind(&path) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                eprintln!("warden: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        // Nobody asked for this one: where it cannot be (another run of this manifest
+        // holds it, say), the run goes on without it.
+        None => match socket::Socket::bind(&socket::default_path(&state_dir)) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                eprintln!("warden: {e}; no control socket (choose one with --control)");
+                None
+            }
+        },
+    };
+    if let Some(socket) = &socket {
+        eprintln!("warden: control socket at {}", socket.path().display());
+    }
     let problems = compile_with_progress(&host, &mut spec);
     if !problems.is_empty() {
         for problem in problems {
@@ -290,7 +334,7 @@ async fn run(
         }
         Ok(()) => {
             let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-            serve(&host, base, replies, signals).await
+            serve(&host, base, replies, socket, signals).await
         }
     };
     drop(host);
@@ -343,21 +387,29 @@ async fn serve(
     host: &Host,
     base: PathBuf,
     replies: tokio::sync::mpsc::UnboundedSender<control::Reply>,
+    socket: Option<socket::Socket>,
     mut signals: Signals,
 ) -> ExitCode {
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
-    let (stop_reading, stop) = tokio::sync::oneshot::channel();
+    let (stop_reading, stop) = tokio::sync::watch::channel(false);
+    let sessions = socket.map(|socket| {
+        let serve =
+            socket.serve(host.clone(), base.clone(), shutdown_tx.clone(), stop.clone(), SETTLE);
+        tokio::spawn(serve)
+    });
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let session = control::Session { replies: replies.clone(), subscribe: None };
     let commands =
-        tokio::spawn(control::serve(host.clone(), base, replies.clone(), shutdown_tx, stop));
+        tokio::spawn(control::serve(host.clone(), base, stdin, session, shutdown_tx, stop));
     let (code, asked) = tokio::select! {
         reason = host.wait() => {
             // Gave up, or ended for any reason but a clean stop (a host panic).
             let failed = host.root_gave_up() || !reason.is_normal();
             (if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }, None)
         }
-        Some(id) = shutdown_rx.recv() => {
+        Some(asked) = shutdown_rx.recv() => {
             host.shutdown().await;
-            (ExitCode::SUCCESS, Some(id))
+            (ExitCode::SUCCESS, Some(asked))
         }
         () = signals.recv() => {
             host.shutdown().await;
@@ -366,13 +418,18 @@ async fn serve(
     };
     // The commands still running get their answers: the tree is gone, so they end
     // quickly (a call to a stopped child is answered at once).
-    let _ = stop_reading.send(());
+    let _ = stop_reading.send(true);
     if let Ok(Ok(mut running)) = tokio::time::timeout(SETTLE, commands).await {
         let all = async { while running.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SETTLE, all).await;
     }
-    if let Some(id) = asked {
+    if let Some((id, replies)) = asked {
         let _ = replies.send(control::Reply::new(host, id, Ok(serde_json::Value::Null)));
+    }
+    if let Some(sessions) = sessions {
+        // Each session answers what it was asked, within SETTLE; the socket's file
+        // goes with it.
+        let _ = tokio::time::timeout(SETTLE * 2, sessions).await;
     }
     code
 }

@@ -22,6 +22,22 @@ use std::io::Write;
 use tokio::sync::{mpsc, oneshot};
 use warden::events::{Events, Received};
 
+/// Where lines are written.
+pub(crate) trait Out: Send {
+    /// Writes one line (without its newline); an error ends the printing.
+    fn line(&mut self, text: &str) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// A blocking writer: stdout, on the printer's own thread.
+#[derive(Debug)]
+pub(crate) struct Blocking<W>(pub(crate) W);
+
+impl<W: Write + Send> Out for Blocking<W> {
+    async fn line(&mut self, text: &str) -> std::io::Result<()> {
+        writeln!(self.0, "{text}").and_then(|()| self.0.flush())
+    }
+}
+
 /// Where the printer's events come from: a host's stream (a test's in the tests).
 pub(crate) trait Source: Send + 'static {
     /// The next event or count of events lost; `None` at the end.
@@ -62,10 +78,9 @@ impl Printer {
         format: Format,
     ) -> std::io::Result<Self> {
         let (finished, done) = oneshot::channel();
-        let started = std::time::Instant::now();
-        let clock = move || clock_us + u64::try_from(started.elapsed().as_micros()).unwrap_or(0);
+        let clock = clock(clock_us);
         std::thread::Builder::new().name("warden-printer".into()).spawn(move || {
-            let out = std::io::stdout().lock();
+            let out = Blocking(std::io::stdout());
             runtime.block_on(print(events, since, replies, format, out, clock));
             let _ = finished.send(());
         })?;
@@ -79,14 +94,39 @@ impl Printer {
     }
 }
 
-async fn print(
+/// The host's clock, from its reading `clock_us` now.
+pub(crate) fn clock(clock_us: u64) -> impl Fn() -> u64 + Send + 'static {
+    let started = std::time::Instant::now();
+    move || clock_us + u64::try_from(started.elapsed().as_micros()).unwrap_or(0)
+}
+
+/// Writes `events` (subscribed when event number `since` was the last) and `replies`
+/// to `out`, each reply after the events published before its command finished, until
+/// both are closed or a write fails (a closed stdout or socket: the run goes on
+/// without this log).
+pub(crate) async fn print(
     mut events: impl Source,
     since: u64,
     mut replies: mpsc::UnboundedReceiver<Reply>,
     format: Format,
-    mut out: impl Write,
+    mut out: impl Out,
     clock: impl Fn() -> u64,
 ) {
+    if let Err(e) =
+        print_until_failed(&mut events, since, &mut replies, format, &mut out, clock).await
+    {
+        tracing::debug!("event log closed: {e}");
+    }
+}
+
+async fn print_until_failed(
+    events: &mut impl Source,
+    since: u64,
+    replies: &mut mpsc::UnboundedReceiver<Reply>,
+    format: Format,
+    out: &mut impl Out,
+    clock: impl Fn() -> u64,
+) -> std::io::Result<()> {
     // The number of the last event printed or lost.
     let mut last = since;
     let mut held: Vec<Reply> = Vec::new();
@@ -104,49 +144,59 @@ async fn print(
                     while let Ok(reply) = replies.try_recv() {
                         held.push(reply);
                     }
-                    flush(&mut held, record.seq - 1, &mut out, format);
+                    flush(&mut held, record.seq - 1, out, format).await?;
                     if record.seq > last + 1 {
                         // Lost without a `Lagged`: the numbers are what counts.
-                        write(&mut out, format, &dropped(record.seq - last - 1, record.ts_us));
+                        write(out, format, &dropped(record.seq - last - 1, record.ts_us)).await?;
                     }
                     last = record.seq;
-                    write(&mut out, format, &Line::Event(record));
+                    write(out, format, &Line::Event(record)).await?;
                 }
                 Some(Received::Missed(n)) => {
                     last += n;
-                    write(&mut out, format, &dropped(n, clock()));
+                    write(out, format, &dropped(n, clock())).await?;
                 }
                 None => events_open = false,
             },
         }
         // Replies whose events are out; all of them once no more events can come.
-        flush(&mut held, if events_open { last } else { u64::MAX }, &mut out, format);
+        flush(&mut held, if events_open { last } else { u64::MAX }, out, format).await?;
     }
+    Ok(())
 }
 
 /// Prints the held replies that come after no event later than `upto`, in order.
-fn flush(held: &mut Vec<Reply>, upto: u64, out: &mut impl Write, format: Format) {
+async fn flush(
+    held: &mut Vec<Reply>,
+    upto: u64,
+    out: &mut impl Out,
+    format: Format,
+) -> std::io::Result<()> {
     held.sort_by_key(|reply| reply.after);
     let ready = held.partition_point(|reply| reply.after <= upto);
     for reply in held.drain(..ready) {
-        write(out, format, &reply.line);
+        write(out, format, &reply.line).await?;
     }
+    Ok(())
 }
 
 fn dropped(count: u64, ts_us: u64) -> Line {
     Line::Said { said: Said::EventsDropped { count }, ts_us }
 }
 
-fn write(out: &mut impl Write, format: Format, line: &Line) {
-    let line = match format {
+pub(crate) async fn write(out: &mut impl Out, format: Format, line: &Line) -> std::io::Result<()> {
+    out.line(&text(format, line)).await
+}
+
+/// A line as `format` shows it.
+pub(crate) fn text(format: Format, line: &Line) -> String {
+    match format {
         Format::Pretty(style) => render::pretty(line, style),
         Format::Jsonl => match serde_json::to_string(line) {
             Ok(line) => line,
             Err(e) => format!("{{\"event\":\"error\",\"message\":{:?}}}", e.to_string()),
         },
-    };
-    // A closed stdout is not worth a panic: the run goes on without its log.
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
 }
 
 #[cfg(test)]
@@ -174,7 +224,7 @@ mod tests {
 
     fn reply(id: u64, after: u64) -> Reply {
         let said = Said::Reply { id: Some(id.into()), ok: true, result: None, error: None };
-        Reply { after, line: Line::Said { said, ts_us: 0 } }
+        Reply { after, line: Line::Said { said, ts_us: 0 }, _slot: None }
     }
 
     #[tokio::test]
@@ -189,7 +239,7 @@ mod tests {
         replies_tx.send(reply(3, 4)).unwrap();
         drop((events_tx, replies_tx));
         let mut out = Vec::new();
-        print(events, 0, replies, Format::Jsonl, &mut out, || 7).await;
+        print(events, 0, replies, Format::Jsonl, Blocking(&mut out), || 7).await;
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
             .unwrap()
             .lines()

@@ -3,6 +3,8 @@
 //! protocol, exit status, and bad input. Every read has a deadline.
 
 mod common;
+#[path = "cli/operating.rs"]
+mod operating;
 
 use common::{Running, cmd, manifest, warden};
 use serde_json::Value;

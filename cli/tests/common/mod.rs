@@ -105,6 +105,11 @@ impl Running {
         self.expect(&format!("reply {id}"), |e| e["event"] == "reply" && e["id"] == id).0
     }
 
+    /// Its stderr, when the command piped it.
+    pub(crate) fn take_stderr(&mut self) -> std::process::ChildStderr {
+        self.child.as_mut().unwrap().stderr.take().expect("stderr was piped")
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

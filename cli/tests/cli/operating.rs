@@ -1,0 +1,247 @@
+//! Operating a running tree from outside: the control socket and `warden ctl`.
+
+use crate::common::{Running, cmd, manifest};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+const TREE: &str = r#"
+[root]
+strategy = "one_for_one"
+intensity = 5
+
+[[root.children]]
+name = "a"
+plugin = "CHAOS"
+
+[[root.children]]
+name = "echo"
+plugin = "ECHO"
+"#;
+
+/// A connection to a control socket, reading JSON lines with a deadline.
+struct Client {
+    writer: UnixStream,
+    lines: std::io::Lines<BufReader<UnixStream>>,
+}
+
+impl Client {
+    fn connect(socket: &Path) -> Client {
+        let stream = UnixStream::connect(socket).unwrap();
+        stream.set_read_timeout(Some(crate::common::DEADLINE)).unwrap();
+        Client { writer: stream.try_clone().unwrap(), lines: BufReader::new(stream).lines() }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.writer, "{line}").unwrap();
+    }
+
+    fn next(&mut self) -> Value {
+        let line = self.lines.next().expect("the connection closed").expect("no line in time");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// The lines up to the one `pred` accepts, that one last.
+    fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self.next();
+            let done = pred(&line);
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// `warden run` of TREE with its control socket at a path of the test's.
+fn start(dir: &Path, path: &Path) -> (Running, PathBuf) {
+    let socket = dir.join("ctl.sock");
+    let mut warden = Running::start_with(path, &["--control", socket.to_str().unwrap()]);
+    warden.expect("echo started", |e| e["event"] == "child_started" && e["path"] == "root/echo");
+    (warden, socket)
+}
+
+fn ctl(socket: &Path, args: &[&str]) -> std::process::Output {
+    cmd().arg("ctl").arg("--socket").arg(socket).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn each_client_of_the_socket_gets_its_own_replies_and_the_events_it_asks_for() {
+    let (dir, path) = manifest(TREE);
+    let (mut warden, socket) = start(dir.path(), &path);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner only");
+
+    let mut follower = Client::connect(&socket);
+    follower.send(r#"{"cmd":"subscribe","id":"f"}"#);
+    let reply = follower.next();
+    assert_eq!((reply["event"].as_str(), reply["id"].as_str()), (Some("reply"), Some("f")));
+
+    let mut caller = Client::connect(&socket);
+    caller.send(r#"{"cmd":"call","id":"c","to":"root/a","payload":"trap"}"#);
+    caller.send(r#"{"cmd":"call","id":"e","to":"root/echo","payload":"hi"}"#);
+    let replies = [caller.next(), caller.next()];
+    let by_id = |id: &str| replies.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert!(by_id("c")["error"].as_str().unwrap().starts_with("callee_crashed: trap"));
+    assert_eq!(by_id("e")["result"], "hi");
+
+    // The follower sees the crash and the restart, and none of the caller's replies.
+    let seen = follower.until(|e| e["event"] == "child_started" && e["path"] == "root/a");
+    assert!(seen.iter().any(|e| e["event"] == "child_exited" && e["path"] == "root/a"));
+    assert!(seen.iter().all(|e| e["event"] != "reply"), "{seen:#?}");
+    assert!(seen.iter().all(|e| e["ts_us"].is_u64()));
+    // stdout has the events too, and none of the socket's replies.
+    let (_, skipped) =
+        warden.expect("a restarted", |e| e["event"] == "child_started" && e["path"] == "root/a");
+    assert!(skipped.iter().all(|e| e["event"] != "reply"), "{skipped:#?}");
+
+    // A second subscribe on the same session is refused, with its id.
+    follower.send(r#"{"cmd":"subscribe","id":2}"#);
+    let reply = follower.until(|e| e["event"] == "reply").pop().unwrap();
+    assert_eq!((reply["id"].as_i64(), reply["ok"].as_bool()), (Some(2), Some(false)));
+
+    // `shutdown` from a socket client: its reply comes to it, and the run ends with 0.
+    caller.send(r#"{"cmd":"shutdown","id":"s"}"#);
+    let reply = caller.next();
+    assert_eq!((reply["id"].as_str(), reply["ok"].as_bool()), (Some("s"), Some(true)));
+    let seen = follower.until(|e| e["event"] == "supervisor_stopped" && e["path"] == "root");
+    assert!(seen.iter().any(|e| e["event"] == "child_exited" && e["path"] == "root/echo"));
+    assert_eq!(warden.exit_code(), 0);
+    assert!(!socket.exists(), "the socket's file goes with the run");
+}
+
+#[test]
+fn warden_ctl_reads_well_and_says_when_it_failed() {
+    let (dir, path) = manifest(TREE);
+    let (mut warden, socket) = start(dir.path(), &path);
+
+    let out = ctl(&socket, &["which-children", "root"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "NAME  TYPE    STATE    INCARNATION  NODE\n\
+         a     worker  running  1\n\
+         echo  worker  running  1\n"
+    );
+    let out = ctl(&socket, &["call", "root/echo", "hello there"]);
+    assert_eq!(text(&out.stdout), "hello there\n");
+
+    let out = ctl(&socket, &["--json", "count-children", "root"]);
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["result"]["workers"], 2);
+
+    // A refused command: the protocol's word on stderr, exit 1.
+    let out = ctl(&socket, &["restart-child", "root/a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "warden ctl: running\n");
+    let out = ctl(&socket, &["terminate-child", "root"]);
+    assert_eq!(out.status.code(), Some(2), "not a child's path");
+
+    let out = ctl(&socket, &["terminate-child", "root/a"]);
+    assert!(out.status.success());
+    warden.expect("a stopped", |e| e["event"] == "child_exited" && e["path"] == "root/a");
+    let out = ctl(&socket, &["restart-child", "root/a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    warden.expect("a again", |e| e["event"] == "child_started" && e["path"] == "root/a");
+
+    // `events` follows, readably: a crash caused from another client shows up.
+    let mut follow = cmd()
+        .args(["ctl", "--socket", socket.to_str().unwrap(), "events", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let _ = ctl(&socket, &["send", "root/a", "trap"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(crate::common::DEADLINE).expect("no crash shown");
+        if line.contains("root/a") && line.contains("exited #2: trap unreachable") {
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    warden.signal("TERM");
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn a_taken_or_stale_socket_is_named_and_a_stale_one_is_replaced() {
+    let (dir, path) = manifest(TREE);
+    let (warden, socket) = start(dir.path(), &path);
+
+    // A second run on the same socket is refused before it starts anything.
+    let (dir2, path2) = manifest(TREE);
+    let out = cmd()
+        .args(["run", path2.to_str().unwrap(), "--in-memory", "--control"])
+        .arg(&socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "another warden run is listening on the control socket {}",
+            socket.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(dir2);
+
+    // Killed outright, the run leaves its socket file behind: stale.
+    warden.signal("KILL");
+    let _ = warden.exit_code();
+    assert!(socket.exists());
+    let out = ctl(&socket, &["which-children", "root"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is stale: nothing listens on it"), "{}", text(&out.stderr));
+    let out = ctl(&dir.path().join("none.sock"), &["which-children", "root"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no control socket at"), "{}", text(&out.stderr));
+
+    // The next run replaces the stale socket.
+    let (mut warden, socket) = start(dir.path(), &path);
+    let out = ctl(&socket, &["call", "root/echo", "back"]);
+    assert_eq!(text(&out.stdout), "back\n");
+    warden.command(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn the_default_socket_is_in_the_run_s_state_directory_and_printed_at_start() {
+    let (_dir, path) = manifest(TREE);
+    let mut warden = Running::spawn(
+        cmd()
+            .args(["run", path.to_str().unwrap(), "--events", "jsonl", "--in-memory"])
+            .stderr(std::process::Stdio::piped()),
+    );
+    warden.expect("echo started", |e| e["event"] == "child_started" && e["path"] == "root/echo");
+    // `--manifest` finds it.
+    let out = cmd()
+        .args(["ctl", "--manifest", path.to_str().unwrap(), "call", "root/echo", "found"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "found\n", "{}", text(&out.stderr));
+    let stderr = warden.take_stderr();
+    warden.command(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(warden.exit_code(), 0);
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    let printed = first.trim().strip_prefix("warden: control socket at ").expect(&first);
+    assert!(printed.ends_with("/control.sock"), "{printed}");
+    assert!(!Path::new(printed).exists(), "removed at the end");
+}
