@@ -249,6 +249,9 @@ fn exchange(stream: UnixStream, command: &Value, args: &Args) -> std::io::Result
         return Ok(ExitCode::from(1));
     }
     if let Ctl::Events { .. } = args.command {
+        if !args.json {
+            eprintln!("warden ctl: following the events (until the run ends or Ctrl-C)");
+        }
         let mut out = std::io::stdout().lock();
         for line in lines {
             if writeln!(out, "{}", line?).and_then(|()| out.flush()).is_err() {

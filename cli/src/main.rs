@@ -146,10 +146,13 @@ fn main() -> Result<ExitCode> {
     // Logs go to stderr through a bounded queue and a thread of their own: a stderr
     // nobody reads loses log lines (counted), it never blocks the runtime.
     let logs = logs::Logs::start()?;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(logs.clone())
-        .init();
+    // What guests write is in the event stream (`log` events); on stderr only when
+    // RUST_LOG asks for it.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.is_empty() => tracing_subscriber::EnvFilter::new(filter),
+        _ => tracing_subscriber::EnvFilter::new("error,warden::guest=off"),
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(logs.clone()).init();
     let code = command(Cli::parse().command);
     logs.flush(std::time::Duration::from_secs(1));
     code
@@ -240,6 +243,7 @@ async fn node(
     format: printer::Format,
 ) -> Result<ExitCode> {
     let host = Host::builder().engine(engine).cluster(config).build()?;
+    line::anchor(host.clock_us());
     let (_replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
     let (since, events) = (host.last_event_seq(), host.subscribe());
     let runtime = tokio::runtime::Handle::current();
@@ -292,6 +296,7 @@ async fn run(
             return Ok(ExitCode::from(1));
         }
     };
+    line::anchor(host.clock_us());
     let socket = match control {
         Some(path) => match socket::Socket::bind(&path) {
             Ok(socket) => Some(socket),

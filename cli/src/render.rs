@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 use warden::escape::printable;
 use warden::events::Event;
-use warden::sandbox::{HeartbeatPolicy, Network, Shutdown};
+use warden::sandbox::{GuestStream, HeartbeatPolicy, LogLevel, Network, Shutdown};
 use warden::supervisor::{Backoff, ChildSpec, ChildStart, Placement, Restart, SupervisorSpec};
 
 /// The tree as the manifest defines it, one line per node, with its settings.
@@ -89,7 +89,7 @@ fn describe(child: &ChildSpec) -> String {
     }
     if let ChildStart::Plugin(p) = &child.start {
         let l = &p.limits;
-        parts.push(format!("memory {} MiB", l.max_memory_bytes >> 20));
+        parts.push(format!("memory {}", size(l.max_memory_bytes as u64)));
         match l.call_deadline {
             Some(d) => parts.push(format!("deadline {}", human(d))),
             None => parts.push("no deadline".into()),
@@ -242,8 +242,37 @@ fn describe_event(event: &Event) -> (&str, &'static str, String) {
             MAGENTA,
             format!("{count} more dead letters in {window_ms} ms (not shown one by one)"),
         ),
+        Event::Log { path, stream, level, message } => {
+            let colour = match level {
+                LogLevel::Error => RED,
+                LogLevel::Warn => YELLOW,
+                _ => "0",
+            };
+            let from = match stream {
+                GuestStream::Log => serde_name(level),
+                other => serde_name(other),
+            };
+            (path.as_str(), colour, format!("[{from}] {message}"))
+        }
         other => ("", DIM, format!("{other:?}")),
     }
+}
+
+/// A size in bytes in the largest binary unit that shows it well: `512 KiB`, `16 MiB`,
+/// `1.5 GiB`, `100 bytes`.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 3] = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in UNITS {
+        let one = 1u64 << shift;
+        if bytes >= one {
+            return if bytes.is_multiple_of(one) {
+                format!("{} {unit}", bytes >> shift)
+            } else {
+                format!("{:.1} {unit}", bytes as f64 / one as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// " on node N" for a child placed on a node.
@@ -315,6 +344,15 @@ supervisor = { strategy = "simple_one_for_one", children = [{ name = "w", plugin
         );
         assert!(lines[3].starts_with("    └── w (template)  worker w.wasm"), "{shown}");
         assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn sizes_are_shown_in_the_unit_that_fits() {
+        assert_eq!(size(512 << 10), "512 KiB");
+        assert_eq!(size(16 << 20), "16 MiB");
+        assert_eq!(size(3 << 29), "1.5 GiB");
+        assert_eq!(size(1000), "1000 bytes");
+        assert_eq!(size(1536), "1.5 KiB");
     }
 
     #[test]

@@ -326,6 +326,19 @@ pub enum Event {
         /// `expired`, `left` or `fenced`.
         reason: String,
     },
+    /// A line a child wrote (stdout, stderr, or a `log` call at info or above), escaped,
+    /// within its output budget; when lines were dropped over the budget, a line says
+    /// how many.
+    Log {
+        /// The child's path.
+        path: String,
+        /// Where it came from: `stdout`, `stderr` or `log`.
+        stream: crate::sandbox::GuestStream,
+        /// Its level (`info` for stdout and stderr).
+        level: crate::sandbox::LogLevel,
+        /// The line.
+        message: String,
+    },
     /// A supervisor stopped, its children stopped before it.
     SupervisorStopped {
         /// The supervisor's path.

@@ -156,9 +156,13 @@ fn warden_ctl_reads_well_and_says_when_it_failed() {
     let mut follow = cmd()
         .args(["ctl", "--socket", socket.to_str().unwrap(), "events", "--follow"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut said = String::new();
+    BufReader::new(follow.stderr.take().unwrap()).read_line(&mut said).unwrap();
+    assert!(said.contains("following the events"), "subscribed: {said}");
     let _ = ctl(&socket, &["send", "root/a", "trap"]);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -244,4 +248,57 @@ fn the_default_socket_is_in_the_run_s_state_directory_and_printed_at_start() {
     let printed = first.trim().strip_prefix("warden: control socket at ").expect(&first);
     assert!(printed.ends_with("/control.sock"), "{printed}");
     assert!(!Path::new(printed).exists(), "removed at the end");
+}
+
+#[test]
+fn what_guests_write_is_in_the_event_stream_and_every_line_has_its_wall_clock_time() {
+    let (_dir, path) = manifest(
+        r#"
+[root]
+strategy = "one_for_one"
+
+[[root.children]]
+name = "h"
+plugin = "HOSTILE"
+"#,
+    );
+    let before = std::time::SystemTime::now();
+    let mut warden = Running::start_with(&path, &["--in-memory"]);
+    let (started, _) = warden.expect("h started", |e| e["event"] == "child_started");
+    let time = humantime::parse_rfc3339(started["time"].as_str().expect("a time")).unwrap();
+    let after = std::time::SystemTime::now();
+    assert!(before <= time + std::time::Duration::from_millis(1) && time <= after, "{started}");
+
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/h","payload":"log:2:5"}"#);
+    let (log, _) = warden.expect("a log line", |e| e["event"] == "log");
+    assert_eq!(
+        (&log["path"], &log["stream"], &log["level"], &log["message"]),
+        (&"root/h".into(), &"log".into(), &"error".into(), &"xxxxx".into())
+    );
+    warden.expect("the second", |e| e["event"] == "log");
+    let reply = warden.reply(1);
+    assert!(reply["time"].is_string(), "the CLI's own lines too: {reply}");
+    warden.command(r#"{"cmd":"call","id":2,"to":"root/h","payload":"stdout:2"}"#);
+    let (line, _) = warden.expect("stdout", |e| e["event"] == "log");
+    assert_eq!(
+        (&line["stream"], &line["level"], &line["message"]),
+        (&"stdout".into(), &"info".into(), &"".into())
+    );
+    warden.reply(2);
+    warden.command(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(warden.exit_code(), 0);
+
+    // The readable log shows them, after the child's path.
+    let out = cmd()
+        .args(["run", path.to_str().unwrap(), "--in-memory", "--events", "pretty"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = out.stdin.as_ref().unwrap();
+    writeln!(stdin, r#"{{"cmd":"call","to":"root/h","payload":"log:1:3"}}"#).unwrap();
+    writeln!(stdin, r#"{{"cmd":"shutdown"}}"#).unwrap();
+    let out = out.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(shown.lines().any(|l| l.contains("root/h") && l.ends_with("[error] xxx")), "{shown}");
 }

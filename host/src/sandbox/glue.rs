@@ -58,11 +58,11 @@ impl runtime::Host for StoreData {
 
     fn log(&mut self, level: types::LogLevel, message: String) {
         let level = match level {
-            types::LogLevel::Trace => tracing::Level::TRACE,
-            types::LogLevel::Debug => tracing::Level::DEBUG,
-            types::LogLevel::Info => tracing::Level::INFO,
-            types::LogLevel::Warn => tracing::Level::WARN,
-            types::LogLevel::Error => tracing::Level::ERROR,
+            types::LogLevel::Trace => output::LogLevel::Trace,
+            types::LogLevel::Debug => output::LogLevel::Debug,
+            types::LogLevel::Info => output::LogLevel::Info,
+            types::LogLevel::Warn => output::LogLevel::Warn,
+            types::LogLevel::Error => output::LogLevel::Error,
         };
         output::log(&self.output, &self.path, level, &message);
     }

@@ -11,7 +11,7 @@ use super::glue::to_wit_exit;
 use super::heartbeat::{Heartbeat, Verdict};
 use super::interfaces::host_function_failed;
 use super::limits::LimitExceeded;
-use super::output::{Budget, OutputBudget, TracingStream};
+use super::output::{Budget, GuestStream, OutputBudget, TracingStream};
 use super::plugin::Plugin;
 use super::registry::{AppStates, ChildIdentity};
 use super::store::{HostWaits, Links, StoreData};
@@ -666,11 +666,8 @@ fn trap_message(err: &wasmtime::Error) -> String {
 
 fn build_wasi(path: &str, grants: &Grants, output: &Arc<Budget>) -> Result<WasiCtx, ExitReason> {
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdout(TracingStream::new(path, "stdout", Arc::clone(output))).stderr(TracingStream::new(
-        path,
-        "stderr",
-        Arc::clone(output),
-    ));
+    wasi.stdout(TracingStream::new(path, GuestStream::Stdout, Arc::clone(output)))
+        .stderr(TracingStream::new(path, GuestStream::Stderr, Arc::clone(output)));
     for (name, value) in &grants.env {
         wasi.env(name, value);
     }

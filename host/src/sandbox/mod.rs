@@ -43,7 +43,7 @@ pub use exports::{ExportCall, ExportFailed};
 pub use heartbeat::Heartbeat;
 pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig};
 pub use interfaces::{HostInterfaces, InterfaceError, MAX_INTERFACES};
-pub use output::OutputBudget;
+pub use output::{GuestOutput, GuestStream, LogLevel, OutputBudget};
 pub use plugin::{LoadError, Plugin};
 pub use registry::ChildIdentity;
 pub use store::StoreData;

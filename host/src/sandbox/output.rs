@@ -1,6 +1,7 @@
 //! What a guest writes for people: its stdout and stderr, captured line by line, and
 //! its `log` lines, all into `tracing` under the child's path (target
-//! `warden::guest`).
+//! `warden::guest`), and to the budget's [`GuestOutput`] if it has one (the runtime's
+//! publishes them as `log` events).
 //!
 //! A guest decides how much it writes, so the host bounds what that costs it:
 //! - lines are split in one pass over what was written (never rescanned), and a line
@@ -38,12 +39,55 @@ pub(crate) const LINE_COST: u64 = 64;
 /// [`SandboxConfig`](super::SandboxConfig) (a hibernating child's activations are one
 /// incarnation), sized by the first of them from its limits.
 #[derive(Clone, Debug, Default)]
-pub struct OutputBudget(Arc<OnceLock<Arc<Budget>>>);
+pub struct OutputBudget {
+    budget: Arc<OnceLock<Arc<Budget>>>,
+    sink: Option<Arc<dyn GuestOutput>>,
+}
 
 impl OutputBudget {
-    pub(crate) fn get(&self, per_second: usize) -> Arc<Budget> {
-        Arc::clone(self.0.get_or_init(|| Budget::new(per_second)))
+    /// A budget whose lines also go to `sink` (those that fit the budget, escaped).
+    pub fn with_sink(sink: Arc<dyn GuestOutput>) -> Self {
+        Self { budget: Arc::default(), sink: Some(sink) }
     }
+
+    pub(crate) fn get(&self, per_second: usize) -> Arc<Budget> {
+        Arc::clone(self.budget.get_or_init(|| Budget::new(per_second, self.sink.clone())))
+    }
+}
+
+/// Where a child's output lines go besides `tracing`: each line that fit its budget,
+/// escaped, cut at 8 KiB, and the notes that say how many were dropped.
+pub trait GuestOutput: Send + Sync + std::fmt::Debug {
+    /// One line of the child at `path`.
+    fn line(&self, path: &str, stream: GuestStream, level: LogLevel, line: &str);
+}
+
+/// Which of a guest's outputs a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestStream {
+    /// Its WASI stdout.
+    Stdout,
+    /// Its WASI stderr.
+    Stderr,
+    /// Its `log` calls.
+    Log,
+}
+
+/// The level of a guest's line (stdout and stderr are `info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Finest detail.
+    Trace,
+    /// Detail for debugging.
+    Debug,
+    /// What happened.
+    Info,
+    /// Something looks wrong.
+    Warn,
+    /// Something failed.
+    Error,
 }
 
 /// One child's output budget: bytes per second, with a burst of one second's worth.
@@ -51,6 +95,7 @@ impl OutputBudget {
 pub(crate) struct Budget {
     per_second: u64,
     bucket: Mutex<Bucket>,
+    sink: Option<Arc<dyn GuestOutput>>,
 }
 
 #[derive(Debug)]
@@ -62,7 +107,7 @@ struct Bucket {
 }
 
 impl Budget {
-    pub(crate) fn new(per_second: usize) -> Arc<Self> {
+    pub(crate) fn new(per_second: usize, sink: Option<Arc<dyn GuestOutput>>) -> Arc<Self> {
         let per_second = per_second as u64;
         Arc::new(Self {
             per_second,
@@ -72,7 +117,37 @@ impl Budget {
                 dropped_lines: 0,
                 dropped_bytes: 0,
             }),
+            sink,
         })
+    }
+
+    /// Writes a line that passed the budget.
+    fn emit(&self, path: &str, stream: GuestStream, level: LogLevel, line: &str) {
+        let name = match stream {
+            GuestStream::Stdout => "stdout",
+            GuestStream::Stderr => "stderr",
+            GuestStream::Log => "log",
+        };
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "warden::guest", child = path, stream = name, "{line}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "warden::guest", child = path, stream = name, "{line}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "warden::guest", child = path, stream = name, "{line}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "warden::guest", child = path, stream = name, "{line}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "warden::guest", child = path, stream = name, "{line}")
+            }
+        }
+        if let Some(sink) = &self.sink {
+            sink.line(path, stream, level, line);
+        }
     }
 
     /// Passes each line that fits the budget to `emit`, drops the rest (counted); when
@@ -125,17 +200,13 @@ impl Budget {
 }
 
 /// Logs a guest's `log` line at `level`, within its budget.
-pub(crate) fn log(budget: &Budget, child: &str, level: tracing::Level, message: &str) {
+pub(crate) fn log(budget: &Budget, child: &str, level: LogLevel, message: &str) {
     let mut end = message.len().min(MAX_LINE);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    budget.spend([&message.as_bytes()[..end]], |line| match level {
-        tracing::Level::TRACE => tracing::trace!(target: "warden::guest", child, "{line}"),
-        tracing::Level::DEBUG => tracing::debug!(target: "warden::guest", child, "{line}"),
-        tracing::Level::INFO => tracing::info!(target: "warden::guest", child, "{line}"),
-        tracing::Level::WARN => tracing::warn!(target: "warden::guest", child, "{line}"),
-        tracing::Level::ERROR => tracing::error!(target: "warden::guest", child, "{line}"),
+    budget.spend([&message.as_bytes()[..end]], |line| {
+        budget.emit(child, GuestStream::Log, level, line);
     });
 }
 
@@ -143,12 +214,12 @@ pub(crate) fn log(budget: &Budget, child: &str, level: tracing::Level, message: 
 #[derive(Clone, Debug)]
 pub(crate) struct TracingStream {
     child: Arc<str>,
-    stream: &'static str,
+    stream: GuestStream,
     budget: Arc<Budget>,
 }
 
 impl TracingStream {
-    pub(crate) fn new(child: &str, stream: &'static str, budget: Arc<Budget>) -> Self {
+    pub(crate) fn new(child: &str, stream: GuestStream, budget: Arc<Budget>) -> Self {
         Self { child: Arc::from(child), stream, budget }
     }
 }
@@ -211,9 +282,7 @@ impl LineWriter {
         let (owned, lines) = split(&mut self.partial, data);
         let TracingStream { child, stream, budget } = &self.stream;
         let all = owned.iter().map(Vec::as_slice).chain(lines);
-        budget.spend(all, |line| {
-            tracing::info!(target: "warden::guest", child = &**child, stream = *stream, "{line}");
-        });
+        budget.spend(all, |line| budget.emit(child, *stream, LogLevel::Info, line));
     }
 
     fn flush_partial(&mut self) {
@@ -221,7 +290,7 @@ impl LineWriter {
             let line = std::mem::take(&mut self.partial);
             let TracingStream { child, stream, budget } = &self.stream;
             budget.spend([line.as_slice()], |line| {
-                tracing::info!(target: "warden::guest", child = &**child, stream = *stream, "{line}");
+                budget.emit(child, *stream, LogLevel::Info, line);
             });
         }
     }
@@ -289,7 +358,7 @@ mod tests {
 
     #[test]
     fn lines_past_the_budget_are_dropped_counted_and_noted() {
-        let budget = Budget::new(1000);
+        let budget = Budget::new(1000, None);
         let line = [b'x'; 136]; // 200 with the line cost
         let out = spent(&budget, &[&line[..]; 7]);
         assert_eq!(out.len(), 5, "a second's worth");
@@ -305,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_empty_lines_is_bounded() {
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1 << 20, None);
         let now = Instant::now();
         let (mut partial, mut shown) = (Vec::new(), 0);
         for _ in 0..4096 {

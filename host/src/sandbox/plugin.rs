@@ -283,7 +283,7 @@ fn check_exports(engine: &Engine, pre: &bindings::PluginPre<StoreData>) -> Resul
         state: Arc::new(NoState),
         heartbeat: Heartbeat::new(),
         host_waits: Arc::default(),
-        output: Budget::new(0),
+        output: Budget::new(0, None),
         interfaces: Arc::clone(&engine.inner.interfaces),
     };
     let data = StoreData::new(WasiCtxBuilder::new().build(), &limits, "(validation)", links);
