@@ -266,6 +266,20 @@ pub(crate) async fn serve(
     }
 }
 
+/// Answers one command line on its own (the live view's admin actions): `subscribe`
+/// and `shutdown` are not taken there.
+pub(crate) async fn answer(host: &Host, base: &std::path::Path, line: &[u8]) -> Line {
+    let (id, command) = parse(line);
+    let outcome = match command {
+        Ok(Command::Subscribe { .. } | Command::Shutdown {}) => {
+            Err("this command is not taken here: use stdin or the control socket".into())
+        }
+        Ok(command) => execute(host, base, command).await,
+        Err(error) => Err(error),
+    };
+    Reply::new(host, id, outcome).line
+}
+
 /// Resolves once `stop` is true (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;

@@ -5,8 +5,10 @@
 mod cache;
 mod control;
 mod ctl;
+mod http;
 mod line;
 mod logs;
+mod metrics;
 mod printer;
 mod render;
 mod socket;
@@ -57,6 +59,8 @@ enum Command {
         /// directory; its path is printed at start.
         #[arg(long)]
         control: Option<PathBuf>,
+        #[command(flatten)]
+        web: WebArgs,
         #[command(flatten)]
         cache: cache::CacheArgs,
         #[command(flatten)]
@@ -110,6 +114,61 @@ enum Command {
         #[command(flatten)]
         cache: cache::CacheArgs,
     },
+}
+
+/// What `run` serves over HTTP.
+#[derive(Debug, Default, clap::Args)]
+struct WebArgs {
+    /// Serves Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Serves the live view of the tree (and /metrics) at http://ADDR/, e.g.
+    /// 127.0.0.1:8080; its admin actions need the token printed at start.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+}
+
+/// The listeners `run` serves on, bound before the tree starts.
+#[derive(Debug, Default)]
+struct Listeners {
+    socket: Option<socket::Socket>,
+    metrics: Option<tokio::net::TcpListener>,
+    view: Option<(tokio::net::TcpListener, String)>,
+}
+
+impl WebArgs {
+    /// Binds what was asked for, saying where on stderr.
+    async fn bind(
+        &self,
+    ) -> Result<(Option<tokio::net::TcpListener>, Option<(tokio::net::TcpListener, String)>), String>
+    {
+        async fn listen(addr: &str, flag: &str) -> Result<tokio::net::TcpListener, String> {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--{flag}): {e}"))
+        }
+        let local =
+            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let metrics = match &self.metrics {
+            Some(addr) => {
+                let listener = listen(addr, "metrics").await?;
+                eprintln!("warden: metrics at http://{}/metrics", local(&listener));
+                Some(listener)
+            }
+            None => None,
+        };
+        let view = match &self.http {
+            Some(addr) => {
+                let listener = listen(addr, "http").await?;
+                let token =
+                    http::token().map_err(|e| format!("cannot make an admin token: {e}"))?;
+                eprintln!("warden: live view at http://{}/?token={token}", local(&listener));
+                Some((listener, token))
+            }
+            None => None,
+        };
+        Ok((metrics, view))
+    }
 }
 
 /// Joining a cluster from `run`.
@@ -193,7 +252,7 @@ fn command(command: Command) -> Result<ExitCode> {
             runtime.shutdown_background();
             code
         }
-        Command::Run { manifest, events, data_dir, in_memory, control, cache, cluster } => {
+        Command::Run { manifest, events, data_dir, in_memory, control, web, cache, cluster } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let store = match (in_memory, data_dir) {
@@ -205,7 +264,7 @@ fn command(command: Command) -> Result<ExitCode> {
                 &manifest,
                 format,
                 store,
-                control,
+                (control, web),
                 cache.dir(),
                 cluster.config(),
             ));
@@ -270,7 +329,7 @@ async fn run(
     manifest: &Path,
     format: printer::Format,
     store: Store,
-    control: Option<PathBuf>,
+    (control, web): (Option<PathBuf>, WebArgs),
     cache_dir: Option<PathBuf>,
     cluster: Option<warden::cluster::ClusterConfig>,
 ) -> Result<ExitCode> {
@@ -318,6 +377,14 @@ async fn run(
     if let Some(socket) = &socket {
         eprintln!("warden: control socket at {}", socket.path().display());
     }
+    let (metrics, view) = match web.bind().await {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let listeners = Listeners { socket, metrics, view };
     let problems = compile_with_progress(&host, &mut spec);
     if !problems.is_empty() {
         for problem in problems {
@@ -339,7 +406,7 @@ async fn run(
         }
         Ok(()) => {
             let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
-            serve(&host, base, replies, socket, signals).await
+            serve(&host, base, replies, listeners, signals).await
         }
     };
     drop(host);
@@ -392,16 +459,24 @@ async fn serve(
     host: &Host,
     base: PathBuf,
     replies: tokio::sync::mpsc::UnboundedSender<control::Reply>,
-    socket: Option<socket::Socket>,
+    listeners: Listeners,
     mut signals: Signals,
 ) -> ExitCode {
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
     let (stop_reading, stop) = tokio::sync::watch::channel(false);
+    let Listeners { socket, metrics, view } = listeners;
     let sessions = socket.map(|socket| {
         let serve =
             socket.serve(host.clone(), base.clone(), shutdown_tx.clone(), stop.clone(), SETTLE);
         tokio::spawn(serve)
     });
+    let mut web = tokio::task::JoinSet::new();
+    if let Some(listener) = metrics {
+        web.spawn(http::serve_metrics(listener, host.clone(), stop.clone()));
+    }
+    if let Some((listener, token)) = view {
+        web.spawn(http::serve_view(listener, host.clone(), base.clone(), token, stop.clone()));
+    }
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let session = control::Session { replies: replies.clone(), subscribe: None };
     let commands =
@@ -436,6 +511,9 @@ async fn serve(
         // goes with it.
         let _ = tokio::time::timeout(SETTLE * 2, sessions).await;
     }
+    // The live view's event streams end with the tree; a client that does not read
+    // is not waited for long.
+    let _ = tokio::time::timeout(SETTLE, async { while web.join_next().await.is_some() {} }).await;
     code
 }
 

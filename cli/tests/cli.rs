@@ -5,6 +5,8 @@
 mod common;
 #[path = "cli/operating.rs"]
 mod operating;
+#[path = "cli/view.rs"]
+mod view;
 
 use common::{Running, cmd, manifest, warden};
 use serde_json::Value;

@@ -104,6 +104,31 @@ impl ExitReason {
         matches!(self, Self::Normal | Self::Shutdown | Self::ShutdownWith { .. })
     }
 
+    /// Its kind, as the JSON's `kind` names it (`trap`, `killed`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Shutdown => "shutdown",
+            Self::ShutdownWith { .. } => "shutdown_with",
+            Self::Error { .. } => "error",
+            Self::Trap { .. } => "trap",
+            Self::Killed { .. } => "killed",
+            Self::StartFailed { .. } => "start_failed",
+            Self::HostPanic { .. } => "host_panic",
+            Self::HostFunctionFailed(_) => "host_function_failed",
+        }
+    }
+
+    /// A short name for counting exits by reason: the kind, with the trap or the kill
+    /// cause for those (`trap:unreachable`, `killed:heartbeat`). Never a guest's text.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Trap { trap, .. } => format!("trap:{trap}"),
+            Self::Killed { cause } => format!("killed:{cause}"),
+            other => other.kind().to_owned(),
+        }
+    }
+
     /// The trap kind, for a trap.
     pub fn trap_kind(&self) -> Option<TrapKind> {
         match self {

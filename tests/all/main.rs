@@ -11,6 +11,7 @@ mod hostile;
 mod interfaces;
 mod load;
 mod messaging;
+mod operating;
 mod runtime;
 mod state;
 mod supervision;

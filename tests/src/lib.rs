@@ -3,6 +3,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
+pub mod browser;
 pub mod nats;
 
 use std::sync::OnceLock;

@@ -4,6 +4,7 @@
 use super::MailboxConfig;
 use super::breaker::Breaker;
 use super::chain::Frame;
+use super::tally::Tally;
 use crate::services::{CancelReason, Envelope, MessageError};
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
@@ -48,6 +49,8 @@ pub(crate) struct Mailbox {
     /// The waiting reader's waker. A mailbox has one reader at a time: the worker of
     /// its child's running incarnation.
     ready: AtomicWaker,
+    /// What it has seen, across incarnations.
+    pub(crate) tally: Tally,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +70,7 @@ impl Mailbox {
             config,
             queue: Mutex::new(Queue::default()),
             ready: AtomicWaker::new(),
+            tally: Tally::default(),
         }
     }
 

@@ -24,6 +24,7 @@ mod dead_letters;
 mod mailbox;
 mod outbox;
 mod post;
+mod tally;
 mod timers;
 
 pub use crate::events::CircuitState;
@@ -32,6 +33,7 @@ pub(crate) use chain::Frame;
 pub(crate) use mailbox::{Letter, Mailbox};
 pub(crate) use outbox::Outbox;
 pub(crate) use post::{Post, Remote};
+pub use tally::{HANDLE_TIME_BOUNDS_US, HandleTimes, MessageCounts};
 
 /// The account of every message offered to the host, since it started.
 ///

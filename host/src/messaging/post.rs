@@ -187,7 +187,7 @@ impl Post {
                 let gone = MessageError::UnknownTarget(mailbox.path.to_string());
                 self.fail_call(mailbox, &mut letter, gone);
             }
-            None => self.dead_letter(&mailbox.path, letter, DeadLetterReason::TargetRemoved, None),
+            None => self.dead_letter(mailbox, letter, DeadLetterReason::TargetRemoved, None),
         }
     }
 
@@ -597,13 +597,14 @@ impl Post {
     /// A letter is set aside, with an event (see [`DeadLetters`] for how many).
     pub(crate) fn dead_letter(
         &self,
-        path: &str,
+        mailbox: &Mailbox,
         letter: Letter,
         reason: DeadLetterReason,
         exit: Option<crate::ExitReason>,
     ) {
+        mailbox.tally.dead_letter();
         self.dead_letters.announce(DeadLetter {
-            path: path.to_owned(),
+            path: mailbox.path.to_string(),
             reason,
             sender: letter.envelope.sender,
             size: letter.envelope.payload.len() as u64,

@@ -2,9 +2,10 @@
 //! or kill it, and how its task ended. Below the shared state, so that what holds
 //! workers (supervisors, the nodes of a cluster) can be held by it.
 
-use crate::sandbox::{KillSwitch, Shutdown};
+use crate::sandbox::{Heartbeat, HeartbeatPolicy, KillSwitch, Shutdown};
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// A started worker, as its supervisor holds it.
@@ -16,6 +17,8 @@ pub(crate) struct Handle {
     stop: oneshot::Sender<Stop>,
     kill: KillSwitch,
     task: Owned<ExitReason>,
+    /// Its heartbeats and how they are judged, for a child with a heartbeat policy.
+    pub(crate) heartbeat: Option<(Arc<Heartbeat>, HeartbeatPolicy)>,
 }
 
 impl Handle {
@@ -26,7 +29,7 @@ impl Handle {
         kill: KillSwitch,
         task: Owned<ExitReason>,
     ) -> Self {
-        Self { incarnation, go: Some(go), stop, kill, task }
+        Self { incarnation, go: Some(go), stop, kill, task, heartbeat: None }
     }
 
     /// Stops the incarnation as `shutdown` says: graceful within the timeout, then

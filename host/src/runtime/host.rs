@@ -2,20 +2,21 @@
 
 use super::error::{ExportError, HostError};
 use super::protocol::{AdminReply, AdminRequest, SupMsg};
+use super::report::{HostReport, MailboxInfo, SupervisorReport};
 use super::shared::Shared;
 use super::supervisor;
 use crate::ExitReason;
 use crate::cluster::ClusterConfig;
 use crate::events::{Event, EventBus, Events};
-use crate::messaging::{CircuitState, MessageStats};
+use crate::messaging::MessageStats;
 use crate::sandbox::{
     BoxFuture, ChildIdentity, Engine, EngineConfig, ExportCall, HostInterfaces, InterfaceError,
     LoadError, MessageError, Plugin, StoreData,
 };
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{
-    AdminError, ChildCounts, ChildInfo, ChildSpec, ChildStart, Placement, PluginSource,
-    PluginStart, SpecError, SpecProblem, SupervisorSpec, validate,
+    AdminError, ChildCounts, ChildInfo, ChildKind, ChildSpec, ChildStart, ChildState, Placement,
+    PluginSource, PluginStart, SpecError, SpecProblem, SupervisorSpec, validate,
 };
 use crate::task::Owned;
 use std::sync::{Arc, Mutex};
@@ -25,17 +26,6 @@ use tokio::sync::oneshot;
 
 /// How many events a subscriber may fall behind before it loses the oldest.
 const EVENT_BACKLOG: usize = 1 << 16;
-
-/// A child's mailbox, as [`Host::mailbox`] shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct MailboxInfo {
-    /// Messages waiting (the one being handled not counted).
-    pub queued: usize,
-    /// The most that may wait.
-    pub capacity: usize,
-    /// The circuit breaker's state, if it has one.
-    pub circuit: Option<CircuitState>,
-}
 
 /// Runs one supervision tree of plugins. Cheap to clone, `Send + Sync`; the tree is
 /// stopped when the last clone is dropped (call [`Host::shutdown`] to stop it in
@@ -665,6 +655,40 @@ impl Host {
             }
             answer => answer,
         }
+    }
+
+    /// The tree as it is now, from its root, with the host's own figures: what an
+    /// operator's view and metrics show. Each supervisor answers for its children
+    /// (see [`SupervisorReport`]); a supervisor that stops meanwhile is left out.
+    pub async fn inspect(&self) -> HostReport {
+        let (instances, max_instances) = self.shared.engine.instances();
+        let state_bytes = match self.shared.state.scopes() {
+            Ok(scopes) => scopes.iter().map(|(_, usage)| usage.bytes).sum(),
+            Err(_) => 0,
+        };
+        let tree = self.inspect_supervisor("root".to_owned()).await;
+        HostReport { instances, max_instances, state_bytes, messages: self.message_stats(), tree }
+    }
+
+    /// The report of the supervisor at `path` and of the supervisors below it.
+    fn inspect_supervisor(&self, path: String) -> BoxFuture<'_, Option<SupervisorReport>> {
+        Box::pin(async move {
+            let Ok(AdminReply::Report(report)) =
+                self.admin(&path, None, AdminRequest::Report).await
+            else {
+                return None;
+            };
+            let mut report = *report;
+            for child in &mut report.children {
+                if child.info.kind == ChildKind::Supervisor
+                    && child.info.state == ChildState::Running
+                {
+                    child.supervisor =
+                        self.inspect_supervisor(child.info.path.clone()).await.map(Box::new);
+                }
+            }
+            Some(report)
+        })
     }
 
     /// OTP's `start_child`: adds `spec` to `supervisor` and starts it; returns once it

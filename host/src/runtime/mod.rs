@@ -17,9 +17,11 @@ mod error;
 mod handle;
 mod host;
 mod protocol;
+mod report;
 mod shared;
 mod supervisor;
 mod worker;
 
 pub use error::{ExportError, HostError};
-pub use host::{Host, HostBuilder, MailboxInfo};
+pub use host::{Host, HostBuilder};
+pub use report::{ChildReport, HostReport, MailboxInfo, SupervisorReport};

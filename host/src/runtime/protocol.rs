@@ -3,6 +3,7 @@
 //! exchange live here, below all three.
 
 use super::error::HostError;
+use super::report::SupervisorReport;
 use crate::ExitReason;
 use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec};
 use tokio::sync::oneshot;
@@ -25,6 +26,9 @@ pub(crate) type Answer = oneshot::Sender<Result<AdminReply, HostError>>;
 
 pub(crate) enum AdminRequest {
     WhichChildren,
+    /// The supervisor and its children as they are now (nested supervisors' own
+    /// reports not filled in).
+    Report,
     CountChildren,
     /// Whether a `StartChild` of the spec would be taken now (nothing changes).
     Admits(Box<ChildSpec>),
@@ -44,4 +48,5 @@ pub(crate) enum AdminReply {
     Started(String),
     Children(Vec<ChildInfo>),
     Counts(ChildCounts),
+    Report(Box<SupervisorReport>),
 }

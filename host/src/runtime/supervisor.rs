@@ -3,6 +3,7 @@
 
 use super::error::HostError;
 use super::protocol::{AdminReply, AdminRequest, Answer, SupMsg};
+use super::report::{ChildReport, MailboxInfo, SupervisorReport};
 use super::shared::Shared;
 use super::{cluster, handle, worker};
 use crate::events::Event;
@@ -225,6 +226,43 @@ impl Supervisor {
         }
     }
 
+    /// This supervisor and its children as they are at `now`.
+    fn report(&self, now: Instant) -> SupervisorReport {
+        let (strategy, intensity, period) = self.core.limits();
+        let children = self
+            .core
+            .which_children()
+            .into_iter()
+            .map(|mut info| {
+                info.node = self.placed.get(&info.name).cloned();
+                let mailbox = self.mailboxes.get(&info.name);
+                let heartbeat = match self.children.get(&info.name) {
+                    Some(Running::Worker(handle)) => handle.heartbeat.as_ref(),
+                    _ => None,
+                };
+                ChildReport {
+                    mailbox: mailbox.map(|m| MailboxInfo {
+                        queued: m.len(),
+                        capacity: m.config.capacity,
+                        circuit: m.breaker.as_ref().map(|b| b.state()),
+                    }),
+                    messages: mailbox.map(|m| m.tally.counts()),
+                    heartbeat: heartbeat.map(|(beats, policy)| beats.status(policy, now)),
+                    supervisor: None,
+                    info,
+                }
+            })
+            .collect();
+        SupervisorReport {
+            path: self.core.path().to_owned(),
+            strategy,
+            intensity,
+            period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+            restarts_in_period: self.core.restarts_in_period(now),
+            children,
+        }
+    }
+
     fn handle(&mut self, msg: SupMsg) {
         let now = Instant::now();
         match msg {
@@ -258,6 +296,7 @@ impl Supervisor {
                         }
                         Ok(AdminReply::Children(children))
                     }
+                    AdminRequest::Report => Ok(AdminReply::Report(Box::new(self.report(now)))),
                     AdminRequest::CountChildren => {
                         Ok(AdminReply::Counts(self.core.count_children()))
                     }

@@ -32,7 +32,7 @@ use crate::spec::PluginStart;
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// The sandbox settings of an incarnation of the plugin child at `path`.
@@ -94,6 +94,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, start: Start) -> Result<Handle, 
         config: config.clone(),
         after,
     });
+    let heartbeat = config.limits.heartbeat.map(|policy| (Arc::clone(&config.heartbeat), policy));
     let sandbox = Sandbox::start(&plugin, config, incarnation).await?;
     let kill = sandbox.kill_switch();
     // Hibernating after every message: none is waiting yet, so the instance goes now
@@ -119,7 +120,9 @@ pub(crate) async fn start(shared: &Arc<Shared>, start: Start) -> Result<Handle, 
         hibernate,
         node,
     })));
-    Ok(Handle::new(incarnation, go, stop, kill, task))
+    let mut handle = Handle::new(incarnation, go, stop, kill, task);
+    handle.heartbeat = heartbeat;
+    Ok(handle)
 }
 
 /// What a worker task runs with.
@@ -276,6 +279,7 @@ async fn serve(
                 Some(_) => post.cancelled(),
                 None => post.failed(),
             }
+            mailbox.tally.failed();
             continue;
         }
         // Held so that if this task is aborted mid-message, the letter goes back.
@@ -294,6 +298,7 @@ async fn serve(
             }
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
+        let began = Instant::now();
         let outcome = match held.letter_mut().export.take() {
             Some(export) => match export.downcast::<ExportCall>() {
                 Ok(call) => active.call_export(*call).await,
@@ -309,6 +314,7 @@ async fn serve(
         };
         match outcome {
             Ok(handled) => {
+                mailbox.tally.handled(began.elapsed());
                 if let Some(reason) = answered(handled, held.take(), &ends) {
                     return Exit::Ended(reason);
                 }
@@ -453,6 +459,7 @@ fn settle(
     shared: &Shared,
 ) {
     if letter.is_call() {
+        mailbox.tally.failed();
         shared.post.fail_call(mailbox, &mut letter, MessageError::CalleeCrashed(reason.clone()));
         return;
     }
@@ -462,7 +469,7 @@ fn settle(
         if letter.crashes >= tries {
             let word =
                 if tries <= 1 { DeadLetterReason::Crashed } else { DeadLetterReason::Poison };
-            shared.post.dead_letter(&mailbox.path, letter, word, Some(reason.clone()));
+            shared.post.dead_letter(mailbox, letter, word, Some(reason.clone()));
             return;
         }
     }

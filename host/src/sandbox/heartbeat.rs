@@ -215,6 +215,28 @@ impl Heartbeat {
         }
     }
 
+    /// How the heartbeats stand at `now` under `policy`, for reports: a child is judged
+    /// only while busy and not waiting in the host.
+    pub fn status(&self, policy: &HeartbeatPolicy, now: Instant) -> HeartbeatStatus {
+        let b = self.lock();
+        let judged = b.busy && b.waiting == 0;
+        let silent = if judged { now.saturating_duration_since(b.last) } else { Duration::ZERO };
+        let (patience, phi) = match policy {
+            HeartbeatPolicy::Timeout(t) => (*t, None),
+            HeartbeatPolicy::PhiAccrual(p) => {
+                (p.crossing(&b.history), Some(if judged { p.phi(silent, &b.history) } else { 0.0 }))
+            }
+        };
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        HeartbeatStatus {
+            beats: b.count,
+            judged,
+            silent_ms: ms(silent),
+            patience_ms: ms(patience),
+            phi,
+        }
+    }
+
     /// Waits until the child is judged hung; returns how long it went without a beat.
     ///
     /// While the guest runs, the epoch callback judges it every tick (a spinning guest
@@ -228,6 +250,24 @@ impl Heartbeat {
             }
         }
     }
+}
+
+/// How a child's heartbeats stand ([`Heartbeat::status`]).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct HeartbeatStatus {
+    /// Beats recorded by this incarnation.
+    pub beats: u64,
+    /// Whether it is judged now: busy in an export call, not waiting in the host.
+    pub judged: bool,
+    /// How long it has been silent while judged (zero otherwise), in milliseconds.
+    pub silent_ms: u64,
+    /// How long a silence is tolerated now, in milliseconds (for φ-accrual, where φ
+    /// would cross its threshold given the intervals seen).
+    pub patience_ms: u64,
+    /// The φ-accrual suspicion now (0 while not judged); absent for a fixed timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phi: Option<f64>,
 }
 
 /// A wait in the host; see [`Heartbeat::wait_in_host`].

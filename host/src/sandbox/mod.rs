@@ -40,7 +40,7 @@ pub use crate::spec::{
 };
 pub use engine::{Engine, EngineConfig, SandboxError};
 pub use exports::{ExportCall, ExportFailed};
-pub use heartbeat::Heartbeat;
+pub use heartbeat::{Heartbeat, HeartbeatStatus};
 pub use instance::{Handled, KillSwitch, Sandbox, SandboxConfig};
 pub use interfaces::{HostInterfaces, InterfaceError, MAX_INTERFACES};
 pub use output::{GuestOutput, GuestStream, LogLevel, OutputBudget};

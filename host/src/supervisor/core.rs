@@ -20,7 +20,7 @@ use crate::spec::{
     AutoShutdown, ChildSpec, ChildStart, Restart, Shutdown, Strategy, SupervisorSpec, check_child,
     validate,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// What the runtime is to do next.
@@ -154,6 +154,15 @@ pub struct ChildInfo {
     /// (absent for one running where its supervisor runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How many times its supervisor restarted it (after its own exit, or as part of a
+    /// group).
+    pub restarts: u64,
+    /// Why its last incarnation ended (absent while the first runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitReason>,
+    /// How many of its incarnations ended, by [`ExitReason::label`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub exits: BTreeMap<String, u64>,
 }
 
 /// Whether a child is a worker or a supervisor.
@@ -189,6 +198,11 @@ struct Child {
     /// Consecutive restart attempts, for backoff; reset after a stable run.
     attempt: u32,
     started_at: Option<Instant>,
+    /// Restarts so far, for reports.
+    restarts: u64,
+    /// Why its last incarnation ended, and how many ended by each reason, for reports.
+    last_exit: Option<ExitReason>,
+    exits: BTreeMap<String, u64>,
     /// The incarnation the supervisor itself is stopping, while it does: a group
     /// restart numbers the next incarnation before the stop is carried out, and the
     /// `child_exited` it reports is the stopped one's.
@@ -433,6 +447,7 @@ impl Core {
         let Some(i) = self.find(id) else { return };
         let child = &mut self.children[i];
         let incarnation = child.stopping.take().unwrap_or(child.incarnation);
+        child.ended(&reason);
         self.emit(Event::ChildExited {
             path: self.child_path(id),
             incarnation,
@@ -474,6 +489,7 @@ impl Core {
         });
         // No longer running, whatever comes next (OTP's del_child before giving up).
         self.children[i].state = ChildState::Stopped;
+        self.children[i].ended(&reason);
         if matches!(self.phase, Phase::ShuttingDown | Phase::Exited) {
             return;
         }
@@ -836,8 +852,25 @@ impl Core {
                 state: c.state,
                 incarnation: c.incarnation,
                 node: None,
+                restarts: c.restarts,
+                last_exit: c.last_exit.clone(),
+                exits: c.exits.clone(),
             })
             .collect()
+    }
+
+    /// Its strategy, and the restart intensity allowed: at most `intensity` restarts in
+    /// any `period`.
+    pub fn limits(&self) -> (Strategy, u32, Duration) {
+        (self.strategy, self.intensity, self.period)
+    }
+
+    /// The restarts counted in the window that ends at `now`: how much of its
+    /// intensity is used.
+    pub fn restarts_in_period(&self, now: Instant) -> u32 {
+        let within =
+            self.restarts.iter().filter(|&&t| now.saturating_duration_since(t) <= self.period);
+        u32::try_from(within.count()).unwrap_or(u32::MAX)
     }
 
     /// `count_children`, with OTP's meanings (restarting children are not active).
@@ -907,7 +940,9 @@ impl Core {
         let i = self.find(id).expect("started children exist");
         let child = &mut self.children[i];
         child.incarnation += 1;
-        if cause != StartCause::Restart {
+        if cause == StartCause::Restart {
+            child.restarts += 1;
+        } else {
             child.attempt = 0;
         }
         let incarnation = child.incarnation;
@@ -935,9 +970,12 @@ impl Core {
         let abort = std::mem::take(&mut self.abort_batch);
         for directive in rest {
             match directive {
-                Directive::Start { child, .. } if abort => {
+                Directive::Start { child, cause, .. } if abort => {
                     if let Some(c) = self.children.iter_mut().find(|c| c.spec.id == child) {
                         c.incarnation -= 1;
+                        if cause == StartCause::Restart {
+                            c.restarts -= 1;
+                        }
                     }
                 }
                 other => self.agenda.push_back(other),
@@ -948,6 +986,12 @@ impl Core {
 }
 
 impl Child {
+    /// An incarnation ended for `reason`.
+    fn ended(&mut self, reason: &ExitReason) {
+        *self.exits.entry(reason.label()).or_default() += 1;
+        self.last_exit = Some(reason.clone());
+    }
+
     fn new(spec: ChildSpec) -> Self {
         Self {
             spec,
@@ -956,6 +1000,9 @@ impl Child {
             generation: 0,
             attempt: 0,
             started_at: None,
+            restarts: 0,
+            last_exit: None,
+            exits: BTreeMap::new(),
             stopping: None,
             retry: false,
         }

@@ -1,0 +1,138 @@
+//! The run's HTTP side: `/metrics` in Prometheus' format (`--metrics ADDR`), and the
+//! live view (`--http ADDR`): a page served from the binary itself that shows the
+//! tree as it is now and its events as they happen, with admin actions for whoever
+//! holds the token printed at start.
+//!
+//! ```text
+//!   GET  /              the page (embedded, works offline)
+//!   GET  /api/tree      Host::inspect, as JSON
+//!   GET  /api/events    the event stream, as server-sent events (JSON lines' shape)
+//!   POST /api/command   one control command (Authorization: Bearer TOKEN)
+//!   GET  /metrics       Prometheus (OpenMetrics text)
+//! ```
+//!
+//! Reading is open to whoever reaches the address (bind it to loopback, the default
+//! in the examples, or behind a proxy); changing the tree needs the token.
+
+use crate::control;
+use crate::line::{Line, Said};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warden::events::Received;
+use warden::runtime::Host;
+
+/// The page, its script and style inline.
+const PAGE: &str = include_str!("../assets/view.html");
+
+/// The largest command body taken.
+const MAX_COMMAND: usize = 1 << 20;
+
+#[derive(Clone)]
+struct Web {
+    host: Host,
+    base: PathBuf,
+    token: Arc<str>,
+}
+
+/// Serves `/metrics` only, until `stop` turns true.
+pub(crate) async fn serve_metrics(listener: TcpListener, host: Host, stop: watch::Receiver<bool>) {
+    let app = Router::new().route("/metrics", get(metrics)).with_state(host);
+    serve(listener, app, stop).await;
+}
+
+/// Serves the live view (and `/metrics`) until `stop` turns true; admin commands need
+/// `token`.
+pub(crate) async fn serve_view(
+    listener: TcpListener,
+    host: Host,
+    base: PathBuf,
+    token: String,
+    stop: watch::Receiver<bool>,
+) {
+    let web = Web { host: host.clone(), base, token: token.into() };
+    let app = Router::new()
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
+        .route("/api/tree", get(tree))
+        .route("/api/events", get(events))
+        .route("/api/command", post(command))
+        .with_state(web)
+        .merge(Router::new().route("/metrics", get(metrics)).with_state(host));
+    serve(listener, app, stop).await;
+}
+
+async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+    let stopped = async move { control::stopped(&mut stop).await };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+        tracing::warn!("HTTP server: {e}");
+    }
+}
+
+async fn metrics(State(host): State<Host>) -> Response {
+    let text = crate::metrics::encode(host.inspect().await);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn tree(State(web): State<Web>) -> Response {
+    let report = web.host.inspect().await;
+    let body = serde_json::json!({ "report": report, "ts_us": web.host.clock_us() });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// The tree's events from now on, each as the JSON line `warden run` would print; a
+/// stream that falls behind says so (`events_dropped`), as stdout does.
+async fn events(State(web): State<Web>) -> impl IntoResponse {
+    let events = web.host.subscribe();
+    let host = web.host.clone();
+    let stream = futures_util::stream::unfold((events, host), |(mut events, host)| async move {
+        let line = match events.next().await? {
+            Received::Event(record) => Line::Event(record),
+            Received::Missed(count) => {
+                Line::Said { said: Said::EventsDropped { count }, ts_us: host.clock_us() }
+            }
+        };
+        let data = serde_json::to_string(&line).unwrap_or_default();
+        Some((Ok::<_, std::convert::Infallible>(Sse::default().data(data)), (events, host)))
+    });
+    axum::response::Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn command(State(web): State<Web>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| same(given.as_bytes(), web.token.as_bytes())) {
+        let error = serde_json::json!({ "event": "reply", "ok": false,
+            "error": "admin actions need the token `warden run` printed at start" });
+        return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
+    }
+    if body.len() > MAX_COMMAND {
+        let error = serde_json::json!({ "event": "reply", "ok": false,
+            "error": format!("a command of {} bytes; the most is {MAX_COMMAND}", body.len()) });
+        return (StatusCode::PAYLOAD_TOO_LARGE, error.to_string()).into_response();
+    }
+    let reply = control::answer(&web.host, &web.base, &body).await;
+    let text = serde_json::to_string(&reply).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// Compares in time that depends on the length only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A fresh admin token: 128 bits from the system's random source, in hex.
+pub(crate) fn token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
