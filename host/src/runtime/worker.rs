@@ -32,7 +32,7 @@ use crate::spec::PluginStart;
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The sandbox settings of an incarnation of the plugin child at `path`.
@@ -298,7 +298,6 @@ async fn serve(
             }
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
-        let began = Instant::now();
         let outcome = match held.letter_mut().export.take() {
             Some(export) => match export.downcast::<ExportCall>() {
                 Ok(call) => active.call_export(*call).await,
@@ -314,7 +313,7 @@ async fn serve(
         };
         match outcome {
             Ok(handled) => {
-                mailbox.tally.handled(began.elapsed());
+                mailbox.tally.handled(active.call_started().elapsed());
                 if let Some(reason) = answered(handled, held.take(), &ends) {
                     return Exit::Ended(reason);
                 }

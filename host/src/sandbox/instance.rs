@@ -275,6 +275,11 @@ impl Sandbox {
         self.kill.clone()
     }
 
+    /// When its last export call began (its `init` until the first call).
+    pub fn call_started(&self) -> Instant {
+        self.store.data().call_started
+    }
+
     /// Where this incarnation's heartbeats are recorded.
     pub fn heartbeat(&self) -> &Arc<Heartbeat> {
         &self.heartbeat
