@@ -140,6 +140,18 @@ enum Command {
         supervisor: String,
         child: String,
     },
+    /// Replaces a child's component (`child`), or every child of a simple_one_for_one
+    /// supervisor (no `child`), keeping mailboxes and state.
+    UpgradeChild {
+        supervisor: String,
+        #[serde(default)]
+        child: Option<String>,
+        /// The new component's file (relative to the manifest's directory).
+        plugin: PathBuf,
+        /// A new config for it (JSON), if given.
+        #[serde(default)]
+        config: Option<Value>,
+    },
     WhichChildren {
         supervisor: String,
     },
@@ -356,6 +368,7 @@ const COMMANDS: &[&str] = &[
     "terminate_child",
     "restart_child",
     "delete_child",
+    "upgrade_child",
     "which_children",
     "count_children",
     "subscribe",
@@ -409,6 +422,23 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
         Command::DeleteChild { supervisor, child } => {
             host.delete_child(&supervisor, &child).await.map_err(host_error)?;
             Ok(Value::Null)
+        }
+        Command::UpgradeChild { supervisor, child, plugin, config } => {
+            let mut upgrade = warden::Upgrade::new(base.join(plugin));
+            if let Some(config) = config {
+                upgrade = upgrade.config(serde_json::to_vec(&config).map_err(|e| e.to_string())?);
+            }
+            match child {
+                Some(child) => {
+                    host.upgrade_child(&supervisor, &child, upgrade).await.map_err(host_error)?;
+                    Ok(Value::Null)
+                }
+                None => {
+                    let upgraded =
+                        host.upgrade_children(&supervisor, upgrade).await.map_err(host_error)?;
+                    Ok(json!({ "upgraded": upgraded }))
+                }
+            }
         }
         Command::WhichChildren { supervisor } => {
             let children = host.which_children(&supervisor).await.map_err(host_error)?;

@@ -68,6 +68,20 @@ enum Ctl {
     RestartChild { path: String },
     /// Deletes a terminated child's spec.
     DeleteChild { path: String },
+    /// Replaces a child's component with FILE, keeping its mailbox and state (with
+    /// --all: every child of the simple_one_for_one supervisor PATH, one at a time).
+    Upgrade {
+        /// The child, e.g. `root/a`; with --all, the supervisor.
+        path: String,
+        /// The new component (.wasm).
+        file: PathBuf,
+        /// A new config for it, as JSON.
+        #[arg(long)]
+        config: Option<String>,
+        /// Upgrade every child of the simple_one_for_one supervisor PATH.
+        #[arg(long)]
+        all: bool,
+    },
     /// Prints the tree's events as they happen, until the run ends.
     Events {
         /// Keep following (the run keeps no history: this is what `events` does).
@@ -195,6 +209,23 @@ fn command(ctl: &Ctl) -> Result<Value, String> {
         Ctl::TerminateChild { path } => admin("terminate_child", path)?,
         Ctl::RestartChild { path } => admin("restart_child", path)?,
         Ctl::DeleteChild { path } => admin("delete_child", path)?,
+        Ctl::Upgrade { path, file, config, all } => {
+            // The run resolves a relative path from its manifest's directory: this
+            // one's is from here.
+            let file = std::path::absolute(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut command = if *all {
+                json!({ "cmd": "upgrade_child", "supervisor": path, "plugin": file })
+            } else {
+                let (supervisor, child) = split(path)?;
+                json!({ "cmd": "upgrade_child", "supervisor": supervisor, "child": child, "plugin": file })
+            };
+            if let Some(config) = config {
+                let config: Value = serde_json::from_str(config)
+                    .map_err(|e| format!("--config is not JSON: {e}"))?;
+                command["config"] = config;
+            }
+            command
+        }
         Ctl::Events { .. } => json!({ "cmd": "subscribe" }),
         Ctl::Shutdown => json!({ "cmd": "shutdown" }),
         Ctl::Raw { command } => {
@@ -280,6 +311,12 @@ fn show(ctl: &Ctl, result: &Value) {
         }
         (Ctl::Call { .. }, Value::String(text)) => {
             println!("{}", warden::escape::printable(text));
+        }
+        (Ctl::Upgrade { path, .. }, Value::Null) => println!("upgraded {path}"),
+        (Ctl::Upgrade { .. }, Value::Object(done)) => {
+            for path in done.get("upgraded").and_then(Value::as_array).into_iter().flatten() {
+                println!("upgraded {}", path.as_str().unwrap_or("?"));
+            }
         }
         (Ctl::StartChild { .. }, started) => {
             println!("started {}", started["path"].as_str().unwrap_or("?"));

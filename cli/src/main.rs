@@ -13,6 +13,7 @@ mod printer;
 mod render;
 mod socket;
 mod state_cli;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -59,6 +60,10 @@ enum Command {
         /// directory; its path is printed at start.
         #[arg(long)]
         control: Option<PathBuf>,
+        /// Upgrades the children running a plugin file when its content changes (a new
+        /// build written over it or renamed onto it): the plugin author's edit-run loop.
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         web: WebArgs,
         #[command(flatten)]
@@ -134,6 +139,8 @@ struct Listeners {
     socket: Option<socket::Socket>,
     metrics: Option<tokio::net::TcpListener>,
     view: Option<(tokio::net::TcpListener, String)>,
+    /// For `--watch`: the plugin files and who runs them.
+    watched: Option<std::collections::BTreeMap<PathBuf, watch::Users>>,
 }
 
 impl WebArgs {
@@ -252,7 +259,17 @@ fn command(command: Command) -> Result<ExitCode> {
             runtime.shutdown_background();
             code
         }
-        Command::Run { manifest, events, data_dir, in_memory, control, web, cache, cluster } => {
+        Command::Run {
+            manifest,
+            events,
+            data_dir,
+            in_memory,
+            control,
+            watch,
+            web,
+            cache,
+            cluster,
+        } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let store = match (in_memory, data_dir) {
@@ -264,7 +281,7 @@ fn command(command: Command) -> Result<ExitCode> {
                 &manifest,
                 format,
                 store,
-                (control, web),
+                (control, watch, web),
                 cache.dir(),
                 cluster.config(),
             ));
@@ -329,7 +346,7 @@ async fn run(
     manifest: &Path,
     format: printer::Format,
     store: Store,
-    (control, web): (Option<PathBuf>, WebArgs),
+    (control, watch, web): (Option<PathBuf>, bool, WebArgs),
     cache_dir: Option<PathBuf>,
     cluster: Option<warden::cluster::ClusterConfig>,
 ) -> Result<ExitCode> {
@@ -384,7 +401,8 @@ async fn run(
             return Ok(ExitCode::from(1));
         }
     };
-    let listeners = Listeners { socket, metrics, view };
+    let watched = watch.then(|| watch::files(&spec));
+    let listeners = Listeners { socket, metrics, view, watched };
     let problems = compile_with_progress(&host, &mut spec);
     if !problems.is_empty() {
         for problem in problems {
@@ -464,7 +482,7 @@ async fn serve(
 ) -> ExitCode {
     let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
     let (stop_reading, stop) = tokio::sync::watch::channel(false);
-    let Listeners { socket, metrics, view } = listeners;
+    let Listeners { socket, metrics, view, watched } = listeners;
     let sessions = socket.map(|socket| {
         let serve =
             socket.serve(host.clone(), base.clone(), shutdown_tx.clone(), stop.clone(), SETTLE);
@@ -476,6 +494,9 @@ async fn serve(
     }
     if let Some((listener, token)) = view {
         web.spawn(http::serve_view(listener, host.clone(), base.clone(), token, stop.clone()));
+    }
+    if let Some(files) = watched {
+        web.spawn(watch::watch(host.clone(), files, stop.clone()));
     }
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let session = control::Session { replies: replies.clone(), subscribe: None };

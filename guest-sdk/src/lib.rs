@@ -163,6 +163,31 @@ pub fn self_path() -> String {
     runtime::self_path()
 }
 
+/// The version this incarnation replaces, when an upgrade started it
+/// (`NAME@sha256:HASH` of the old component); `None` for any other start. Its mailbox
+/// and durable state are the old version's: ask from `init`, and migrate what needs it.
+///
+/// ```no_run
+/// # use warden_guest::{Context, Envelope, Plugin, state};
+/// # struct Counter;
+/// # impl Plugin for Counter {
+/// fn init(_ctx: Context) -> Result<Self, String> {
+///     if let Some(old) = warden_guest::upgraded_from() {
+///         warden_guest::info!("upgraded from {old}");
+///         // e.g. rename a key the old version wrote
+///         if let Some(n) = state::get("count").map_err(|e| e.to_string())? {
+///             state::set("counter", &n).map_err(|e| e.to_string())?;
+///         }
+///     }
+///     Ok(Counter)
+/// }
+/// # fn handle(&mut self, _: Envelope) -> Result<Vec<u8>, String> { Ok(vec![]) }
+/// # }
+/// ```
+pub fn upgraded_from() -> Option<String> {
+    runtime::upgraded_from()
+}
+
 /// Whether the call being handled was cancelled: its caller is gone (crashed,
 /// stopped, gave up) or its chain's deadline passed. Its reply will be discarded and
 /// calls made from now on fail with [`MessageError::Cancelled`], so a long handler may

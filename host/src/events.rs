@@ -326,6 +326,30 @@ pub enum Event {
         /// `expired`, `left` or `fenced`.
         reason: String,
     },
+    /// A running child was upgraded: incarnation `incarnation` runs version `to`,
+    /// replacing `from` (`NAME@sha256:HASH`); its mailbox and state carried over.
+    ChildUpgraded {
+        /// The child's path.
+        path: String,
+        /// The incarnation running the new version.
+        incarnation: u64,
+        /// The version replaced.
+        from: String,
+        /// The version running now.
+        to: String,
+    },
+    /// A child's new version failed to start; the old one is started again
+    /// (`child_started` follows, or the failures a restart would have).
+    UpgradeFailed {
+        /// The child's path.
+        path: String,
+        /// The version that runs again.
+        from: String,
+        /// The version that failed.
+        to: String,
+        /// Why it failed.
+        reason: ExitReason,
+    },
     /// A line a child wrote (stdout, stderr, or a `log` call at info or above), escaped,
     /// within its output budget; when lines were dropped over the budget, a line says
     /// how many.

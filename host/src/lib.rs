@@ -95,7 +95,7 @@ pub use events::{
 };
 pub use exit::{ExitReason, HostFunctionFailure, KillCause, TrapKind};
 pub use messaging::{CircuitConfig, MailboxConfig, MessageStats};
-pub use runtime::{ExportError, Host, HostBuilder, HostError, HostReport, MailboxInfo};
+pub use runtime::{ExportError, Host, HostBuilder, HostError, HostReport, MailboxInfo, Upgrade};
 pub use sandbox::{
     ChildIdentity, Engine, EngineConfig, InterfaceError, LoadError, MessageError, Plugin,
     SandboxError, StoreData,

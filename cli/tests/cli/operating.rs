@@ -302,3 +302,60 @@ plugin = "HOSTILE"
     let shown = text(&out.stdout);
     assert!(shown.lines().any(|l| l.contains("root/h") && l.ends_with("[error] xxx")), "{shown}");
 }
+
+#[test]
+fn warden_ctl_upgrades_a_child_and_watch_upgrades_it_when_a_build_replaces_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // The plugin the manifest names is a copy the test replaces, as a build would.
+    let plugin = dir.path().join("plugin.wasm");
+    std::fs::copy(warden_tests::COUNTER, &plugin).unwrap();
+    let manifest_path = dir.path().join("tree.toml");
+    std::fs::write(
+        &manifest_path,
+        "[root]\nstrategy = \"one_for_one\"\n\n[[root.children]]\nname = \"c\"\nplugin = \"plugin.wasm\"\n",
+    )
+    .unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let mut warden = Running::start_with(
+        &manifest_path,
+        &["--in-memory", "--watch", "--control", socket.to_str().unwrap()],
+    );
+    warden.expect("c started", |e| e["event"] == "child_started" && e["path"] == "root/c");
+    assert_eq!(text(&ctl(&socket, &["call", "root/c", "incr"]).stdout), "1\n");
+
+    // `warden ctl upgrade`: the chaos plugin takes over, with the count.
+    let out = ctl(&socket, &["upgrade", "root/c", warden_tests::CHAOS]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "upgraded root/c\n");
+    let (upgraded, _) = warden.expect("upgraded", |e| e["event"] == "child_upgraded");
+    assert_eq!((&upgraded["path"], &upgraded["incarnation"]), (&"root/c".into(), &2.into()));
+    assert!(upgraded["from"].as_str().unwrap().starts_with("plugin.wasm@sha256:"), "{upgraded}");
+    assert_eq!(text(&ctl(&socket, &["call", "root/c", "state:get:count"]).stdout), "1\n");
+
+    // A bad upgrade is refused with its reason, and the child goes on.
+    let out = ctl(
+        &socket,
+        &["upgrade", "root/c", warden_tests::CHAOS, "--config", r#"{"fail_init":true}"#],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("warden ctl: upgrade_failed: start failed:"),
+        "{}",
+        text(&out.stderr)
+    );
+    warden.expect("failed", |e| e["event"] == "upgrade_failed" && e["path"] == "root/c");
+    warden.expect("back", |e| e["event"] == "child_started" && e["incarnation"] == 4);
+
+    // --watch: a build renames a new file over the plugin; its users are upgraded.
+    let staged = dir.path().join("plugin.wasm.tmp");
+    std::fs::copy(warden_tests::ECHO, &staged).unwrap();
+    std::fs::rename(&staged, &plugin).unwrap();
+    let (upgraded, _) = warden.expect("watched", |e| e["event"] == "child_upgraded");
+    assert_eq!(upgraded["incarnation"], 5);
+    assert!(upgraded["to"].as_str().unwrap().starts_with("plugin.wasm@sha256:"), "{upgraded}");
+    assert_ne!(upgraded["from"], upgraded["to"]);
+    assert_eq!(text(&ctl(&socket, &["call", "root/c", "echo:x"]).stdout), "echo:x\n", "echo now");
+
+    warden.command(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(warden.exit_code(), 0);
+}

@@ -44,6 +44,15 @@ pub enum HostError {
         /// Why, as its exit reason.
         reason: ExitReason,
     },
+    /// An upgrade's new version failed to start (its `init` failed or trapped); the
+    /// old version was started again.
+    #[error("upgrade_failed: {reason}")]
+    UpgradeFailed {
+        /// The child's path.
+        path: String,
+        /// Why the new version failed, as its exit reason.
+        reason: ExitReason,
+    },
     /// The tree could not start: a child's `init` failed or trapped, and what had
     /// started was stopped (OTP's rule). Nothing of the tree is left.
     #[error("the tree did not start: {reason}")]

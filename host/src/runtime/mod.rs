@@ -23,5 +23,5 @@ mod supervisor;
 mod worker;
 
 pub use error::{ExportError, HostError};
-pub use host::{Host, HostBuilder};
+pub use host::{Host, HostBuilder, Upgrade};
 pub use report::{ChildReport, HostReport, MailboxInfo, SupervisorReport};

@@ -5,7 +5,7 @@
 use super::error::HostError;
 use super::report::SupervisorReport;
 use crate::ExitReason;
-use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec};
+use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, PluginStart};
 use tokio::sync::oneshot;
 
 /// What a supervisor task receives.
@@ -26,6 +26,8 @@ pub(crate) type Answer = oneshot::Sender<Result<AdminReply, HostError>>;
 
 pub(crate) enum AdminRequest {
     WhichChildren,
+    /// A child's spec (`None`: a simple_one_for_one supervisor's template).
+    Spec(Option<String>),
     /// The supervisor and its children as they are now (nested supervisors' own
     /// reports not filled in).
     Report,
@@ -40,6 +42,13 @@ pub(crate) enum AdminRequest {
     TerminateChild(String),
     RestartChild(String),
     DeleteChild(String),
+    /// The child runs `start` from now on.
+    UpgradeChild {
+        id: String,
+        start: Box<PluginStart>,
+    },
+    /// A simple_one_for_one supervisor's template runs `start` from now on.
+    UpgradeTemplate(Box<PluginStart>),
 }
 
 pub(crate) enum AdminReply {
@@ -49,4 +58,5 @@ pub(crate) enum AdminReply {
     Children(Vec<ChildInfo>),
     Counts(ChildCounts),
     Report(Box<SupervisorReport>),
+    Spec(Box<ChildSpec>),
 }

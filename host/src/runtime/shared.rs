@@ -132,6 +132,30 @@ impl Shared {
         Ok(plugin)
     }
 
+    /// A plugin's version as events name it: its file's name and its hash,
+    /// `echo.wasm@sha256:0123456789ab`. A file's is that of the compiled plugin the
+    /// host holds for it (what its children run), read from disk only if it holds none.
+    pub(crate) fn version(&self, source: &PluginSource) -> String {
+        let plugin = match source {
+            PluginSource::File(file) => {
+                self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file).cloned()
+            }
+            PluginSource::Loaded(loaded) => Plugin::from_loaded(loaded, &self.engine).ok(),
+            PluginSource::Bytes { .. } => None,
+        };
+        let name = source.name();
+        let name = name.rsplit('/').next().unwrap_or(&name).to_owned();
+        let hash = match (plugin, source) {
+            (Some(plugin), _) => plugin.hash(),
+            (None, PluginSource::Bytes { bytes, .. }) => hex_sha256(bytes),
+            (None, PluginSource::File(file)) => {
+                std::fs::read(file).map(|b| hex_sha256(&b)).unwrap_or_default()
+            }
+            (None, PluginSource::Loaded(_)) => String::new(),
+        };
+        format!("{name}@sha256:{}", &hash[..hash.len().min(12)])
+    }
+
     pub(crate) fn register(&self, path: &str, tx: mpsc::UnboundedSender<SupMsg>) {
         self.supervisors.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_owned(), tx);
     }
@@ -156,4 +180,9 @@ impl Shared {
             .map_or(0, |d| d.as_nanos() as u64);
         nanos | 1
     }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

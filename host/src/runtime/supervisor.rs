@@ -9,7 +9,9 @@ use super::{cluster, handle, worker};
 use crate::events::Event;
 use crate::messaging::Mailbox;
 use crate::sandbox::{BoxFuture, Shutdown};
-use crate::supervisor::{AdminError, ChildStart, Core, Directive, Placement, SupervisorSpec};
+use crate::supervisor::{
+    AdminError, ChildStart, Core, Directive, Placement, StartCause, SupervisorSpec, UpgradeStep,
+};
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
 use std::collections::{HashMap, HashSet};
@@ -297,6 +299,11 @@ impl Supervisor {
                         Ok(AdminReply::Children(children))
                     }
                     AdminRequest::Report => Ok(AdminReply::Report(Box::new(self.report(now)))),
+                    AdminRequest::Spec(id) => match id {
+                        Some(id) => self.core.spec(&id).cloned().ok_or(AdminError::NotFound),
+                        None => self.core.template().cloned().ok_or(AdminError::NotSimpleOneForOne),
+                    }
+                    .map(|spec| AdminReply::Spec(Box::new(spec))),
                     AdminRequest::CountChildren => {
                         Ok(AdminReply::Counts(self.core.count_children()))
                     }
@@ -315,6 +322,20 @@ impl Supervisor {
                     }
                     AdminRequest::DeleteChild(id) => {
                         self.core.delete_child(&id).map(|()| AdminReply::Ok)
+                    }
+                    AdminRequest::UpgradeChild { id, start } => {
+                        let from = match self.core.spec(&id).map(|spec| &spec.start) {
+                            Some(ChildStart::Plugin(old)) => self.shared.version(&old.plugin),
+                            _ => String::new(),
+                        };
+                        let versions = (from, self.shared.version(&start.plugin));
+                        self.core.upgrade_child(&id, *start, versions).map(|step| match step {
+                            UpgradeStep::Stored => AdminReply::Ok,
+                            UpgradeStep::Started => AdminReply::Pending,
+                        })
+                    }
+                    AdminRequest::UpgradeTemplate(start) => {
+                        self.core.upgrade_template(*start).map(|()| AdminReply::Ok)
                     }
                 };
                 match answer {
@@ -347,9 +368,12 @@ impl Supervisor {
                         && let Some(reply) = self.admin.take()
                     {
                         let path = self.core.child_path(&child);
-                        let answer = result
-                            .map(|()| AdminReply::Started(child))
-                            .map_err(|reason| HostError::StartFailed { path, reason });
+                        let answer = result.map(|()| AdminReply::Started(child)).map_err(
+                            |reason| match cause {
+                                StartCause::Upgrade => HostError::UpgradeFailed { path, reason },
+                                _ => HostError::StartFailed { path, reason },
+                            },
+                        );
                         self.deferred.push((reply, answer));
                     }
                 }
@@ -509,7 +533,8 @@ impl Supervisor {
                         .entry(id.to_owned())
                         .or_insert_with(|| self.shared.post.open(&path, &start.mailbox)),
                 );
-                let config = worker::sandbox_config(&self.shared, path, &start, &mailbox);
+                let mut config = worker::sandbox_config(&self.shared, path, &start, &mailbox);
+                config.upgraded_from = self.core.upgrading_from(id).map(str::to_owned);
                 let start = worker::Start {
                     id: id.to_owned(),
                     incarnation,

@@ -82,6 +82,10 @@ impl runtime::Host for StoreData {
         self.path.to_string()
     }
 
+    fn upgraded_from(&mut self) -> Option<String> {
+        self.upgraded_from.clone()
+    }
+
     fn cancelled(&mut self) -> bool {
         self.messenger.cancelled()
     }

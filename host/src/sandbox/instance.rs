@@ -56,6 +56,9 @@ pub struct SandboxConfig {
     /// The budget its stdout, stderr and log lines share; a fresh one by default.
     /// Sandboxes started from clones of one config share it.
     pub output: OutputBudget,
+    /// The version this incarnation replaces, when an upgrade starts it (what its
+    /// `upgraded-from` answers); none by default.
+    pub upgraded_from: Option<String>,
 }
 
 impl SandboxConfig {
@@ -75,6 +78,7 @@ impl SandboxConfig {
             heartbeat: Heartbeat::new(),
             kill: KillSwitch::default(),
             output: OutputBudget::default(),
+            upgraded_from: None,
         }
     }
 }
@@ -193,6 +197,7 @@ impl Sandbox {
             heartbeat,
             kill,
             output,
+            upgraded_from,
         } = config;
         let output = output.get(limits.output_per_second);
         let host_waits = Arc::new(HostWaits::default());
@@ -213,6 +218,7 @@ impl Sandbox {
             &identity,
         )?;
         let mut data = StoreData::new(build_wasi(&path, &grants, &output)?, &limits, &path, links);
+        data.upgraded_from = upgraded_from;
         data.app = app;
         let mut store = new_store(engine, data);
         prepare_call(&mut store, engine, &limits, limits.call_deadline)?;

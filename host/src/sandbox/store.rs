@@ -46,6 +46,8 @@ pub struct StoreData {
     pub(crate) interfaces: Arc<Registry>,
     /// What typed calls into its exports loaded.
     pub(crate) loaded_exports: LoadedExports,
+    /// The version this incarnation replaces, when an upgrade started it.
+    pub(crate) upgraded_from: Option<String>,
 }
 
 impl std::fmt::Debug for StoreData {
@@ -167,6 +169,7 @@ impl StoreData {
             app: AppStates::new(interfaces.len()),
             interfaces,
             loaded_exports: LoadedExports::default(),
+            upgraded_from: None,
         }
     }
 }

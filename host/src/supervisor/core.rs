@@ -17,8 +17,8 @@ use crate::ExitReason;
 use crate::events::{Event, GaveUpReason};
 use crate::spec::SpecError;
 use crate::spec::{
-    AutoShutdown, ChildSpec, ChildStart, Restart, Shutdown, Strategy, SupervisorSpec, check_child,
-    validate,
+    AutoShutdown, ChildSpec, ChildStart, PluginStart, Restart, Shutdown, Strategy, SupervisorSpec,
+    check_child, validate,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -84,6 +84,18 @@ pub enum StartCause {
     Restart,
     /// `start_child` or `restart_child`: a failure is the request's error.
     Admin,
+    /// `upgrade_child`: the child's new version; a failure starts the old one again.
+    Upgrade,
+}
+
+/// What [`Core::upgrade_child`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeStep {
+    /// The child was stopped: only its spec changed.
+    Stored,
+    /// The child is being stopped and started with the new spec (the start's outcome
+    /// is the request's).
+    Started,
 }
 
 /// A child's state, as `which_children` shows it.
@@ -129,6 +141,9 @@ pub enum AdminError {
     /// The supervisor is shutting down.
     #[error("shutting_down")]
     ShuttingDown,
+    /// `upgrade_child` of a child that is a supervisor: it has no component.
+    #[error("not a worker: a supervisor has no component to upgrade")]
+    NotAWorker,
 }
 
 fn join(problems: &[SpecError]) -> String {
@@ -213,6 +228,15 @@ struct Child {
     retry: bool,
 }
 
+/// An upgrade under way: the child, the spec it had, and the two versions.
+#[derive(Debug)]
+struct Upgrading {
+    id: String,
+    old: ChildSpec,
+    from: String,
+    to: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Starting,
@@ -243,6 +267,8 @@ pub struct Core {
     abort_batch: bool,
     /// Init starts not yet reported; the supervisor is running once none are left.
     init_pending: usize,
+    /// The upgrade under way (one at a time: admin requests are served in turn).
+    upgrading: Option<Upgrading>,
     phase: Phase,
     random: Box<dyn FnMut() -> f64 + Send>,
 }
@@ -293,6 +319,7 @@ impl Core {
             agenda: VecDeque::new(),
             abort_batch: false,
             init_pending: 0,
+            upgrading: None,
             phase: Phase::Starting,
             random,
         })
@@ -316,6 +343,11 @@ impl Core {
     /// The spec of child `id`, to start it.
     pub fn spec(&self, id: &str) -> Option<&ChildSpec> {
         self.find(id).map(|i| &self.children[i].spec)
+    }
+
+    /// A simple_one_for_one supervisor's template.
+    pub fn template(&self) -> Option<&ChildSpec> {
+        self.template.as_ref()
     }
 
     /// The next directive, if any.
@@ -374,7 +406,13 @@ impl Core {
                         self.phase = Phase::Running;
                     }
                 }
-                (cause == StartCause::Admin).then_some(Ok(()))
+                if cause == StartCause::Upgrade
+                    && let Some(Upgrading { from, to, .. }) = self.upgrading.take()
+                {
+                    let path = self.child_path(id);
+                    self.emit(Event::ChildUpgraded { path, incarnation, from, to });
+                }
+                matches!(cause, StartCause::Admin | StartCause::Upgrade).then_some(Ok(()))
             }
             Err(reason) => {
                 let message = reason.to_string();
@@ -397,6 +435,19 @@ impl Core {
                         if child.started_at.is_none() {
                             self.remove_child(i);
                         }
+                        Some(Err(reason))
+                    }
+                    StartCause::Upgrade => {
+                        // The old version starts again, as a restart would start it
+                        // (a failure of that is retried and counts toward the
+                        // intensity).
+                        if let Some(Upgrading { old, from, to, .. }) = self.upgrading.take() {
+                            let path = self.child_path(id);
+                            let failed = reason.clone();
+                            self.emit(Event::UpgradeFailed { path, from, to, reason: failed });
+                            self.children[i].spec = old;
+                        }
+                        self.push_start(id, StartCause::Restart);
                         Some(Err(reason))
                     }
                     StartCause::Restart => {
@@ -799,6 +850,71 @@ impl Core {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `upgrade_child`: child `id` runs `start` from now on (its component, config,
+    /// limits and grants; its mailbox and state are its own and stay). A running child
+    /// is stopped as its shutdown says and started with `start`: the start's result is
+    /// the request's, and if it fails, the old spec is started again. A stopped child
+    /// only takes the new spec, for its next start. `from` and `to` name the two
+    /// versions in the events.
+    ///
+    /// # Errors
+    /// `not_found`, `restarting`, not a worker, an invalid spec, `shutting_down`.
+    pub fn upgrade_child(
+        &mut self,
+        id: &str,
+        start: PluginStart,
+        (from, to): (String, String),
+    ) -> Result<UpgradeStep, AdminError> {
+        self.accepting()?;
+        let i = self.find(id).ok_or(AdminError::NotFound)?;
+        let child = &self.children[i];
+        if child.spec.is_supervisor() {
+            return Err(AdminError::NotAWorker);
+        }
+        let mut spec = child.spec.clone();
+        spec.start = ChildStart::Plugin(Box::new(start));
+        self.check(&spec)?;
+        match child.state {
+            ChildState::Restarting => Err(AdminError::Restarting),
+            ChildState::Stopped => {
+                self.children[i].spec = spec;
+                Ok(UpgradeStep::Stored)
+            }
+            ChildState::Running => {
+                let old = std::mem::replace(&mut self.children[i].spec, spec);
+                self.upgrading = Some(Upgrading { id: id.to_owned(), old, from, to });
+                self.react(|core| {
+                    core.push_stop(id);
+                    // Not dropped when it stops (as a temporary or dynamic child
+                    // would be): it starts again at once.
+                    core.children[i].state = ChildState::Restarting;
+                    core.children[i].generation += 1;
+                    core.push_start(id, StartCause::Upgrade);
+                });
+                Ok(UpgradeStep::Started)
+            }
+        }
+    }
+
+    /// The version child `id` replaces, while its upgrade is under way.
+    pub fn upgrading_from(&self, id: &str) -> Option<&str> {
+        self.upgrading.as_ref().filter(|u| u.id == id).map(|u| u.from.as_str())
+    }
+
+    /// A simple_one_for_one supervisor's template runs `start` from now on: children
+    /// started later run it (those running are upgraded one by one by the host).
+    ///
+    /// # Errors
+    /// Not a simple_one_for_one supervisor; an invalid spec.
+    pub fn upgrade_template(&mut self, start: PluginStart) -> Result<(), AdminError> {
+        let template = self.template.as_ref().ok_or(AdminError::NotSimpleOneForOne)?;
+        let mut spec = template.clone();
+        spec.start = ChildStart::Plugin(Box::new(start));
+        self.check(&spec)?;
+        self.template = Some(spec);
         Ok(())
     }
 

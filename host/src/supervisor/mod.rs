@@ -8,6 +8,7 @@ mod core;
 
 pub use self::core::{
     AdminError, ChildCounts, ChildInfo, ChildKind, ChildState, Core, Directive, StartCause,
+    UpgradeStep,
 };
 pub use crate::spec::{
     AutoShutdown, Backoff, ChildSpec, ChildStart, LoadedPlugin, Placement, PluginSource,

@@ -19,6 +19,8 @@
 //! |                  | call then failed: cancelled: ...`                             |
 //! | `exit:normal`, `exit:shutdown`, `exit:error` | asks to exit so; replies `ok`     |
 //! | `echo:TEXT`      | replies TEXT                                                  |
+//! | `upgraded-from`  | replies the version this incarnation replaced in an upgrade,  |
+//! |                  | or `none`                                                     |
 //! | `state:set:K:V`  | stores V under K; replies `ok`                                |
 //! | `state:get:K`    | replies the value under K (an error if there is none)         |
 //! | `state:del:K`    | removes K; replies `true` if it was there, else `false`       |
@@ -100,6 +102,9 @@ impl Plugin for Chaos {
             "loop" => loop {
                 WORK.fetch_add(1, Ordering::Relaxed);
             },
+            "upgraded-from" => {
+                Ok(warden_guest::upgraded_from().unwrap_or_else(|| "none".into()).into_bytes())
+            }
             "exit:normal" => {
                 warden_guest::exit(ExitRequest::Normal);
                 ok()
