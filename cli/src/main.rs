@@ -13,6 +13,7 @@ mod printer;
 mod render;
 mod socket;
 mod state_cli;
+mod traces;
 mod watch;
 
 use anyhow::Result;
@@ -67,6 +68,8 @@ enum Command {
         #[command(flatten)]
         web: WebArgs,
         #[command(flatten)]
+        traces: TraceArgs,
+        #[command(flatten)]
         cache: cache::CacheArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -99,6 +102,8 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         max_instances: usize,
         #[command(flatten)]
+        traces: TraceArgs,
+        #[command(flatten)]
         cache: cache::CacheArgs,
     },
     /// Inspects and edits children's durable state while no host uses it.
@@ -119,6 +124,25 @@ enum Command {
         #[command(flatten)]
         cache: cache::CacheArgs,
     },
+}
+
+/// Where traces go.
+#[derive(Debug, Default, clap::Args)]
+struct TraceArgs {
+    /// Exports traces of starts, restarts and calls over OTLP/HTTP to this collector,
+    /// e.g. http://127.0.0.1:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none).
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
+}
+
+impl Command {
+    /// The `--otlp` of the commands that run children.
+    fn otlp(&self) -> Option<&str> {
+        match self {
+            Command::Run { traces, .. } | Command::Node { traces, .. } => traces.otlp.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// What `run` serves over HTTP.
@@ -209,6 +233,10 @@ enum EventFormat {
 }
 
 fn main() -> Result<ExitCode> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let cli = Cli::parse();
     // Logs go to stderr through a bounded queue and a thread of their own: a stderr
     // nobody reads loses log lines (counted), it never blocks the runtime.
     let logs = logs::Logs::start()?;
@@ -218,8 +246,22 @@ fn main() -> Result<ExitCode> {
         Ok(filter) if !filter.is_empty() => tracing_subscriber::EnvFilter::new(filter),
         _ => tracing_subscriber::EnvFilter::new("error,warden::guest=off"),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(logs.clone()).init();
-    let code = command(Cli::parse().command);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(logs.clone()).with_filter(filter);
+    let (spans, traces) = match traces::endpoint(cli.command.otlp()) {
+        Some(endpoint) => match traces::layer(&endpoint) {
+            Ok((layer, traces)) => (Some(layer), Some(traces)),
+            Err(e) => {
+                eprintln!("warden: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(stderr).with(spans).init();
+    let code = command(cli.command);
+    if let Some(traces) = traces {
+        traces.finish();
+    }
     logs.flush(std::time::Duration::from_secs(1));
     code
 }
@@ -243,7 +285,9 @@ fn command(command: Command) -> Result<ExitCode> {
         }
         Command::State(args) => state_cli::main(args),
         Command::Ctl(args) => Ok(ctl::main(args)),
-        Command::Node { name, nats, node_ttl, events, max_memory, max_instances, cache } => {
+        Command::Node {
+            name, nats, node_ttl, events, max_memory, max_instances, cache, ..
+        } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let config = warden::cluster::ClusterConfig::new(name, nats).ttl(node_ttl);
@@ -269,6 +313,7 @@ fn command(command: Command) -> Result<ExitCode> {
             web,
             cache,
             cluster,
+            ..
         } => {
             let format = printer_format(events);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -200,3 +200,60 @@ fn the_live_view_shows_the_tree_follows_a_crash_and_guards_its_admin_actions() {
     served.warden.command(r#"{"cmd":"shutdown"}"#);
     assert_eq!(served.warden.exit_code(), 0);
 }
+
+/// A stand-in OpenTelemetry collector: takes OTLP/HTTP posts, answers 200, and hands
+/// each body on.
+fn collector() -> (String, std::sync::mpsc::Receiver<Value>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut line) = (0, String::new());
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn traces_of_starts_and_calls_reach_an_otlp_collector() {
+    let (url, posts) = collector();
+    let (_dir, path) = manifest(TREE);
+    let mut warden = Running::start_with(&path, &["--in-memory", "--otlp", &url]);
+    warden.expect("echo started", |e| e["event"] == "child_started" && e["path"] == "root/echo");
+    warden.command(r#"{"cmd":"call","id":1,"to":"root/echo","payload":"traced"}"#);
+    warden.reply(1);
+    warden.command(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(warden.exit_code(), 0);
+    // The spans went out by the end of the run, in one post or more.
+    let mut spans = Vec::new();
+    while let Ok(post) = posts.recv_timeout(Duration::from_millis(200)) {
+        for resource in post["resourceSpans"].as_array().into_iter().flatten() {
+            let service = &resource["resource"]["attributes"];
+            assert!(service.to_string().contains("warden"), "{service}");
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                spans.extend(scope["spans"].as_array().into_iter().flatten().cloned());
+            }
+        }
+    }
+    let named = |name: &str, attribute: &str| {
+        spans.iter().any(|s| s["name"] == name && s["attributes"].to_string().contains(attribute))
+    };
+    assert!(named("warden.start", "root/group/a"), "{spans:#?}");
+    assert!(named("warden.handle", "root/echo"), "{spans:#?}");
+    assert!(named("warden.call", "root/echo"), "{spans:#?}");
+}

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// How many events a subscriber may fall behind before it loses the oldest.
 const EVENT_BACKLOG: usize = 1 << 16;
@@ -504,13 +505,16 @@ impl Host {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MessageError> {
+        let span = tracing::info_span!("warden.call", to = path);
         if self.in_own_runtime() {
-            return self.shared.post.call(None, path, payload, timeout).await;
+            return self.shared.post.call(None, path, payload, timeout).instrument(span).await;
         }
         // Awaited outside the host's runtime (another executor, a plain thread,
         // another runtime, maybe without timers): the call's timer runs on the host's.
         let (post, to) = (Arc::clone(&self.shared.post), path.to_owned());
-        let call = self.on_runtime(async move { post.call(None, &to, payload, timeout).await });
+        let call = self.on_runtime(
+            async move { post.call(None, &to, payload, timeout).await }.instrument(span),
+        );
         // Cancelled only when the runtime shuts down, with the tree.
         call.await.unwrap_or_else(|| Err(MessageError::UnknownTarget(path.to_owned())))
     }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// A started supervisor: its channel and its task.
 pub(crate) type Started = (mpsc::UnboundedSender<SupMsg>, Owned<ExitReason>);
@@ -360,7 +361,10 @@ impl Supervisor {
         while let Some(directive) = self.core.pop() {
             match directive {
                 Directive::Start { child, incarnation, cause } => {
-                    let result = self.start_child(&child, incarnation).await;
+                    let path = self.core.child_path(&child);
+                    let span =
+                        tracing::info_span!("warden.start", path, incarnation, cause = ?cause);
+                    let result = self.start_child(&child, incarnation).instrument(span).await;
                     let admin = self.core.started(&child, result, cause, Instant::now());
                     // Only an admin start answers the pending request, after the
                     // start's events.

@@ -34,6 +34,7 @@ use crate::{ExitReason, KillCause};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// The sandbox settings of an incarnation of the plugin child at `path`.
 pub(crate) fn sandbox_config(
@@ -298,9 +299,16 @@ async fn serve(
             }
             (None, None) => unreachable!("only a hibernating worker drops its sandbox"),
         };
+        // A span per message handled (exported as a trace when the embedder asks).
+        let span = tracing::info_span!(
+            "warden.handle",
+            path = &*mailbox.path,
+            incarnation,
+            call = held.letter().is_call()
+        );
         let outcome = match held.letter_mut().export.take() {
             Some(export) => match export.downcast::<ExportCall>() {
-                Ok(call) => active.call_export(*call).await,
+                Ok(call) => active.call_export(*call).instrument(span).await,
                 Err(_) => unreachable!("only Host::call_export makes typed letters"),
             },
             // A typed call that already ran in an incarnation abandoned mid-way.
@@ -309,7 +317,7 @@ async fn serve(
                 settle(held.take(), &lost, false, &mailbox, &shared);
                 continue;
             }
-            None => active.handle_envelope(&held.letter().envelope).await,
+            None => active.handle_envelope(&held.letter().envelope).instrument(span).await,
         };
         match outcome {
             Ok(handled) => {
