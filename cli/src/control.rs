@@ -14,7 +14,9 @@
 //! come as commands finish. Each command is sent on its way (a letter in a mailbox, a
 //! request in a supervisor's queue) before the next line is read, so commands to the
 //! same child or supervisor take effect in the order of their lines, as a script
-//! expects. `shutdown` answers the commands before it first, then stops the tree.
+//! expects. (`upgrade_child` is the exception: it is sent once its component is
+//! loaded, which may take a while, and a command after it may act first.)
+//! `shutdown` answers the commands before it first, then stops the tree.
 //!
 //! A reply is sent to the printer with the number of the last event published when
 //! its command finished, and printed only after that event, so it follows every event
@@ -203,7 +205,7 @@ pub(crate) async fn serve(
     base: PathBuf,
     mut input: impl AsyncBufRead + Unpin,
     mut session: Session,
-    shutdown: mpsc::Sender<ShutdownAsked>,
+    shutdown: mpsc::UnboundedSender<ShutdownAsked>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut running = JoinSet::new();
@@ -240,13 +242,16 @@ pub(crate) async fn serve(
                     () = async { while running.join_next().await.is_some() {} } => {}
                     () = stopped(&mut stop) => return running,
                 }
-                let _ = shutdown.send((id, session.replies.clone())).await;
+                let _ = shutdown.send((id, session.replies.clone()));
                 return running;
             }
             Ok(Command::Subscribe { format, colour }) => {
                 match session.subscribe.take() {
                     Some(subscribe) => {
-                        let (since, events) = (host.last_event_seq(), host.subscribe());
+                        // Subscribed first: an event published meanwhile is in the
+                        // stream, not a gap in it.
+                        let events = host.subscribe();
+                        let since = host.last_event_seq();
                         let reply = reply(&host, id, Ok(Value::Null));
                         let _ =
                             subscribe.send(Subscription { events, since, format, colour, reply });

@@ -24,10 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warden::events::Received;
-use warden::runtime::Host;
+use warden::runtime::{Host, HostReport};
 
 /// The page, its script and style inline.
 const PAGE: &str = include_str!("../assets/view.html");
@@ -40,11 +41,56 @@ struct Web {
     host: Host,
     base: PathBuf,
     token: Arc<str>,
+    reports: Reports,
+}
+
+/// The tree's reports, shared by every reader: one `Host::inspect` at a time, and a
+/// report reused for up to [`STILL`] while no event was published since it was taken
+/// (a report of a large tree is large, and every open page asks for one after each
+/// change; readers waiting while one is taken share it when nothing changed).
+#[derive(Clone)]
+struct Reports {
+    host: Host,
+    last: Arc<tokio::sync::Mutex<Option<Report>>>,
+}
+
+struct Report {
+    at: std::time::Instant,
+    seq: u64,
+    report: Arc<HostReport>,
+}
+
+const STILL: Duration = Duration::from_secs(1);
+/// How long a report may take (a supervisor busy stopping a child answers late).
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Reports {
+    fn new(host: Host) -> Self {
+        Self { host, last: Arc::default() }
+    }
+
+    async fn get(&self) -> Result<Arc<HostReport>, Response> {
+        let mut last = self.last.lock().await;
+        let seq = self.host.last_event_seq();
+        if let Some(Report { at, seq: then, report }) = &*last
+            && *then == seq
+            && at.elapsed() < STILL
+        {
+            return Ok(Arc::clone(report));
+        }
+        let Ok(report) = tokio::time::timeout(INSPECT_TIMEOUT, self.host.inspect()).await else {
+            let error = format!("the tree did not answer within {INSPECT_TIMEOUT:?}");
+            return Err((StatusCode::SERVICE_UNAVAILABLE, error).into_response());
+        };
+        let report = Arc::new(report);
+        *last = Some(Report { at: std::time::Instant::now(), seq, report: Arc::clone(&report) });
+        Ok(report)
+    }
 }
 
 /// Serves `/metrics` only, until `stop` turns true.
 pub(crate) async fn serve_metrics(listener: TcpListener, host: Host, stop: watch::Receiver<bool>) {
-    let app = Router::new().route("/metrics", get(metrics)).with_state(host);
+    let app = Router::new().route("/metrics", get(metrics)).with_state(Reports::new(host));
     serve(listener, app, stop).await;
 }
 
@@ -57,14 +103,15 @@ pub(crate) async fn serve_view(
     token: String,
     stop: watch::Receiver<bool>,
 ) {
-    let web = Web { host: host.clone(), base, token: token.into() };
+    let reports = Reports::new(host.clone());
+    let web = Web { host, base, token: token.into(), reports: reports.clone() };
     let app = Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
         .route("/api/tree", get(tree))
         .route("/api/events", get(events))
         .route("/api/command", post(command))
         .with_state(web)
-        .merge(Router::new().route("/metrics", get(metrics)).with_state(host));
+        .merge(Router::new().route("/metrics", get(metrics)).with_state(reports));
     serve(listener, app, stop).await;
 }
 
@@ -75,14 +122,22 @@ async fn serve(listener: TcpListener, app: Router, mut stop: watch::Receiver<boo
     }
 }
 
-async fn metrics(State(host): State<Host>) -> Response {
-    let text = crate::metrics::encode(host.inspect().await);
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+async fn metrics(State(reports): State<Reports>) -> Response {
+    match reports.get().await {
+        Ok(report) => {
+            let text = crate::metrics::encode(&report);
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+        }
+        Err(unavailable) => unavailable,
+    }
 }
 
 async fn tree(State(web): State<Web>) -> Response {
-    let report = web.host.inspect().await;
-    let body = serde_json::json!({ "report": report, "ts_us": web.host.clock_us() });
+    let report = match web.reports.get().await {
+        Ok(report) => report,
+        Err(unavailable) => return unavailable,
+    };
+    let body = serde_json::json!({ "report": &*report, "ts_us": web.host.clock_us() });
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 

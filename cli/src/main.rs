@@ -366,7 +366,8 @@ async fn node(
     let host = Host::builder().engine(engine).cluster(config).build()?;
     line::anchor(host.clock_us());
     let (_replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (since, events) = (host.last_event_seq(), host.subscribe());
+    let events = host.subscribe();
+    let since = host.last_event_seq();
     let runtime = tokio::runtime::Handle::current();
     let printer =
         printer::Printer::start(runtime, events, since, host.clock_us(), replies_rx, format)?;
@@ -456,7 +457,8 @@ async fn run(
         return Ok(ExitCode::from(2));
     }
     let (replies, replies_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (since, events) = (host.last_event_seq(), host.subscribe());
+    let events = host.subscribe();
+    let since = host.last_event_seq();
     let runtime = tokio::runtime::Handle::current();
     let clock = host.clock_us();
     let printer = printer::Printer::start(runtime, events, since, clock, replies_rx, format)?;
@@ -525,7 +527,7 @@ async fn serve(
     listeners: Listeners,
     mut signals: Signals,
 ) -> ExitCode {
-    let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::channel(1);
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_reading, stop) = tokio::sync::watch::channel(false);
     let Listeners { socket, metrics, view, watched } = listeners;
     let sessions = socket.map(|socket| {
@@ -562,15 +564,18 @@ async fn serve(
             (ExitCode::SUCCESS, None)
         }
     };
+    // Every `shutdown` asked is answered now that the tree has stopped: the one that
+    // stopped it, and those from other sessions meanwhile (or after the tree ended).
+    let _ = stop_reading.send(true);
+    for (id, replies) in asked.into_iter().chain(std::iter::from_fn(|| shutdown_rx.try_recv().ok()))
+    {
+        let _ = replies.send(control::Reply::new(host, id, Ok(serde_json::Value::Null)));
+    }
     // The commands still running get their answers: the tree is gone, so they end
     // quickly (a call to a stopped child is answered at once).
-    let _ = stop_reading.send(true);
     if let Ok(Ok(mut running)) = tokio::time::timeout(SETTLE, commands).await {
         let all = async { while running.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SETTLE, all).await;
-    }
-    if let Some((id, replies)) = asked {
-        let _ = replies.send(control::Reply::new(host, id, Ok(serde_json::Value::Null)));
     }
     if let Some(sessions) = sessions {
         // Each session answers what it was asked, within SETTLE; the socket's file

@@ -13,6 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use std::fmt::Error;
+use std::sync::Arc;
 use warden::messaging::HANDLE_TIME_BOUNDS_US;
 use warden::runtime::{ChildReport, HostReport, SupervisorReport};
 
@@ -20,9 +21,9 @@ use warden::runtime::{ChildReport, HostReport, SupervisorReport};
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The report as OpenMetrics text.
-pub(crate) fn encode(report: HostReport) -> String {
+pub(crate) fn encode(report: &Arc<HostReport>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Figures(report)));
+    registry.register_collector(Box::new(Figures(Arc::clone(report))));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -30,7 +31,7 @@ pub(crate) fn encode(report: HostReport) -> String {
 }
 
 #[derive(Debug)]
-struct Figures(HostReport);
+struct Figures(Arc<HostReport>);
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -59,12 +60,24 @@ impl Sample for u64 {
     }
 }
 
-/// A gauge's value.
-struct Gauge(f64);
+/// A gauge's value: a count, or a measure.
+enum Gauge {
+    Count(i64),
+    Measure(f64),
+}
+
+impl Gauge {
+    fn count(n: impl TryInto<i64>) -> Self {
+        Gauge::Count(n.try_into().unwrap_or(i64::MAX))
+    }
+}
 
 impl Sample for Gauge {
     fn encode(&self, encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), Error> {
-        ConstGauge::new(self.0).encode(encoder)
+        match self {
+            Gauge::Count(n) => ConstGauge::new(*n).encode(encoder),
+            Gauge::Measure(x) => ConstGauge::new(*x).encode(encoder),
+        }
     }
 }
 
@@ -106,38 +119,37 @@ impl<V: Sample> Family<V> {
 }
 
 fn path(path: &str) -> Labels {
-    vec![("path", path.to_owned())]
+    vec![("path", label(path))]
+}
+
+/// A label's value as the text format needs it: the client writes values as they
+/// are, and a child's name may hold a quote or a backslash.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), Error> {
         let report = &self.0;
-        let host = |name, help, value: f64| -> Family<Gauge> {
-            let mut family = Family::new(name, help, MetricType::Gauge);
-            family.samples.push((Vec::new(), Gauge(value)));
-            family
-        };
-        host("warden_instances", "Plugin instances live now", report.instances as f64)
-            .encode(&mut encoder)?;
-        host(
-            "warden_instances_max",
-            "The most instances allowed at once",
-            report.max_instances as f64,
-        )
-        .encode(&mut encoder)?;
-        host(
-            "warden_state_bytes",
-            "Bytes of children's durable state (keys and values)",
-            report.state_bytes as f64,
-        )
-        .encode(&mut encoder)?;
-        host(
-            "warden_messages_pending",
-            "Messages in mailboxes or being handled",
-            report.messages.pending as f64,
-        )
-        .encode(&mut encoder)?;
         let m = &report.messages;
+        for (name, help, value) in [
+            ("warden_instances", "Plugin instances live now", report.instances as u64),
+            (
+                "warden_instances_max",
+                "The most instances allowed at once",
+                report.max_instances as u64,
+            ),
+            (
+                "warden_state_bytes",
+                "Bytes of children's durable state (keys and values)",
+                report.state_bytes,
+            ),
+            ("warden_messages_pending", "Messages in mailboxes or being handled", m.pending),
+        ] {
+            let mut family = Family::new(name, help, MetricType::Gauge);
+            family.samples.push((Vec::new(), Gauge::count(value)));
+            family.encode(&mut encoder)?;
+        }
         for (name, help, value) in [
             ("warden_messages_sent", "Messages offered", m.sent),
             ("warden_messages_rejected", "Messages refused at send", m.rejected),
@@ -255,8 +267,8 @@ impl Default for Tree {
 
 impl Tree {
     fn supervisor(&mut self, s: &SupervisorReport) {
-        self.intensity.samples.push((path(&s.path), Gauge(f64::from(s.intensity))));
-        let used = Gauge(f64::from(s.restarts_in_period));
+        self.intensity.samples.push((path(&s.path), Gauge::count(s.intensity)));
+        let used = Gauge::count(s.restarts_in_period);
         self.restarts_in_period.samples.push((path(&s.path), used));
         for child in &s.children {
             self.child(child);
@@ -269,17 +281,15 @@ impl Tree {
     fn child(&mut self, c: &ChildReport) {
         let p = &c.info.path;
         let running = c.info.state == warden::ChildState::Running;
-        self.up.samples.push((path(p), Gauge(if running { 1.0 } else { 0.0 })));
-        self.incarnation.samples.push((path(p), Gauge(c.info.incarnation as f64)));
+        self.up.samples.push((path(p), Gauge::count(i64::from(running))));
+        self.incarnation.samples.push((path(p), Gauge::count(c.info.incarnation)));
         self.restarts.samples.push((path(p), c.info.restarts));
         for (reason, count) in &c.info.exits {
-            self.exits
-                .samples
-                .push((vec![("path", p.clone()), ("reason", reason.clone())], *count));
+            self.exits.samples.push((vec![("path", label(p)), ("reason", label(reason))], *count));
         }
         if let Some(mailbox) = &c.mailbox {
-            self.mailbox_depth.samples.push((path(p), Gauge(mailbox.queued as f64)));
-            self.mailbox_capacity.samples.push((path(p), Gauge(mailbox.capacity as f64)));
+            self.mailbox_depth.samples.push((path(p), Gauge::count(mailbox.queued)));
+            self.mailbox_capacity.samples.push((path(p), Gauge::count(mailbox.capacity)));
         }
         if let Some(m) = &c.messages {
             self.handled.samples.push((path(p), m.handled));
@@ -288,9 +298,9 @@ impl Tree {
             self.handle_seconds.samples.push((path(p), histogram(&m.handle_time)));
         }
         if let Some(h) = &c.heartbeat {
-            self.silence.samples.push((path(p), Gauge(h.silent_ms as f64 / 1e3)));
+            self.silence.samples.push((path(p), Gauge::Measure(h.silent_ms as f64 / 1e3)));
             if let Some(phi) = h.phi {
-                self.phi.samples.push((path(p), Gauge(phi)));
+                self.phi.samples.push((path(p), Gauge::Measure(phi)));
             }
         }
     }
@@ -324,4 +334,15 @@ fn histogram(times: &warden::messaging::HandleTimes) -> Histogram {
         before = cumulative;
     }
     Histogram { sum: times.sum_us as f64 / 1e6, count: before, buckets }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_value_cannot_break_its_line() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("a\nb"), "a\\nb");
+    }
 }

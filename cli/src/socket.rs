@@ -90,7 +90,7 @@ impl Socket {
         self,
         host: Host,
         base: PathBuf,
-        shutdown: mpsc::Sender<ShutdownAsked>,
+        shutdown: mpsc::UnboundedSender<ShutdownAsked>,
         mut stop: watch::Receiver<bool>,
         settle: std::time::Duration,
     ) {
@@ -155,7 +155,7 @@ async fn session(
     stream: UnixStream,
     host: Host,
     base: PathBuf,
-    shutdown: mpsc::Sender<ShutdownAsked>,
+    shutdown: mpsc::UnboundedSender<ShutdownAsked>,
     stop: watch::Receiver<bool>,
 ) {
     let (read, write) = stream.into_split();

@@ -81,17 +81,28 @@ fn content(file: &Path) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// One watched file: how it looked at the last look, and when last acted on (or at
+/// the start) how it looked and what it held.
+#[derive(Debug)]
+struct File {
+    last: Option<Seen>,
+    acted: Option<Seen>,
+    held: Option<u64>,
+}
+
 /// Watches `files` until `stop` turns true, upgrading their users on each change.
 pub(crate) async fn watch(
     host: Host,
     files: BTreeMap<PathBuf, Users>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // What each file held when last acted on, and what it looked like at the last look.
-    let mut acted: BTreeMap<&Path, Option<u64>> =
-        files.keys().map(|f| (f.as_path(), content(f))).collect();
-    let mut last: BTreeMap<&Path, Option<Seen>> =
-        files.keys().map(|f| (f.as_path(), look(f))).collect();
+    let mut state: BTreeMap<&Path, File> = files
+        .keys()
+        .map(|f| {
+            let seen = look(f);
+            (f.as_path(), File { last: seen, acted: seen, held: content(f) })
+        })
+        .collect();
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,33 +111,51 @@ pub(crate) async fn watch(
             () = crate::control::stopped(&mut stop) => return,
         }
         for (file, users) in &files {
+            let Some(watched) = state.get_mut(file.as_path()) else { continue };
             let now = look(file);
-            let before = last.insert(file, now);
-            // Acted on once it stopped changing: gone, or still being written, waits.
-            if now.is_none() || before != Some(now) {
+            let before = std::mem::replace(&mut watched.last, now);
+            // A change is acted on once, when the file has stopped changing (gone, or
+            // still being written, it waits); only its content is read then.
+            if now.is_none() || before != now || now == watched.acted {
                 continue;
             }
-            let held = content(file);
-            if held.is_none() || acted.get(file.as_path()) == Some(&held) {
+            watched.acted = now;
+            let path = file.clone();
+            let held = tokio::task::spawn_blocking(move || content(&path)).await.ok().flatten();
+            if held.is_none() || held == watched.held {
                 continue;
             }
-            acted.insert(file, held);
+            watched.held = held;
             upgrade(&host, file, users).await;
         }
     }
 }
 
-/// Upgrades every user of `file` to what it holds now; says on stderr what failed.
+/// Upgrades every user of `file` to what it holds now (compiled once); says on
+/// stderr what failed.
 async fn upgrade(host: &Host, file: &Path, users: &Users) {
     eprintln!("warden: {} changed: upgrading the children that run it", file.display());
+    let loading = {
+        let (host, file) = (host.clone(), file.to_owned());
+        tokio::task::spawn_blocking(move || host.load(file))
+    };
+    let plugin = match loading.await {
+        Ok(Ok(plugin)) => plugin,
+        Ok(Err(e)) => {
+            eprintln!("warden: --watch: the running version stays: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
     for (supervisor, child) in &users.children {
-        let upgrade = warden::Upgrade::new(file);
+        let upgrade = warden::Upgrade::new(plugin.clone());
         if let Err(e) = host.upgrade_child(supervisor, child, upgrade).await {
             eprintln!("warden: --watch: {supervisor}/{child} keeps its version: {e}");
         }
     }
     for supervisor in &users.dynamic {
-        if let Err(e) = host.upgrade_children(supervisor, warden::Upgrade::new(file)).await {
+        let upgrade = warden::Upgrade::new(plugin.clone());
+        if let Err(e) = host.upgrade_children(supervisor, upgrade).await {
             eprintln!("warden: --watch: the children of {supervisor}: {e}");
         }
     }

@@ -298,7 +298,11 @@ plugin = "HOSTILE"
     let mut stdin = out.stdin.as_ref().unwrap();
     writeln!(stdin, r#"{{"cmd":"call","to":"root/h","payload":"log:1:3"}}"#).unwrap();
     writeln!(stdin, r#"{{"cmd":"shutdown"}}"#).unwrap();
-    let out = out.wait_with_output().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(out.wait_with_output());
+    });
+    let out = rx.recv_timeout(crate::common::DEADLINE).expect("the run ends").unwrap();
     let shown = text(&out.stdout);
     assert!(shown.lines().any(|l| l.contains("root/h") && l.ends_with("[error] xxx")), "{shown}");
 }

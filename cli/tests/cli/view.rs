@@ -109,19 +109,20 @@ fn metrics_follow_prometheus_conventions_and_count_what_happened() {
         "warden_child_exits_total{path=\"root/group/a\",reason=\"trap:unreachable\"} 1",
         "warden_child_exits_total{path=\"root/group/b\",reason=\"shutdown\"} 1",
         "warden_child_incarnation{path=\"root/group/a\"} 2",
+        "warden_child_up{path=\"root/group/a\"} 1",
         "warden_child_messages_handled_total{path=\"root/echo\"} 1",
         "warden_child_messages_failed_total{path=\"root/group/a\"} 1",
         "warden_child_handle_seconds_count{path=\"root/echo\"} 1",
         "warden_child_handle_seconds_bucket{le=\"+Inf\",path=\"root/echo\"} 1",
         "warden_child_mailbox_depth{path=\"root/echo\"} 0",
-        "warden_child_heartbeat_silence_seconds{path=\"root/group/b\"} 0",
+        "warden_child_heartbeat_silence_seconds{path=\"root/group/b\"} 0.0",
         "warden_supervisor_restarts_in_period{path=\"root/group\"} 1",
         "warden_supervisor_intensity{path=\"root/group\"} 3",
         "warden_instances 3",
         "warden_messages_handled_total 1",
         "# EOF",
     ] {
-        assert!(text.lines().any(|l| l.starts_with(line)), "no {line:?} in\n{text}");
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
     served.warden.command(r#"{"cmd":"shutdown"}"#);
     assert_eq!(served.warden.exit_code(), 0);

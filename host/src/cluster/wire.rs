@@ -33,6 +33,9 @@ pub(crate) struct Start {
     pub(crate) grants: Grants,
     pub(crate) mailbox: MailboxConfig,
     pub(crate) hibernate_after: Option<Duration>,
+    /// The version it replaces, when an upgrade starts it.
+    #[serde(default)]
+    pub(crate) upgraded_from: Option<String>,
 }
 
 /// The answer to a [`Start`]: started, or why not.

@@ -5,6 +5,7 @@ use super::protocol::{AdminReply, AdminRequest, SupMsg};
 use super::report::{HostReport, MailboxInfo, SupervisorReport};
 use super::shared::Shared;
 use super::supervisor;
+use super::upgrade::{Change, Upgrade};
 use crate::ExitReason;
 use crate::cluster::ClusterConfig;
 use crate::events::{Event, EventBus, Events};
@@ -731,120 +732,122 @@ impl Host {
     /// shutdown says and started with the new version, whose `init` can ask which
     /// version it replaces (`upgraded-from`); `child_upgraded` announces it. If the new
     /// version fails to start, `upgrade_failed` says so, the old one is started again,
-    /// and the answer is [`HostError::UpgradeFailed`]. A stopped child only takes the
-    /// new spec, for its next start.
+    /// and the answer is [`HostError::UpgradeFailed`]. A child that is not running
+    /// (stopped, or waiting for a restart) only takes the new spec, for its next start.
     ///
     /// The component is loaded (compiled) and checked against the child's grants and
-    /// the engine's limits before the child is touched.
+    /// the engine's limits before the child is touched; the change is applied to the
+    /// spec the supervisor holds when it carries the upgrade out.
     ///
     /// # Errors
-    /// `not_found`, `restarting`, a supervisor child, the plugin cannot load, the new
-    /// spec is invalid, the new version failed to start.
+    /// `not_found`, a supervisor child, the plugin cannot load, the new spec is
+    /// invalid, the new version failed to start.
     pub async fn upgrade_child(
         &self,
         supervisor: &str,
         child: &str,
         upgrade: Upgrade,
     ) -> Result<(), HostError> {
-        let request = AdminRequest::Spec(Some(child.to_owned()));
         let path = format!("{supervisor}/{child}");
-        let spec = match self.admin(supervisor, Some(child), request).await? {
-            AdminReply::Spec(spec) => spec,
-            _ => return Err(HostError::Gone),
-        };
-        let ChildStart::Plugin(old) = spec.start else {
-            return Err(HostError::Admin(AdminError::NotAWorker));
-        };
+        let old = self.plugin_start(supervisor, Some(child)).await?;
         let plugin = self.load_fresh(&path, &upgrade.plugin).await?;
-        let start = self.upgraded(&path, *old, &upgrade, plugin).await?;
-        let request = AdminRequest::UpgradeChild { id: child.to_owned(), start: Box::new(start) };
+        let upgrade = upgrade.with_plugin(plugin);
+        self.check_upgrade(&path, &old, &upgrade).await?;
+        let change = Box::new(Change::Upgrade(upgrade));
+        let request = AdminRequest::UpgradeChild { id: child.to_owned(), change };
         self.admin(supervisor, Some(child), request).await.map(|_| ())
     }
 
     /// Upgrades a simple_one_for_one supervisor's children: its template first (the
-    /// children it starts from now on run the new version), then each running child,
-    /// one at a time in start order, as [`Host::upgrade_child`] does, stopping at the
-    /// first that fails. Returns the paths of the children upgraded.
+    /// children it starts from now on run the new version), then each child, one at
+    /// a time in start order, as [`Host::upgrade_child`] does (one waiting for a
+    /// restart takes the new spec for it; one gone meanwhile is passed over). At the
+    /// first that fails, the rollout stops: the children before it keep the new
+    /// version, and the template is put back as it was. Returns the paths of the
+    /// children upgraded.
     ///
     /// # Errors
-    /// As [`Host::upgrade_child`], for the template or the first child that failed
-    /// (those before it stay upgraded); not a simple_one_for_one supervisor.
+    /// As [`Host::upgrade_child`], for the template or the first child that failed;
+    /// not a simple_one_for_one supervisor.
     pub async fn upgrade_children(
         &self,
         supervisor: &str,
         upgrade: Upgrade,
     ) -> Result<Vec<String>, HostError> {
-        let spec = match self.admin(supervisor, None, AdminRequest::Spec(None)).await? {
+        let old = self.plugin_start(supervisor, None).await?;
+        let path = format!("{supervisor}/*");
+        let plugin = self.load_fresh(&path, &upgrade.plugin).await?;
+        let upgrade = upgrade.with_plugin(plugin);
+        self.check_upgrade(&path, &old, &upgrade).await?;
+        let request = AdminRequest::UpgradeTemplate(Box::new(Change::Upgrade(upgrade.clone())));
+        let before = match self.admin(supervisor, None, request).await? {
+            AdminReply::Before(before) => before,
+            _ => return Err(HostError::Gone),
+        };
+        let mut upgraded = Vec::new();
+        let rollout = async {
+            for child in self.which_children(supervisor).await? {
+                let change = Box::new(Change::Upgrade(upgrade.clone()));
+                let request = AdminRequest::UpgradeChild { id: child.name.clone(), change };
+                match self.admin(supervisor, Some(&child.name), request).await {
+                    Ok(_) => upgraded.push(child.path),
+                    Err(HostError::NotFound { .. }) => {} // gone meanwhile
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = rollout.await {
+            let request = AdminRequest::UpgradeTemplate(Box::new(Change::Restore(*before)));
+            let _ = self.admin(supervisor, None, request).await;
+            return Err(e);
+        }
+        Ok(upgraded)
+    }
+
+    /// The plugin start of child `child` of `supervisor` (its template: `None`).
+    async fn plugin_start(
+        &self,
+        supervisor: &str,
+        child: Option<&str>,
+    ) -> Result<PluginStart, HostError> {
+        let request = AdminRequest::Spec(child.map(str::to_owned));
+        let spec = match self.admin(supervisor, child, request).await? {
             AdminReply::Spec(spec) => spec,
             _ => return Err(HostError::Gone),
         };
-        let ChildStart::Plugin(old) = spec.start else {
-            return Err(HostError::Admin(AdminError::NotAWorker));
-        };
-        let path = format!("{supervisor}/{}", spec.id);
-        let plugin = self.load_fresh(&path, &upgrade.plugin).await?;
-        let template = self.upgraded(&path, *old, &upgrade, plugin.clone()).await?;
-        let request = AdminRequest::UpgradeTemplate(Box::new(template));
-        self.admin(supervisor, None, request).await?;
-        // Each child with the plugin already loaded, and its own config unless the
-        // upgrade gives one.
-        let each = Upgrade { plugin: plugin.into(), ..upgrade };
-        let mut upgraded = Vec::new();
-        for child in self.which_children(supervisor).await? {
-            if child.state != ChildState::Running {
-                continue;
-            }
-            self.upgrade_child(supervisor, &child.name, each.clone()).await?;
-            upgraded.push(child.path);
+        match spec.start {
+            ChildStart::Plugin(start) => Ok(*start),
+            ChildStart::Supervisor(_) => Err(HostError::Admin(AdminError::NotAWorker)),
         }
-        Ok(upgraded)
     }
 
     /// `source` loaded anew (not from what the host holds for its file: a file
     /// replaced by a new build is read again).
     async fn load_fresh(&self, path: &str, source: &PluginSource) -> Result<Plugin, HostError> {
-        let engine = self.shared.engine.clone();
-        let load = match source {
+        let load_error = |error| HostError::Load { path: path.to_owned(), error };
+        match source {
             PluginSource::File(file) => {
-                let file = file.clone();
-                tokio::task::spawn_blocking(move || engine.load_file(file)).await
+                let (engine, file) = (self.shared.engine.clone(), file.clone());
+                match tokio::task::spawn_blocking(move || engine.load_file(file)).await {
+                    Ok(loaded) => loaded.map_err(load_error),
+                    Err(_) => Err(HostError::Gone),
+                }
             }
-            other => {
-                let (shared, source) = (Arc::clone(&self.shared), other.clone());
-                return shared
-                    .plugin(&source)
-                    .await
-                    .map_err(|error| HostError::Load { path: path.to_owned(), error });
-            }
-        };
-        match load {
-            Ok(loaded) => loaded.map_err(|error| HostError::Load { path: path.to_owned(), error }),
-            Err(_) => Err(HostError::Gone),
+            other => self.shared.plugin(other).await.map_err(load_error),
         }
     }
 
-    /// `old` as `upgrade` changes it, running `plugin`, checked as a new child's
-    /// would be (grants, engine limits).
-    async fn upgraded(
+    /// Whether `old` as `upgrade` changes it passes a new child's checks (grants,
+    /// engine limits).
+    async fn check_upgrade(
         &self,
         path: &str,
-        old: PluginStart,
+        old: &PluginStart,
         upgrade: &Upgrade,
-        plugin: Plugin,
-    ) -> Result<PluginStart, HostError> {
-        let mut start = old;
-        start.plugin = plugin.into();
-        if let Some(config) = &upgrade.config {
-            start.config.clone_from(config);
-        }
-        if let Some(limits) = &upgrade.limits {
-            start.limits = limits.clone();
-        }
-        if let Some(grants) = &upgrade.grants {
-            start.grants = grants.clone();
-        }
-        self.preflight_plugins(Vec::new(), vec![(path.to_owned(), &mut start)]).await?;
-        Ok(start)
+    ) -> Result<(), HostError> {
+        let mut start = upgrade.apply(old);
+        self.preflight_plugins(Vec::new(), vec![(path.to_owned(), &mut start)]).await
     }
 
     /// `start_child` on a simple_one_for_one supervisor: a child from its template,
@@ -1016,40 +1019,5 @@ fn collect<'a>(
             ChildStart::Plugin(start) => into.push((child_path, start)),
             ChildStart::Supervisor(sub) => collect(&child_path, sub, into),
         }
-    }
-}
-
-/// What [`Host::upgrade_child`] changes: the component, and the config, limits or
-/// grants if given (the child keeps its own otherwise).
-#[derive(Clone, Debug)]
-pub struct Upgrade {
-    plugin: PluginSource,
-    config: Option<Vec<u8>>,
-    limits: Option<crate::sandbox::ChildLimits>,
-    grants: Option<crate::sandbox::Grants>,
-}
-
-impl Upgrade {
-    /// An upgrade to the component `plugin` (a path, bytes or a loaded plugin).
-    pub fn new(plugin: impl Into<PluginSource>) -> Self {
-        Self { plugin: plugin.into(), config: None, limits: None, grants: None }
-    }
-
-    /// Gives the child a new config too.
-    pub fn config(mut self, config: impl Into<Vec<u8>>) -> Self {
-        self.config = Some(config.into());
-        self
-    }
-
-    /// Gives the child new limits too.
-    pub fn limits(mut self, limits: crate::sandbox::ChildLimits) -> Self {
-        self.limits = Some(limits);
-        self
-    }
-
-    /// Gives the child new grants too.
-    pub fn grants(mut self, grants: crate::sandbox::Grants) -> Self {
-        self.grants = Some(grants);
-        self
     }
 }

@@ -14,14 +14,17 @@
 
 mod cluster;
 mod error;
+mod guest_logs;
 mod handle;
 mod host;
 mod protocol;
 mod report;
 mod shared;
 mod supervisor;
+mod upgrade;
 mod worker;
 
 pub use error::{ExportError, HostError};
-pub use host::{Host, HostBuilder, Upgrade};
+pub use host::{Host, HostBuilder};
 pub use report::{ChildReport, HostReport, MailboxInfo, SupervisorReport};
+pub use upgrade::Upgrade;

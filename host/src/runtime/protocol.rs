@@ -4,6 +4,7 @@
 
 use super::error::HostError;
 use super::report::SupervisorReport;
+use super::upgrade::Change;
 use crate::ExitReason;
 use crate::supervisor::{ChildCounts, ChildInfo, ChildSpec, PluginStart};
 use tokio::sync::oneshot;
@@ -42,13 +43,13 @@ pub(crate) enum AdminRequest {
     TerminateChild(String),
     RestartChild(String),
     DeleteChild(String),
-    /// The child runs `start` from now on.
+    /// The child's spec changes (and a running child runs the new one).
     UpgradeChild {
         id: String,
-        start: Box<PluginStart>,
+        change: Box<Change>,
     },
-    /// A simple_one_for_one supervisor's template runs `start` from now on.
-    UpgradeTemplate(Box<PluginStart>),
+    /// A simple_one_for_one supervisor's template changes; the answer is what it was.
+    UpgradeTemplate(Box<Change>),
 }
 
 pub(crate) enum AdminReply {
@@ -59,4 +60,6 @@ pub(crate) enum AdminReply {
     Counts(ChildCounts),
     Report(Box<SupervisorReport>),
     Spec(Box<ChildSpec>),
+    /// A template's plugin start before an upgrade.
+    Before(Box<PluginStart>),
 }

@@ -9,7 +9,7 @@
 
 use crate::messaging::{CircuitState, MessageCounts, MessageStats};
 use crate::sandbox::HeartbeatStatus;
-use crate::spec::Strategy;
+use crate::spec::{Restart, Strategy};
 use crate::supervisor::ChildInfo;
 
 /// The host and its tree, now.
@@ -54,6 +54,9 @@ pub struct ChildReport {
     /// What `which_children` says of it.
     #[serde(flatten)]
     pub info: ChildInfo,
+    /// When it is restarted (a temporary child, and a dynamic one, is dropped when it
+    /// stops).
+    pub restart: Restart,
     /// A plugin child's mailbox (it outlives incarnations).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<MailboxInfo>,

@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) events: Arc<EventBus>,
     /// Every child's mailbox, by path.
     pub(crate) post: Arc<Post>,
+    /// Children's output on its way to the bus, within the host's rate.
+    pub(crate) guest_logs: Arc<super::guest_logs::GuestLogs>,
     /// This host's part in a cluster, if it joined one.
     pub(crate) nodes: super::cluster::nodes::Nodes,
     /// Every supervisor's channel, by path.
@@ -40,6 +42,7 @@ impl Shared {
             engine,
             state,
             post: Arc::new(Post::new(Arc::clone(&events))),
+            guest_logs: Arc::new(super::guest_logs::GuestLogs::new(Arc::clone(&events))),
             events,
             nodes: super::cluster::nodes::Nodes::default(),
             supervisors: Mutex::new(HashMap::new()),

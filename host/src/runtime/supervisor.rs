@@ -10,7 +10,8 @@ use crate::events::Event;
 use crate::messaging::Mailbox;
 use crate::sandbox::{BoxFuture, Shutdown};
 use crate::supervisor::{
-    AdminError, ChildStart, Core, Directive, Placement, StartCause, SupervisorSpec, UpgradeStep,
+    AdminError, ChildStart, Core, Directive, Placement, Restart, StartCause, SupervisorSpec,
+    UpgradeStep,
 };
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
@@ -243,7 +244,9 @@ impl Supervisor {
                     Some(Running::Worker(handle)) => handle.heartbeat.as_ref(),
                     _ => None,
                 };
+                let restart = self.core.spec(&info.name).map_or(Restart::Temporary, |s| s.restart);
                 ChildReport {
+                    restart,
                     mailbox: mailbox.map(|m| MailboxInfo {
                         queued: m.len(),
                         capacity: m.config.capacity,
@@ -324,20 +327,22 @@ impl Supervisor {
                     AdminRequest::DeleteChild(id) => {
                         self.core.delete_child(&id).map(|()| AdminReply::Ok)
                     }
-                    AdminRequest::UpgradeChild { id, start } => {
+                    AdminRequest::UpgradeChild { id, change } => {
                         let from = match self.core.spec(&id).map(|spec| &spec.start) {
                             Some(ChildStart::Plugin(old)) => self.shared.version(&old.plugin),
                             _ => String::new(),
                         };
-                        let versions = (from, self.shared.version(&start.plugin));
-                        self.core.upgrade_child(&id, *start, versions).map(|step| match step {
+                        let versions = (from, self.shared.version(change.plugin()));
+                        let step = self.core.upgrade_child(&id, |old| change.apply(old), versions);
+                        step.map(|step| match step {
                             UpgradeStep::Stored => AdminReply::Ok,
                             UpgradeStep::Started => AdminReply::Pending,
                         })
                     }
-                    AdminRequest::UpgradeTemplate(start) => {
-                        self.core.upgrade_template(*start).map(|()| AdminReply::Ok)
-                    }
+                    AdminRequest::UpgradeTemplate(change) => self
+                        .core
+                        .upgrade_template(|old| change.apply(old))
+                        .map(|before| AdminReply::Before(Box::new(before))),
                 };
                 match answer {
                     // Answered when the start it asked for is reported.
@@ -513,8 +518,10 @@ impl Supervisor {
                     Placement::Local => &[],
                 };
                 let me = self.me.clone();
+                let upgraded_from = self.core.upgrading_from(id).map(str::to_owned);
+                let start = (&*start, upgraded_from);
                 let placed =
-                    cluster::start(&self.shared, (id, &path, incarnation), &start, nodes, me)
+                    cluster::start(&self.shared, (id, &path, incarnation), start, nodes, me)
                         .await?;
                 // Started on another node than before: the mailbox there goes.
                 if let Some(before) = self.placed.insert(id.to_owned(), placed.node.clone())

@@ -22,11 +22,10 @@
 use super::handle::{Handle, Stop};
 use super::protocol::SupMsg;
 use super::shared::Shared;
-use crate::events::{DeadLetterReason, Event, EventBus};
+use crate::events::{DeadLetterReason, Event};
 use crate::messaging::{Frame, Letter, Mailbox, Outbox};
 use crate::sandbox::{
-    ExportCall, GuestOutput, GuestStream, Handled, LogLevel, MessageError, OutputBudget, Plugin,
-    Sandbox, SandboxConfig, Shutdown,
+    ExportCall, Handled, MessageError, OutputBudget, Plugin, Sandbox, SandboxConfig, Shutdown,
 };
 use crate::spec::PluginStart;
 use crate::task::Owned;
@@ -51,21 +50,8 @@ pub(crate) fn sandbox_config(
     // The incarnation's messenger, with its timers: shared by a hibernating child's
     // activations, dropped when the incarnation ends.
     config.messenger = Arc::new(Outbox::new(Arc::clone(&shared.post), Arc::clone(mailbox)));
-    config.output = OutputBudget::with_sink(Arc::new(LogEvents(Arc::clone(&shared.events))));
+    config.output = OutputBudget::with_sink(Arc::clone(&shared.guest_logs) as _);
     config
-}
-
-/// A child's output lines at `info` and above, as `log` events.
-#[derive(Debug)]
-struct LogEvents(Arc<EventBus>);
-
-impl GuestOutput for LogEvents {
-    fn line(&self, path: &str, stream: GuestStream, level: LogLevel, line: &str) {
-        if level >= LogLevel::Info {
-            let (path, message) = (path.to_owned(), line.to_owned());
-            self.0.emit(Event::Log { path, stream, level, message });
-        }
-    }
 }
 
 /// An incarnation of a plugin child to start.

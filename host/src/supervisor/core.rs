@@ -448,6 +448,8 @@ impl Core {
                             self.children[i].spec = old;
                         }
                         self.push_start(id, StartCause::Restart);
+                        // Not a restart of the child's: counted nowhere.
+                        self.children[i].restarts -= 1;
                         Some(Err(reason))
                     }
                     StartCause::Restart => {
@@ -853,33 +855,33 @@ impl Core {
         Ok(())
     }
 
-    /// `upgrade_child`: child `id` runs `start` from now on (its component, config,
-    /// limits and grants; its mailbox and state are its own and stay). A running child
-    /// is stopped as its shutdown says and started with `start`: the start's result is
-    /// the request's, and if it fails, the old spec is started again. A stopped child
-    /// only takes the new spec, for its next start. `from` and `to` name the two
-    /// versions in the events.
+    /// `upgrade_child`: child `id` runs what `change` makes of its plugin start from
+    /// now on (its component, config, limits and grants; its mailbox and state are its
+    /// own and stay). A running child is stopped as its shutdown says and started with
+    /// the new spec: the start's result is the request's, and if it fails, the old spec
+    /// is started again. A child not running (stopped, restarting, or stopped by a
+    /// group restart not yet carried out) only takes the new spec, for its next start.
+    /// `from` and `to` name the two versions in the events.
     ///
     /// # Errors
-    /// `not_found`, `restarting`, not a worker, an invalid spec, `shutting_down`.
+    /// `not_found`, not a worker, an invalid spec, `shutting_down`.
     pub fn upgrade_child(
         &mut self,
         id: &str,
-        start: PluginStart,
+        change: impl FnOnce(&PluginStart) -> PluginStart,
         (from, to): (String, String),
     ) -> Result<UpgradeStep, AdminError> {
         self.accepting()?;
         let i = self.find(id).ok_or(AdminError::NotFound)?;
         let child = &self.children[i];
-        if child.spec.is_supervisor() {
+        let ChildStart::Plugin(start) = &child.spec.start else {
             return Err(AdminError::NotAWorker);
-        }
+        };
         let mut spec = child.spec.clone();
-        spec.start = ChildStart::Plugin(Box::new(start));
+        spec.start = ChildStart::Plugin(Box::new(change(start)));
         self.check(&spec)?;
         match child.state {
-            ChildState::Restarting => Err(AdminError::Restarting),
-            ChildState::Stopped => {
+            ChildState::Restarting | ChildState::Stopped => {
                 self.children[i].spec = spec;
                 Ok(UpgradeStep::Stored)
             }
@@ -904,18 +906,26 @@ impl Core {
         self.upgrading.as_ref().filter(|u| u.id == id).map(|u| u.from.as_str())
     }
 
-    /// A simple_one_for_one supervisor's template runs `start` from now on: children
-    /// started later run it (those running are upgraded one by one by the host).
+    /// A simple_one_for_one supervisor's template runs what `change` makes of its
+    /// plugin start from now on: children started later run it (those running are
+    /// upgraded one by one by the host). Returns the template's plugin start before.
     ///
     /// # Errors
     /// Not a simple_one_for_one supervisor; an invalid spec.
-    pub fn upgrade_template(&mut self, start: PluginStart) -> Result<(), AdminError> {
+    pub fn upgrade_template(
+        &mut self,
+        change: impl FnOnce(&PluginStart) -> PluginStart,
+    ) -> Result<PluginStart, AdminError> {
         let template = self.template.as_ref().ok_or(AdminError::NotSimpleOneForOne)?;
+        let ChildStart::Plugin(before) = &template.start else {
+            return Err(AdminError::NotAWorker);
+        };
+        let before = (**before).clone();
         let mut spec = template.clone();
-        spec.start = ChildStart::Plugin(Box::new(start));
+        spec.start = ChildStart::Plugin(Box::new(change(&before)));
         self.check(&spec)?;
         self.template = Some(spec);
-        Ok(())
+        Ok(before)
     }
 
     /// `restart_child`: starts a stopped child; the start's result is the request's.

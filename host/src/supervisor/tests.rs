@@ -31,6 +31,8 @@ struct Sim {
     log: Vec<String>,
     timers: Vec<(String, Duration, u64)>,
     fail_from: std::collections::HashMap<String, u64>,
+    /// Single incarnations whose start fails.
+    fail_at: HashSet<(String, u64)>,
     admin_results: Vec<Result<(), ExitReason>>,
     exited: Option<ExitReason>,
     /// Children whose spec the core dropped, in order.
@@ -47,6 +49,7 @@ impl Sim {
             log: Vec::new(),
             timers: Vec::new(),
             fail_from: Default::default(),
+            fail_at: HashSet::new(),
             admin_results: Vec::new(),
             exited: None,
             forgotten: Vec::new(),
@@ -74,7 +77,8 @@ impl Sim {
             match directive {
                 Directive::Start { child, incarnation, cause } => {
                     self.log.push(format!("start {child} #{incarnation}"));
-                    let fails = self.fail_from.get(&child).is_some_and(|&n| incarnation >= n);
+                    let fails = self.fail_from.get(&child).is_some_and(|&n| incarnation >= n)
+                        || self.fail_at.contains(&(child.clone(), incarnation));
                     let result = if fails {
                         Err(ExitReason::StartFailed { message: format!("{child} refuses") })
                     } else {
@@ -154,6 +158,12 @@ fn describe(event: &Event) -> String {
         Event::ChildStartFailed { path, .. } => format!("start_failed {path}"),
         Event::SupervisorGaveUp { path, reason } => format!("gave_up {path} {reason}"),
         Event::SupervisorStopped { path, reason } => format!("sup_stopped {path} {reason}"),
+        Event::ChildUpgraded { path, incarnation, from, to } => {
+            format!("upgraded {path} #{incarnation} {from} -> {to}")
+        }
+        Event::UpgradeFailed { path, from, to, .. } => {
+            format!("upgrade_failed {path} {to}, back to {from}")
+        }
         other => unreachable!("the core does not publish {other:?}"),
     }
 }
@@ -809,4 +819,99 @@ mod properties {
             }
         }
     }
+}
+
+/// An upgrade of `child` to the plugin file `to` (config unchanged), as the runtime
+/// asks it.
+fn upgrade(sim: &mut Sim, child: &str, to: &str) -> Result<UpgradeStep, AdminError> {
+    sim.log.clear();
+    let change = |old: &PluginStart| PluginStart { plugin: to.into(), ..old.clone() };
+    let step = sim.core.upgrade_child(child, change, ("v1".into(), "v2".into()));
+    sim.run();
+    step
+}
+
+fn plugin_of(sim: &Sim, child: &str) -> String {
+    match &sim.core.spec(child).unwrap().start {
+        ChildStart::Plugin(start) => start.plugin.name(),
+        ChildStart::Supervisor(_) => unreachable!(),
+    }
+}
+
+#[test]
+fn an_upgrade_stops_the_child_and_starts_the_new_version_counting_no_restart() {
+    let mut sim = Sim::start(abc(Strategy::OneForAll));
+    assert_eq!(upgrade(&mut sim, "b", "v2.wasm"), Ok(UpgradeStep::Started));
+    assert_eq!(
+        sim.take_log(),
+        [
+            "stop b",
+            "exited root/b #1 shutdown",
+            "start b #2",
+            "started root/b #2",
+            "upgraded root/b #2 v1 -> v2"
+        ],
+        "only b, whatever the strategy"
+    );
+    assert_eq!(sim.admin_results, [Ok(())]);
+    assert_eq!(plugin_of(&sim, "b"), "v2.wasm");
+    let b = sim.core.which_children().into_iter().find(|c| c.name == "b").unwrap();
+    assert_eq!(b.restarts, 0, "an upgrade is no restart");
+    assert_eq!(sim.core.restarts_in_period(sim.at()), 0, "nor counted toward the intensity");
+    assert_eq!(sim.core.upgrading_from("b"), None, "done");
+}
+
+#[test]
+fn a_failed_upgrade_starts_the_old_spec_again_and_answers_the_failure() {
+    let mut sim = Sim::start(abc(Strategy::OneForOne));
+    sim.fail_at.insert(("b".into(), 2));
+    assert_eq!(upgrade(&mut sim, "b", "bad.wasm"), Ok(UpgradeStep::Started));
+    let log = sim.take_log();
+    assert_eq!(
+        log[..5],
+        [
+            "stop b",
+            "exited root/b #1 shutdown",
+            "start b #2",
+            "start_failed root/b",
+            "upgrade_failed root/b v2, back to v1"
+        ]
+    );
+    assert!(matches!(sim.admin_results.as_slice(), [Err(ExitReason::StartFailed { .. })]));
+    assert_eq!(plugin_of(&sim, "b"), "chaos.wasm", "the old spec is back");
+    assert_eq!(log[5..], ["start b #3", "started root/b #3"]);
+    let b = sim.core.which_children().into_iter().find(|c| c.name == "b").unwrap();
+    assert_eq!((b.state, b.restarts), (ChildState::Running, 0));
+}
+
+#[test]
+fn a_child_not_running_takes_the_new_spec_for_its_next_start() {
+    let mut sim = Sim::start(abc(Strategy::OneForOne));
+    sim.core.terminate_child("b").unwrap();
+    sim.run();
+    assert_eq!(upgrade(&mut sim, "b", "v2.wasm"), Ok(UpgradeStep::Stored));
+    assert!(sim.take_log().is_empty(), "nothing started");
+    assert_eq!(plugin_of(&sim, "b"), "v2.wasm");
+    // A dynamic child gone, a supervisor child, a missing one: refused.
+    assert_eq!(upgrade(&mut sim, "nobody", "v2.wasm"), Err(AdminError::NotFound));
+    let mut nested = Sim::start(sup(
+        Strategy::OneForOne,
+        vec![ChildSpec::supervisor("sub", abc(Strategy::OneForOne))],
+    ));
+    assert_eq!(upgrade(&mut nested, "sub", "v2.wasm"), Err(AdminError::NotAWorker));
+}
+
+#[test]
+fn a_template_upgrade_changes_what_children_start_from_and_gives_back_the_old() {
+    let spec = sup(Strategy::SimpleOneForOne, vec![worker("w", Restart::Permanent)]);
+    let mut sim = Sim::start(spec);
+    let change = |old: &PluginStart| PluginStart { plugin: "v2.wasm".into(), ..old.clone() };
+    let before = sim.core.upgrade_template(change).unwrap();
+    assert_eq!(before.plugin.name(), "chaos.wasm");
+    let name = sim.core.start_dynamic(None, None).unwrap();
+    sim.run();
+    assert_eq!(plugin_of(&sim, &name), "v2.wasm");
+    let mut static_one = Sim::start(abc(Strategy::OneForOne));
+    let refused = static_one.core.upgrade_template(|old| old.clone());
+    assert!(matches!(refused, Err(AdminError::NotSimpleOneForOne)));
 }

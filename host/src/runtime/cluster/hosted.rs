@@ -106,6 +106,7 @@ async fn host(shared: &Arc<Shared>, cluster: &Arc<Cluster>, start: wire::Start) 
     let mailbox = shared.post.open(&path, &spec.mailbox);
     let opened = lock(&shared.nodes.remote_mailboxes).insert(path.clone());
     let mut config = worker::sandbox_config(shared, path.clone(), &spec, &mailbox);
+    config.upgraded_from = start.upgraded_from;
     // Its state lives in the cluster: it may be restarted on another node.
     config.state = Arc::clone(&cluster.state) as Arc<dyn crate::StateStore>;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -125,7 +125,7 @@ pub(crate) struct Placed {
 pub(crate) async fn start(
     shared: &Arc<Shared>,
     (id, path, incarnation): (&str, &str, u64),
-    start: &PluginStart,
+    (start, upgraded_from): (&PluginStart, Option<String>),
     nodes: &[String],
     supervisor: mpsc::UnboundedSender<SupMsg>,
 ) -> Result<Placed, ExitReason> {
@@ -155,6 +155,7 @@ pub(crate) async fn start(
         grants: start.grants.clone(),
         mailbox: start.mailbox.clone(),
         hibernate_after: start.hibernate_after,
+        upgraded_from,
     };
     // Known before it can exit: an exit notice that beats the answer is kept.
     let entry = Entry {
