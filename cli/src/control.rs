@@ -153,6 +153,18 @@ enum Command {
         /// A new config for it (JSON), if given.
         #[serde(default)]
         config: Option<Value>,
+        /// New limits, as a manifest child entry's `limits`, `heartbeat` and `state`
+        /// tables: any of them given replaces the child's limits (what they leave out
+        /// takes the manifest's default).
+        #[serde(default)]
+        limits: Option<Value>,
+        #[serde(default)]
+        heartbeat: Option<Value>,
+        #[serde(default)]
+        state: Option<Value>,
+        /// New grants, as a manifest child entry's `grants` table.
+        #[serde(default)]
+        grants: Option<Value>,
     },
     WhichChildren {
         supervisor: String,
@@ -428,10 +440,41 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
             host.delete_child(&supervisor, &child).await.map_err(host_error)?;
             Ok(Value::Null)
         }
-        Command::UpgradeChild { supervisor, child, plugin, config } => {
-            let mut upgrade = warden::Upgrade::new(base.join(plugin));
+        Command::UpgradeChild {
+            supervisor,
+            child,
+            plugin,
+            config,
+            limits,
+            heartbeat,
+            state,
+            grants,
+        } => {
+            let mut upgrade = warden::Upgrade::new(base.join(&plugin));
             if let Some(config) = config {
                 upgrade = upgrade.config(serde_json::to_vec(&config).map_err(|e| e.to_string())?);
+            }
+            let limited = limits.is_some() || heartbeat.is_some() || state.is_some();
+            if limited || grants.is_some() {
+                // Read as a manifest entry reads them, with its checks and defaults.
+                let name = child.clone().unwrap_or_else(|| "*".into());
+                let entry = json!({ "name": name, "plugin": plugin, "limits": limits,
+                    "heartbeat": heartbeat, "state": state, "grants": grants });
+                let entry: warden::manifest::ChildEntry =
+                    serde_json::from_value(entry).map_err(|e| format!("upgrade_child: {e}"))?;
+                let spec =
+                    warden::manifest::child(&supervisor, &entry, base).map_err(|problems| {
+                        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                    })?;
+                let warden::supervisor::ChildStart::Plugin(start) = spec.start else {
+                    return Err("upgrade_child: not a plugin".into());
+                };
+                if limited {
+                    upgrade = upgrade.limits(start.limits);
+                }
+                if grants.is_some() {
+                    upgrade = upgrade.grants(start.grants);
+                }
             }
             match child {
                 Some(child) => {

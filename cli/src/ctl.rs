@@ -78,6 +78,13 @@ enum Ctl {
         /// A new config for it, as JSON.
         #[arg(long)]
         config: Option<String>,
+        /// New limits, as a manifest's `limits` table in JSON, e.g. '{"memory":"32MiB"}'
+        /// (what it leaves out takes the manifest's default).
+        #[arg(long)]
+        limits: Option<String>,
+        /// New grants, as a manifest's `grants` table in JSON.
+        #[arg(long)]
+        grants: Option<String>,
         /// Upgrade every child of the simple_one_for_one supervisor PATH.
         #[arg(long)]
         all: bool,
@@ -209,7 +216,7 @@ fn command(ctl: &Ctl) -> Result<Value, String> {
         Ctl::TerminateChild { path } => admin("terminate_child", path)?,
         Ctl::RestartChild { path } => admin("restart_child", path)?,
         Ctl::DeleteChild { path } => admin("delete_child", path)?,
-        Ctl::Upgrade { path, file, config, all } => {
+        Ctl::Upgrade { path, file, config, limits, grants, all } => {
             // The run resolves a relative path from its manifest's directory: this
             // one's is from here.
             let file = std::path::absolute(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -219,10 +226,11 @@ fn command(ctl: &Ctl) -> Result<Value, String> {
                 let (supervisor, child) = split(path)?;
                 json!({ "cmd": "upgrade_child", "supervisor": supervisor, "child": child, "plugin": file })
             };
-            if let Some(config) = config {
-                let config: Value = serde_json::from_str(config)
-                    .map_err(|e| format!("--config is not JSON: {e}"))?;
-                command["config"] = config;
+            for (key, value) in [("config", config), ("limits", limits), ("grants", grants)] {
+                if let Some(value) = value {
+                    command[key] = serde_json::from_str(value)
+                        .map_err(|e| format!("--{key} is not JSON: {e}"))?;
+                }
             }
             command
         }

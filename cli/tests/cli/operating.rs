@@ -336,6 +336,23 @@ fn warden_ctl_upgrades_a_child_and_watch_upgrades_it_when_a_build_replaces_its_f
     assert!(upgraded["from"].as_str().unwrap().starts_with("plugin.wasm@sha256:"), "{upgraded}");
     assert_eq!(text(&ctl(&socket, &["call", "root/c", "state:get:count"]).stdout), "1\n");
 
+    // New limits with it: the deadline given replaces the child's (5 s by default).
+    let out = ctl(
+        &socket,
+        &["upgrade", "root/c", warden_tests::CHAOS, "--limits", r#"{"deadline":"100ms"}"#],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    warden.expect("#3", |e| e["event"] == "child_upgraded" && e["incarnation"] == 3);
+    let out = ctl(&socket, &["call", "root/c", "hang:400"]);
+    assert_eq!(text(&out.stderr), "warden ctl: callee_crashed: killed: deadline\n");
+    warden.expect("#4", |e| e["event"] == "child_started" && e["incarnation"] == 4);
+    let out = ctl(
+        &socket,
+        &["upgrade", "root/c", warden_tests::CHAOS, "--limits", r#"{"memroy":"1MiB"}"#],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("memroy"), "a bad table is named: {}", text(&out.stderr));
+
     // A bad upgrade is refused with its reason, and the child goes on.
     let out = ctl(
         &socket,
@@ -348,14 +365,14 @@ fn warden_ctl_upgrades_a_child_and_watch_upgrades_it_when_a_build_replaces_its_f
         text(&out.stderr)
     );
     warden.expect("failed", |e| e["event"] == "upgrade_failed" && e["path"] == "root/c");
-    warden.expect("back", |e| e["event"] == "child_started" && e["incarnation"] == 4);
+    warden.expect("back", |e| e["event"] == "child_started" && e["incarnation"] == 6);
 
     // --watch: a build renames a new file over the plugin; its users are upgraded.
     let staged = dir.path().join("plugin.wasm.tmp");
     std::fs::copy(warden_tests::ECHO, &staged).unwrap();
     std::fs::rename(&staged, &plugin).unwrap();
     let (upgraded, _) = warden.expect("watched", |e| e["event"] == "child_upgraded");
-    assert_eq!(upgraded["incarnation"], 5);
+    assert_eq!(upgraded["incarnation"], 7);
     assert!(upgraded["to"].as_str().unwrap().starts_with("plugin.wasm@sha256:"), "{upgraded}");
     assert_ne!(upgraded["from"], upgraded["to"]);
     assert_eq!(text(&ctl(&socket, &["call", "root/c", "echo:x"]).stdout), "echo:x\n", "echo now");
