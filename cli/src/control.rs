@@ -250,9 +250,11 @@ pub(crate) async fn serve(
             Ok(Command::Shutdown {}) => {
                 // The commands before it are answered first (each within its own
                 // timeout); SIGINT and SIGTERM do not wait.
+                // Stopped meanwhile (by another shutdown or a signal), it is still
+                // answered, once the tree has stopped.
                 tokio::select! {
                     () = async { while running.join_next().await.is_some() {} } => {}
-                    () = stopped(&mut stop) => return running,
+                    () = stopped(&mut stop) => {}
                 }
                 let _ = shutdown.send((id, session.replies.clone()));
                 return running;
@@ -454,37 +456,28 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
             if let Some(config) = config {
                 upgrade = upgrade.config(serde_json::to_vec(&config).map_err(|e| e.to_string())?);
             }
-            let limited = limits.is_some() || heartbeat.is_some() || state.is_some();
-            if limited || grants.is_some() {
-                // Read as a manifest entry reads them, with its checks and defaults.
+            if limits.is_some() || heartbeat.is_some() || state.is_some() || grants.is_some() {
                 let name = child.clone().unwrap_or_else(|| "*".into());
-                let entry = json!({ "name": name, "plugin": plugin, "limits": limits,
-                    "heartbeat": heartbeat, "state": state, "grants": grants });
-                let entry: warden::manifest::ChildEntry =
-                    serde_json::from_value(entry).map_err(|e| format!("upgrade_child: {e}"))?;
-                let spec =
-                    warden::manifest::child(&supervisor, &entry, base).map_err(|problems| {
-                        problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-                    })?;
-                let warden::supervisor::ChildStart::Plugin(start) = spec.start else {
-                    return Err("upgrade_child: not a plugin".into());
-                };
-                if limited {
-                    upgrade = upgrade.limits(start.limits);
-                }
-                if grants.is_some() {
-                    upgrade = upgrade.grants(start.grants);
-                }
+                let tables = Tables { limits, heartbeat, state, grants };
+                upgrade = upgrade.change(tables.patch(&supervisor, &name, &plugin, base)?);
             }
+            let step = |step: warden::supervisor::UpgradeStep| match step {
+                warden::supervisor::UpgradeStep::Started => "upgraded",
+                warden::supervisor::UpgradeStep::Stored => "stored",
+            };
             match child {
                 Some(child) => {
-                    host.upgrade_child(&supervisor, &child, upgrade).await.map_err(host_error)?;
-                    Ok(Value::Null)
+                    let done = host.upgrade_child(&supervisor, &child, upgrade).await;
+                    Ok(json!({ "step": step(done.map_err(host_error)?) }))
                 }
                 None => {
-                    let upgraded =
-                        host.upgrade_children(&supervisor, upgrade).await.map_err(host_error)?;
-                    Ok(json!({ "upgraded": upgraded }))
+                    let done = host.upgrade_children(&supervisor, upgrade).await;
+                    let done: Vec<Value> = done
+                        .map_err(host_error)?
+                        .into_iter()
+                        .map(|(path, done)| json!({ "path": path, "step": step(done) }))
+                        .collect();
+                    Ok(json!({ "children": done }))
                 }
             }
         }
@@ -497,6 +490,79 @@ async fn execute(host: &Host, base: &std::path::Path, command: Command) -> Resul
             serde_json::to_value(counts).map_err(|e| e.to_string())
         }
         Command::Shutdown {} | Command::Subscribe { .. } => Ok(Value::Null),
+    }
+}
+
+/// An upgrade's new limits, heartbeat, state quotas and grants, as a manifest child
+/// entry's tables.
+struct Tables {
+    limits: Option<Value>,
+    heartbeat: Option<Value>,
+    state: Option<Value>,
+    grants: Option<Value>,
+}
+
+impl Tables {
+    /// What they change in a plugin start, read with the manifest's checks: each key
+    /// given sets its setting, and only that. The mailbox's settings (`message_size`,
+    /// `mailbox`, `timers`, `timer_bytes`) are refused: the mailbox outlives
+    /// incarnations and keeps them.
+    fn patch(
+        self,
+        supervisor: &str,
+        name: &str,
+        plugin: &std::path::Path,
+        base: &std::path::Path,
+    ) -> Result<impl Fn(&mut warden::supervisor::PluginStart) + Send + Sync + 'static, String> {
+        let given = |table: &Option<Value>, key: &str| {
+            table.as_ref().and_then(Value::as_object).is_some_and(|t| t.contains_key(key))
+        };
+        for key in ["message_size", "mailbox", "timers", "timer_bytes"] {
+            if given(&self.limits, key) {
+                return Err(format!(
+                    "upgrade_child: limits.{key} is the mailbox's, and the mailbox outlives \
+                     incarnations: it cannot change with an upgrade"
+                ));
+            }
+        }
+        let entry = json!({ "name": name, "plugin": plugin, "limits": self.limits,
+            "heartbeat": self.heartbeat, "state": self.state, "grants": self.grants });
+        let entry: warden::manifest::ChildEntry =
+            serde_json::from_value(entry).map_err(|e| format!("upgrade_child: {e}"))?;
+        let spec = warden::manifest::child(supervisor, &entry, base).map_err(|problems| {
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        })?;
+        let warden::supervisor::ChildStart::Plugin(read) = spec.start else {
+            return Err("upgrade_child: not a plugin".into());
+        };
+        let keys = ["memory", "deadline", "fuel", "output"].map(|k| given(&self.limits, k));
+        let (heartbeat, state, grants) =
+            (self.heartbeat.is_some(), self.state.is_some(), self.grants.is_some());
+        Ok(move |start: &mut warden::supervisor::PluginStart| {
+            let (to, from) = (&mut start.limits, &read.limits);
+            let [memory, deadline, fuel, output] = keys;
+            if memory {
+                to.max_memory_bytes = from.max_memory_bytes;
+            }
+            if deadline {
+                to.call_deadline = from.call_deadline;
+            }
+            if fuel {
+                to.fuel_per_call = from.fuel_per_call;
+            }
+            if output {
+                to.output_per_second = from.output_per_second;
+            }
+            if heartbeat {
+                to.heartbeat = from.heartbeat;
+            }
+            if state {
+                to.state = from.state;
+            }
+            if grants {
+                start.grants.clone_from(&read.grants);
+            }
+        })
     }
 }
 

@@ -320,10 +320,10 @@ fn show(ctl: &Ctl, result: &Value) {
         (Ctl::Call { .. }, Value::String(text)) => {
             println!("{}", warden::escape::printable(text));
         }
-        (Ctl::Upgrade { path, .. }, Value::Null) => println!("upgraded {path}"),
-        (Ctl::Upgrade { .. }, Value::Object(done)) => {
-            for path in done.get("upgraded").and_then(Value::as_array).into_iter().flatten() {
-                println!("upgraded {}", path.as_str().unwrap_or("?"));
+        (Ctl::Upgrade { path, all: false, .. }, done) => println!("{}", upgraded(path, done)),
+        (Ctl::Upgrade { all: true, .. }, done) => {
+            for child in done["children"].as_array().into_iter().flatten() {
+                println!("{}", upgraded(child["path"].as_str().unwrap_or("?"), child));
             }
         }
         (Ctl::StartChild { .. }, started) => {
@@ -331,6 +331,16 @@ fn show(ctl: &Ctl, result: &Value) {
         }
         (_, Value::Null) => {}
         (_, other) => println!("{other}"),
+    }
+}
+
+/// What an upgrade did to the child at `path`.
+fn upgraded(path: &str, done: &Value) -> String {
+    match done["step"].as_str() {
+        Some("stored") => {
+            format!("{path} is not running: it takes the new version at its next start")
+        }
+        _ => format!("upgraded {path}"),
     }
 }
 

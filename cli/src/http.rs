@@ -70,7 +70,14 @@ impl Reports {
     }
 
     async fn get(&self) -> Result<Arc<HostReport>, Response> {
-        let mut last = self.last.lock().await;
+        let unavailable = || {
+            let error = format!("the tree did not answer within {INSPECT_TIMEOUT:?}");
+            (StatusCode::SERVICE_UNAVAILABLE, error).into_response()
+        };
+        // Waiting for another reader's report is bounded as taking one is.
+        let Ok(mut last) = tokio::time::timeout(INSPECT_TIMEOUT, self.last.lock()).await else {
+            return Err(unavailable());
+        };
         let seq = self.host.last_event_seq();
         if let Some(Report { at, seq: then, report }) = &*last
             && *then == seq
@@ -79,8 +86,7 @@ impl Reports {
             return Ok(Arc::clone(report));
         }
         let Ok(report) = tokio::time::timeout(INSPECT_TIMEOUT, self.host.inspect()).await else {
-            let error = format!("the tree did not answer within {INSPECT_TIMEOUT:?}");
-            return Err((StatusCode::SERVICE_UNAVAILABLE, error).into_response());
+            return Err(unavailable());
         };
         let report = Arc::new(report);
         *last = Some(Report { at: std::time::Instant::now(), seq, report: Arc::clone(&report) });

@@ -565,12 +565,18 @@ async fn serve(
         }
     };
     // Every `shutdown` asked is answered now that the tree has stopped: the one that
-    // stopped it, and those from other sessions meanwhile (or after the tree ended).
+    // stopped it, and those from any session meanwhile or from now on (until every
+    // session has ended and the channel closes).
     let _ = stop_reading.send(true);
-    for (id, replies) in asked.into_iter().chain(std::iter::from_fn(|| shutdown_rx.try_recv().ok()))
-    {
+    if let Some((id, replies)) = asked {
         let _ = replies.send(control::Reply::new(host, id, Ok(serde_json::Value::Null)));
     }
+    let answering = host.clone();
+    tokio::spawn(async move {
+        while let Some((id, replies)) = shutdown_rx.recv().await {
+            let _ = replies.send(control::Reply::new(&answering, id, Ok(serde_json::Value::Null)));
+        }
+    });
     // The commands still running get their answers: the tree is gone, so they end
     // quickly (a call to a stopped child is answered at once).
     if let Ok(Ok(mut running)) = tokio::time::timeout(SETTLE, commands).await {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 use warden::prelude::*;
 use warden::sandbox::HeartbeatPolicy;
+use warden::supervisor::UpgradeStep;
 use warden_tests::{CHAOS, ECHO, engine};
 
 #[tokio::test]
@@ -116,7 +117,7 @@ async fn an_upgrade_keeps_the_mailbox_and_state_and_a_failed_one_brings_the_old_
     );
     let queued = host.call("root/c", b"echo:queued".to_vec(), deadline).await;
     assert_eq!(queued.unwrap(), b"queued", "handled by the new version");
-    upgrading.await.unwrap().expect("the upgrade succeeds");
+    assert_eq!(upgrading.await.unwrap().expect("the upgrade succeeds"), UpgradeStep::Started);
     let upgraded = event_about(&mut events, |e| matches!(e, Event::ChildUpgraded { .. })).await;
     let Event::ChildUpgraded { path, incarnation, from, to } = upgraded else { unreachable!() };
     assert_eq!((path.as_str(), incarnation), ("root/c", 2));
@@ -151,6 +152,23 @@ async fn an_upgrade_keeps_the_mailbox_and_state_and_a_failed_one_brings_the_old_
     let asked = host.call("root/c", b"upgraded-from".to_vec(), deadline).await.unwrap();
     assert_eq!(asked, b"none", "a revert is no upgrade");
 
+    // A change of one limit keeps the others (the heartbeat policy here).
+    let watched = ChildSpec::plugin(
+        "w",
+        PluginStart::new(CHAOS).heartbeat(HeartbeatPolicy::Timeout(Duration::from_secs(5))),
+    );
+    host.start_child("root", watched).await.unwrap();
+    let shorter = Upgrade::new(CHAOS).change(|start| {
+        start.limits.call_deadline = Some(Duration::from_millis(100));
+    });
+    host.upgrade_child("root", "w", shorter).await.unwrap();
+    let hung = host.call("root/w", b"hang:400".to_vec(), deadline).await;
+    let killed = ExitReason::Killed { cause: warden::KillCause::Deadline };
+    assert_eq!(hung, Err(warden::sandbox::MessageError::CalleeCrashed(killed)));
+    let report = host.inspect().await.tree.unwrap();
+    let w = report.children.iter().find(|c| c.info.name == "w").unwrap();
+    assert_eq!(w.heartbeat.map(|h| h.patience_ms), Some(5_000), "the heartbeat policy stays");
+
     // What cannot be upgraded is refused before the child is touched.
     let missing = host.upgrade_child("root", "c", Upgrade::new("/nonexistent.wasm")).await;
     assert!(matches!(missing, Err(HostError::Load { .. })), "{missing:?}");
@@ -158,6 +176,7 @@ async fn an_upgrade_keeps_the_mailbox_and_state_and_a_failed_one_brings_the_old_
     assert!(matches!(nobody, Err(HostError::NotFound { .. })), "{nobody:?}");
     let info = host.which_children("root").await.unwrap();
     assert_eq!((info[0].incarnation, info[1].incarnation), (4, 1), "the sibling was not touched");
+    assert_eq!(info[2].incarnation, 3, "w: started, upgraded, restarted after its deadline");
     host.shutdown().await;
 }
 
@@ -172,7 +191,11 @@ async fn a_dynamic_supervisor_s_children_are_upgraded_one_at_a_time_stopping_at_
         host.start_dynamic("root", Some(name.into()), None).await.unwrap();
     }
     let upgraded = host.upgrade_children("root", Upgrade::new(CHAOS)).await.unwrap();
-    assert_eq!(upgraded, ["root/w1", "root/w2", "root/w3"]);
+    let started = UpgradeStep::Started;
+    assert_eq!(
+        upgraded,
+        [("root/w1".into(), started), ("root/w2".into(), started), ("root/w3".into(), started)]
+    );
     let deadline = Duration::from_secs(10);
     let answer = host.call("root/w2", b"echo:v2".to_vec(), deadline).await.unwrap();
     assert_eq!(answer, b"v2", "chaos answers echo:TEXT with TEXT, echo would echo it all");

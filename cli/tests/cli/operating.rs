@@ -352,6 +352,10 @@ fn warden_ctl_upgrades_a_child_and_watch_upgrades_it_when_a_build_replaces_its_f
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("memroy"), "a bad table is named: {}", text(&out.stderr));
+    let mailbox = ["upgrade", "root/c", warden_tests::CHAOS, "--limits", r#"{"mailbox":5}"#];
+    let out = ctl(&socket, &mailbox);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("limits.mailbox is the mailbox's"), "{}", text(&out.stderr));
 
     // A bad upgrade is refused with its reason, and the child goes on.
     let out = ctl(
@@ -378,5 +382,25 @@ fn warden_ctl_upgrades_a_child_and_watch_upgrades_it_when_a_build_replaces_its_f
     assert_eq!(text(&ctl(&socket, &["call", "root/c", "echo:x"]).stdout), "echo:x\n", "echo now");
 
     warden.command(r#"{"cmd":"shutdown"}"#);
+    assert_eq!(warden.exit_code(), 0);
+}
+
+#[test]
+fn every_shutdown_asked_is_answered_even_when_another_stopped_the_tree_first() {
+    let (dir, path) = manifest(TREE);
+    let (warden, socket) = start(dir.path(), &path);
+    let mut slow = Client::connect(&socket);
+    // Its shutdown waits for its call, which is still running when the other stops
+    // the tree.
+    slow.send(r#"{"cmd":"call","id":"busy","to":"root/a","payload":"busy:500","timeout_ms":5000}"#);
+    slow.send(r#"{"cmd":"shutdown","id":"second"}"#);
+    let mut first = Client::connect(&socket);
+    first.send(r#"{"cmd":"shutdown","id":"first"}"#);
+    let reply = first.next();
+    assert_eq!((reply["id"].as_str(), reply["ok"].as_bool()), (Some("first"), Some(true)));
+    let replies = [slow.next(), slow.next()];
+    let second = replies.iter().find(|r| r["id"] == "second").expect("answered");
+    assert_eq!(second["ok"], true, "{replies:?}");
+    assert!(replies.iter().any(|r| r["id"] == "busy"), "{replies:?}");
     assert_eq!(warden.exit_code(), 0);
 }

@@ -9,7 +9,7 @@
 use crate::events::{Event, EventBus};
 use crate::sandbox::{GuestOutput, GuestStream, LogLevel};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Log events a second, across the host.
 pub(crate) const PER_SECOND: u64 = 1_000;
@@ -40,10 +40,18 @@ impl GuestLogs {
     /// Whether a line may pass now, and how many were dropped before it.
     fn admit(&self, now: Instant) -> Result<u64, ()> {
         let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        let earned = now.saturating_duration_since(gate.refilled).as_secs_f64() * PER_SECOND as f64;
-        if earned >= 1.0 {
-            gate.available = (gate.available + earned as u64).min(PER_SECOND);
-            gate.refilled = now;
+        // Whole tokens earned since the last refill; the time of a part-earned one is
+        // kept for the next.
+        let elapsed = now.saturating_duration_since(gate.refilled).as_nanos();
+        let earned =
+            u64::try_from(elapsed * u128::from(PER_SECOND) / 1_000_000_000).unwrap_or(u64::MAX);
+        if earned > 0 {
+            gate.available = gate.available.saturating_add(earned).min(PER_SECOND);
+            gate.refilled = if gate.available == PER_SECOND {
+                now
+            } else {
+                gate.refilled + Duration::from_nanos(earned * 1_000_000_000 / PER_SECOND)
+            };
         }
         if gate.available == 0 {
             gate.dropped += 1;
@@ -90,8 +98,20 @@ mod tests {
         }
         assert_eq!(logs.admit(now), Err(()));
         assert_eq!(logs.admit(now), Err(()));
-        let later = now + std::time::Duration::from_millis(10);
+        let later = now + Duration::from_millis(10);
         assert_eq!(logs.admit(later), Ok(2), "ten lines earned; the drop is told once");
         assert_eq!(logs.admit(later), Ok(0));
+        // Lines every 0.7 ms, the bucket empty: the part of a token each earns is
+        // kept, so the rate is the whole 1,000 a second, not one line in two.
+        let mut at = later;
+        for _ in 0..8 {
+            let _ = logs.admit(at);
+        }
+        let mut passed = 0;
+        for _ in 0..2000 {
+            at += Duration::from_micros(700);
+            passed += u32::from(logs.admit(at).is_ok());
+        }
+        assert!((1399..=1401).contains(&passed), "{passed} of 2000 over 1.4 s");
     }
 }

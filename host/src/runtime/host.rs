@@ -17,7 +17,7 @@ use crate::sandbox::{
 use crate::state::{DiskStore, MemoryStore, StateStore};
 use crate::supervisor::{
     AdminError, ChildCounts, ChildInfo, ChildKind, ChildSpec, ChildStart, ChildState, Placement,
-    PluginSource, PluginStart, SpecError, SpecProblem, SupervisorSpec, validate,
+    PluginSource, PluginStart, SpecError, SpecProblem, SupervisorSpec, UpgradeStep, validate,
 };
 use crate::task::Owned;
 use std::sync::{Arc, Mutex};
@@ -739,6 +739,11 @@ impl Host {
     /// the engine's limits before the child is touched; the change is applied to the
     /// spec the supervisor holds when it carries the upgrade out.
     ///
+    /// Returns [`UpgradeStep::Started`] when the new version runs, and
+    /// [`UpgradeStep::Stored`] when the child was not running and only took the new
+    /// spec (a child waiting for a restart then restarts on the new version, with no
+    /// return to the old one if it fails).
+    ///
     /// # Errors
     /// `not_found`, a supervisor child, the plugin cannot load, the new spec is
     /// invalid, the new version failed to start.
@@ -747,7 +752,7 @@ impl Host {
         supervisor: &str,
         child: &str,
         upgrade: Upgrade,
-    ) -> Result<(), HostError> {
+    ) -> Result<UpgradeStep, HostError> {
         let path = format!("{supervisor}/{child}");
         let old = self.plugin_start(supervisor, Some(child)).await?;
         let plugin = self.load_fresh(&path, &upgrade.plugin).await?;
@@ -755,7 +760,10 @@ impl Host {
         self.check_upgrade(&path, &old, &upgrade).await?;
         let change = Box::new(Change::Upgrade(upgrade));
         let request = AdminRequest::UpgradeChild { id: child.to_owned(), change };
-        self.admin(supervisor, Some(child), request).await.map(|_| ())
+        match self.admin(supervisor, Some(child), request).await? {
+            AdminReply::Started(_) => Ok(UpgradeStep::Started),
+            _ => Ok(UpgradeStep::Stored),
+        }
     }
 
     /// Upgrades a simple_one_for_one supervisor's children: its template first (the
@@ -764,7 +772,7 @@ impl Host {
     /// restart takes the new spec for it; one gone meanwhile is passed over). At the
     /// first that fails, the rollout stops: the children before it keep the new
     /// version, and the template is put back as it was. Returns the paths of the
-    /// children upgraded.
+    /// children upgraded, each with what was done.
     ///
     /// # Errors
     /// As [`Host::upgrade_child`], for the template or the first child that failed;
@@ -773,7 +781,7 @@ impl Host {
         &self,
         supervisor: &str,
         upgrade: Upgrade,
-    ) -> Result<Vec<String>, HostError> {
+    ) -> Result<Vec<(String, UpgradeStep)>, HostError> {
         let old = self.plugin_start(supervisor, None).await?;
         let path = format!("{supervisor}/*");
         let plugin = self.load_fresh(&path, &upgrade.plugin).await?;
@@ -790,7 +798,8 @@ impl Host {
                 let change = Box::new(Change::Upgrade(upgrade.clone()));
                 let request = AdminRequest::UpgradeChild { id: child.name.clone(), change };
                 match self.admin(supervisor, Some(&child.name), request).await {
-                    Ok(_) => upgraded.push(child.path),
+                    Ok(AdminReply::Started(_)) => upgraded.push((child.path, UpgradeStep::Started)),
+                    Ok(_) => upgraded.push((child.path, UpgradeStep::Stored)),
                     Err(HostError::NotFound { .. }) => {} // gone meanwhile
                     Err(e) => return Err(e),
                 }

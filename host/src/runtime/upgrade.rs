@@ -5,21 +5,38 @@
 
 use crate::sandbox::{ChildLimits, Grants};
 use crate::spec::{PluginSource, PluginStart};
+use std::sync::Arc;
 
 /// What [`Host::upgrade_child`](super::Host::upgrade_child) changes: the component,
 /// and the config, limits or grants if given (the child keeps its own otherwise).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Upgrade {
     pub(crate) plugin: PluginSource,
     config: Option<Vec<u8>>,
     limits: Option<ChildLimits>,
     grants: Option<Grants>,
+    change: Option<StartChange>,
+}
+
+/// A change of a plugin start given as code ([`Upgrade::change`]).
+type StartChange = Arc<dyn Fn(&mut PluginStart) + Send + Sync>;
+
+impl std::fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("plugin", &self.plugin)
+            .field("config", &self.config.as_ref().map(Vec::len))
+            .field("limits", &self.limits)
+            .field("grants", &self.grants)
+            .field("change", &self.change.is_some())
+            .finish()
+    }
 }
 
 impl Upgrade {
     /// An upgrade to the component `plugin` (a path, bytes or a loaded plugin).
     pub fn new(plugin: impl Into<PluginSource>) -> Self {
-        Self { plugin: plugin.into(), config: None, limits: None, grants: None }
+        Self { plugin: plugin.into(), config: None, limits: None, grants: None, change: None }
     }
 
     /// Gives the child a new config too.
@@ -40,6 +57,14 @@ impl Upgrade {
         self
     }
 
+    /// Changes what `change` changes of the child's plugin start too (after the config,
+    /// limits and grants given), applied to the start the supervisor holds when it
+    /// carries the upgrade out: e.g. one limit, keeping the others.
+    pub fn change(mut self, change: impl Fn(&mut PluginStart) + Send + Sync + 'static) -> Self {
+        self.change = Some(Arc::new(change));
+        self
+    }
+
     /// The same upgrade, to `plugin` (the component loaded).
     pub(crate) fn with_plugin(self, plugin: impl Into<PluginSource>) -> Self {
         Self { plugin: plugin.into(), ..self }
@@ -57,6 +82,9 @@ impl Upgrade {
         }
         if let Some(grants) = &self.grants {
             start.grants = grants.clone();
+        }
+        if let Some(change) = &self.change {
+            change(&mut start);
         }
         start
     }
