@@ -539,29 +539,20 @@ impl Tables {
         let (heartbeat, state, grants) =
             (self.heartbeat.is_some(), self.state.is_some(), self.grants.is_some());
         Ok(move |start: &mut warden::supervisor::PluginStart| {
+            fn take<T: Clone>(given: bool, to: &mut T, from: &T) {
+                if given {
+                    to.clone_from(from);
+                }
+            }
             let (to, from) = (&mut start.limits, &read.limits);
             let [memory, deadline, fuel, output] = keys;
-            if memory {
-                to.max_memory_bytes = from.max_memory_bytes;
-            }
-            if deadline {
-                to.call_deadline = from.call_deadline;
-            }
-            if fuel {
-                to.fuel_per_call = from.fuel_per_call;
-            }
-            if output {
-                to.output_per_second = from.output_per_second;
-            }
-            if heartbeat {
-                to.heartbeat = from.heartbeat;
-            }
-            if state {
-                to.state = from.state;
-            }
-            if grants {
-                start.grants.clone_from(&read.grants);
-            }
+            take(memory, &mut to.max_memory_bytes, &from.max_memory_bytes);
+            take(deadline, &mut to.call_deadline, &from.call_deadline);
+            take(fuel, &mut to.fuel_per_call, &from.fuel_per_call);
+            take(output, &mut to.output_per_second, &from.output_per_second);
+            take(heartbeat, &mut to.heartbeat, &from.heartbeat);
+            take(state, &mut to.state, &from.state);
+            take(grants, &mut start.grants, &read.grants);
         })
     }
 }
