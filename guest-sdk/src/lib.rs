@@ -106,11 +106,30 @@ pub trait Plugin: Sized + 'static {
 
 /// Tells the host's watchdog this child is alive. Call it more often than the child's
 /// heartbeat timeout while busy in one long `handle`; an idle child need not.
+///
+/// ```no_run
+/// # fn crunch(_: &[u8]) {}
+/// # let chunks: Vec<Vec<u8>> = Vec::new();
+/// for chunk in &chunks {
+///     crunch(chunk);
+///     warden_guest::heartbeat(); // alive: the watchdog starts counting again
+/// }
+/// ```
 pub fn heartbeat() {
     runtime::heartbeat();
 }
 
 /// Sends `payload` to the child at path `to` (e.g. `root/logger`) without waiting.
+///
+/// ```no_run
+/// use warden_guest::MessageError;
+/// match warden_guest::send("root/logger", b"order 42 paid") {
+///     Ok(()) => {}
+///     // The logger is restarting, or its mailbox is full: try later, or let it go.
+///     Err(MessageError::MailboxFull | MessageError::UnknownTarget(_)) => {}
+///     Err(e) => warden_guest::warn!("cannot log: {e}"),
+/// }
+/// ```
 ///
 /// # Errors
 /// [`MessageError`] when the target is unknown or not allowed, its mailbox is full, or
@@ -121,6 +140,15 @@ pub fn send(to: &str, payload: impl AsRef<[u8]>) -> Result<(), MessageError> {
 
 /// Sends `payload` to `to` after `delay`. The timer belongs to this incarnation: if the
 /// child exits first, nothing is sent.
+///
+/// A child can wake itself up, for periodic work:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let me = warden_guest::self_path();
+/// warden_guest::send_after(&me, b"tick", Duration::from_secs(1))?;
+/// # Ok::<(), warden_guest::MessageError>(())
+/// ```
 ///
 /// # Errors
 /// As [`send`], checked when the timer is set, and [`MessageError::TooManyTimers`] when
@@ -140,6 +168,21 @@ pub fn send_after(
 /// cancelled above it (a caller gone, a deadline passed) it is abandoned at once with
 /// [`MessageError::Cancelled`], and its callee is told in turn.
 ///
+/// ```no_run
+/// use std::time::Duration;
+/// use warden_guest::MessageError;
+/// # fn handle() -> Result<Vec<u8>, String> {
+/// match warden_guest::call("root/stock", b"reserve:apple:3", Duration::from_millis(500)) {
+///     Ok(reply) => Ok(reply),
+///     // The callee crashed on it: its supervisor restarts it; the reason says why.
+///     Err(MessageError::CalleeCrashed(reason)) => Err(format!("stock crashed: {reason:?}")),
+///     // Its own answer, an application error: not a crash.
+///     Err(MessageError::Application(message)) => Err(message),
+///     Err(e) => Err(e.to_string()),
+/// }
+/// # }
+/// ```
+///
 /// # Errors
 /// As [`send`], plus [`MessageError::Timeout`] (its own timeout),
 /// [`MessageError::Cancelled`] (the chain's), [`MessageError::CalleeCrashed`] with the
@@ -154,6 +197,18 @@ pub fn call(
 }
 
 /// Asks the host to end this incarnation with `reason` once the current export returns.
+///
+/// `Normal` ends a transient child for good (no restart); `Error` is a crash its
+/// supervisor restarts:
+///
+/// ```no_run
+/// use warden_guest::ExitRequest;
+/// # fn handle(job_done: bool) -> Result<Vec<u8>, String> {
+/// if job_done {
+///     warden_guest::exit(ExitRequest::Normal);
+/// }
+/// # Ok(Vec::new()) }
+/// ```
 pub fn exit(reason: ExitRequest) {
     runtime::exit(&reason);
 }
@@ -210,8 +265,17 @@ pub fn cancelled() -> bool {
     runtime::cancelled()
 }
 
-/// Writes a log line at `level`, attributed to this child. The macros ([`info!`] …)
-/// are usually nicer.
+/// Writes a log line at `level`, attributed to this child: at info and above it is a
+/// `log` event in the host's stream (`warden run` shows it), within the child's output
+/// budget. The macros ([`info!`] …) are usually nicer.
+///
+/// ```no_run
+/// use warden_guest::LogLevel;
+/// warden_guest::log(LogLevel::Info, "ready");
+/// let n = 3;
+/// warden_guest::info!("{n} orders waiting");
+/// warden_guest::error!("order {} failed: {}", 42, "out of stock");
+/// ```
 pub fn log(level: LogLevel, message: &str) {
     runtime::log(level, message);
 }
@@ -236,7 +300,41 @@ macro_rules! debug { ($($t:tt)*) => { $crate::log($crate::LogLevel::Debug, &form
 #[macro_export]
 macro_rules! trace { ($($t:tt)*) => { $crate::log($crate::LogLevel::Trace, &format!($($t)*)) } }
 
-/// Typed messages as JSON (feature `json`).
+/// Typed messages as JSON (feature `json`): serde types both ways, with errors that
+/// say what was wrong.
+///
+/// A child that answers typed requests, and one that calls it:
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+/// use std::time::Duration;
+/// use warden_guest::{Context, Envelope, Plugin, json};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Reserve { item: String, count: u32 }
+/// #[derive(Serialize, Deserialize)]
+/// struct Reserved { left: u32 }
+///
+/// struct Stock { apples: u32 }
+///
+/// impl Plugin for Stock {
+///     fn init(_: Context) -> Result<Self, String> {
+///         Ok(Stock { apples: 10 })
+///     }
+///     fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String> {
+///         let ask: Reserve = json::from_json(&msg.payload)?; // "bad JSON message: ..."
+///         self.apples = self.apples.checked_sub(ask.count).ok_or("not enough")?;
+///         serde_json::to_vec(&Reserved { left: self.apples }).map_err(|e| e.to_string())
+///     }
+/// }
+///
+/// // In another child:
+/// # fn caller() -> Result<(), warden_guest::MessageError> {
+/// let ask = Reserve { item: "apple".into(), count: 3 };
+/// let done: Reserved = json::call("root/stock", &ask, Duration::from_secs(1))?;
+/// warden_guest::info!("{} left", done.left);
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "json")]
 pub mod json {
     use super::MessageError;

@@ -2,6 +2,16 @@
 //!
 //! Keys are UTF-8 strings, values are bytes. Every call returns a [`StateError`] on
 //! failure (bad key, value too large, quota exceeded, storage failure); none traps.
+//!
+//! ```no_run
+//! use warden_guest::state;
+//! state::set("greeting", "hello")?;
+//! assert_eq!(state::get("greeting")?.as_deref(), Some(&b"hello"[..]));
+//! for key in state::keys("order/")? {
+//!     state::delete(&key)?;
+//! }
+//! # Ok::<(), warden_guest::StateError>(())
+//! ```
 
 use crate::StateError;
 use crate::bindings::warden::plugin::state as wit;
