@@ -9,6 +9,7 @@ mod http;
 mod line;
 mod logs;
 mod metrics;
+mod new;
 mod printer;
 mod render;
 mod socket;
@@ -76,6 +77,8 @@ enum Command {
     },
     /// Talks to a running tree through its control socket.
     Ctl(ctl::Args),
+    /// Creates a plugin project that builds and passes its own test out of the box.
+    New(new::Args),
     /// Runs a member node of a cluster: it hosts the children other nodes' supervisors
     /// place on it (`node = "NAME"` in their manifests) and prints their events, until
     /// SIGINT or SIGTERM. Exits 1 when it cannot join (NATS unreachable, or the name
@@ -285,6 +288,7 @@ fn command(command: Command) -> Result<ExitCode> {
         }
         Command::State(args) => state_cli::main(args),
         Command::Ctl(args) => Ok(ctl::main(args)),
+        Command::New(args) => Ok(new::main(args)),
         Command::Node {
             name, nats, node_ttl, events, max_memory, max_instances, cache, ..
         } => {

@@ -3,6 +3,8 @@
 //! protocol, exit status, and bad input. Every read has a deadline.
 
 mod common;
+#[path = "cli/new.rs"]
+mod new;
 #[path = "cli/operating.rs"]
 mod operating;
 #[path = "cli/view.rs"]
