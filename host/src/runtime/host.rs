@@ -631,11 +631,7 @@ impl Host {
 
     /// The mailbox of the child at `path`: messages waiting and the circuit's state.
     pub fn mailbox(&self, path: &str) -> Option<MailboxInfo> {
-        self.shared.post.lookup(path).map(|m| MailboxInfo {
-            queued: m.len(),
-            capacity: m.config.capacity,
-            circuit: m.breaker.as_ref().map(|b| b.state()),
-        })
+        self.shared.post.lookup(path).map(|m| MailboxInfo::of(&m))
     }
 
     /// Sends `request` to the supervisor at `supervisor`; a child it does not know
@@ -667,9 +663,13 @@ impl Host {
     /// (see [`SupervisorReport`]); a supervisor that stops meanwhile is left out.
     pub async fn inspect(&self) -> HostReport {
         let (instances, max_instances) = self.shared.engine.instances();
-        let state_bytes = match self.shared.state.scopes() {
-            Ok(scopes) => scopes.iter().map(|(_, usage)| usage.bytes).sum(),
-            Err(_) => 0,
+        // A disk store reads every child's usage: on a blocking thread, not a runtime's.
+        let state = Arc::clone(&self.shared.state);
+        let usage = self
+            .on_runtime(async move { tokio::task::spawn_blocking(move || state.scopes()).await });
+        let state_bytes = match usage.await {
+            Some(Ok(Ok(scopes))) => scopes.iter().map(|(_, usage)| usage.bytes).sum(),
+            _ => 0,
         };
         let tree = self.inspect_supervisor("root".to_owned()).await;
         HostReport { instances, max_instances, state_bytes, messages: self.message_stats(), tree }
@@ -831,20 +831,10 @@ impl Host {
         }
     }
 
-    /// `source` loaded anew (not from what the host holds for its file: a file
-    /// replaced by a new build is read again).
+    /// `source` loaded anew, for the child at `path`.
     async fn load_fresh(&self, path: &str, source: &PluginSource) -> Result<Plugin, HostError> {
         let load_error = |error| HostError::Load { path: path.to_owned(), error };
-        match source {
-            PluginSource::File(file) => {
-                let (engine, file) = (self.shared.engine.clone(), file.clone());
-                match tokio::task::spawn_blocking(move || engine.load_file(file)).await {
-                    Ok(loaded) => loaded.map_err(load_error),
-                    Err(_) => Err(HostError::Gone),
-                }
-            }
-            other => self.shared.plugin(other).await.map_err(load_error),
-        }
+        self.shared.load(source).await.map_err(load_error)
     }
 
     /// Whether `old` as `upgrade` changes it passes a new child's checks (grants,

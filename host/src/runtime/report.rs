@@ -81,3 +81,13 @@ pub struct MailboxInfo {
     /// The circuit breaker's state, if it has one.
     pub circuit: Option<CircuitState>,
 }
+
+impl MailboxInfo {
+    pub(crate) fn of(mailbox: &crate::messaging::Mailbox) -> Self {
+        Self {
+            queued: mailbox.len(),
+            capacity: mailbox.config.capacity,
+            circuit: mailbox.breaker.as_ref().map(|b| b.state()),
+        }
+    }
+}

@@ -102,30 +102,12 @@ impl Shared {
     /// on disk is picked up by a new host, not by restarts. A loaded plugin is used as
     /// it is.
     pub(crate) async fn plugin(&self, source: &PluginSource) -> Result<Plugin, LoadError> {
-        type Load = Box<dyn FnOnce() -> Result<Plugin, LoadError> + Send>;
-        let engine = self.engine.clone();
-        let load: Load = match source {
-            PluginSource::Loaded(loaded) => return Plugin::from_loaded(loaded, &self.engine),
-            PluginSource::File(file) => {
-                let plugins = self.plugins.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(plugin) = plugins.get(file) {
-                    return Ok(plugin.clone());
-                }
-                let file = file.clone();
-                Box::new(move || engine.load_file(file))
-            }
-            PluginSource::Bytes { name, bytes } => {
-                let (name, bytes) = (name.clone(), Arc::clone(bytes));
-                Box::new(move || engine.load(&name, &bytes))
-            }
-        };
-        let plugin = match tokio::task::spawn_blocking(load).await {
-            Ok(loaded) => loaded?,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => return Err(LoadError::ShuttingDown { file: source.name() }),
-            },
-        };
+        if let PluginSource::File(file) = source
+            && let Some(plugin) = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).get(file)
+        {
+            return Ok(plugin.clone());
+        }
+        let plugin = self.load(source).await?;
         if let PluginSource::File(file) = source {
             self.plugins
                 .lock()
@@ -135,9 +117,36 @@ impl Shared {
         Ok(plugin)
     }
 
+    /// The plugin `source` names, loaded anew whatever the host holds for its file (a
+    /// file replaced by a new build is read again), and not kept for it: an upgrade's.
+    pub(crate) async fn load(&self, source: &PluginSource) -> Result<Plugin, LoadError> {
+        type Load = Box<dyn FnOnce() -> Result<Plugin, LoadError> + Send>;
+        let engine = self.engine.clone();
+        let load: Load = match source {
+            PluginSource::Loaded(loaded) => return Plugin::from_loaded(loaded, &self.engine),
+            PluginSource::File(file) => {
+                let file = file.clone();
+                Box::new(move || engine.load_file(file))
+            }
+            PluginSource::Bytes { name, bytes } => {
+                let (name, bytes) = (name.clone(), Arc::clone(bytes));
+                Box::new(move || engine.load(&name, &bytes))
+            }
+        };
+        match tokio::task::spawn_blocking(load).await {
+            Ok(loaded) => loaded,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(LoadError::ShuttingDown { file: source.name() }),
+            },
+        }
+    }
+
     /// A plugin's version as events name it: its file's name and its hash,
     /// `echo.wasm@sha256:0123456789ab`. A file's is that of the compiled plugin the
-    /// host holds for it (what its children run), read from disk only if it holds none.
+    /// host holds for it (what its children run); a source the host holds no compiled
+    /// plugin for (a file no child started from yet) is named without a hash. Never
+    /// reads a file: supervisors ask it.
     pub(crate) fn version(&self, source: &PluginSource) -> String {
         let plugin = match source {
             PluginSource::File(file) => {
@@ -148,15 +157,10 @@ impl Shared {
         };
         let name = source.name();
         let name = name.rsplit('/').next().unwrap_or(&name).to_owned();
-        let hash = match (plugin, source) {
-            (Some(plugin), _) => plugin.hash(),
-            (None, PluginSource::Bytes { bytes, .. }) => hex_sha256(bytes),
-            (None, PluginSource::File(file)) => {
-                std::fs::read(file).map(|b| hex_sha256(&b)).unwrap_or_default()
-            }
-            (None, PluginSource::Loaded(_)) => String::new(),
-        };
-        format!("{name}@sha256:{}", &hash[..hash.len().min(12)])
+        match plugin {
+            Some(plugin) => format!("{name}@sha256:{}", &plugin.hash()[..12]),
+            None => name,
+        }
     }
 
     pub(crate) fn register(&self, path: &str, tx: mpsc::UnboundedSender<SupMsg>) {
@@ -183,9 +187,4 @@ impl Shared {
             .map_or(0, |d| d.as_nanos() as u64);
         nanos | 1
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

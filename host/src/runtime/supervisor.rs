@@ -247,11 +247,7 @@ impl Supervisor {
                 let restart = self.core.spec(&info.name).map_or(Restart::Temporary, |s| s.restart);
                 ChildReport {
                     restart,
-                    mailbox: mailbox.map(|m| MailboxInfo {
-                        queued: m.len(),
-                        capacity: m.config.capacity,
-                        circuit: m.breaker.as_ref().map(|b| b.state()),
-                    }),
+                    mailbox: mailbox.map(|m| MailboxInfo::of(m)),
                     messages: mailbox.map(|m| m.tally.counts()),
                     heartbeat: heartbeat.map(|(beats, policy)| beats.status(policy, now)),
                     supervisor: None,
