@@ -42,7 +42,13 @@ struct Web {
     base: PathBuf,
     token: Arc<str>,
     reports: Reports,
+    /// A slot per event stream open: reading needs no token, so their number is
+    /// bounded.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most event streams open at once; one more is answered 503.
+pub(crate) const MAX_STREAMS: usize = 64;
 
 /// The tree's reports, shared by every reader: one `Host::inspect` at a time, and a
 /// report reused for up to [`STILL`] while no event was published since it was taken
@@ -110,7 +116,8 @@ pub(crate) async fn serve_view(
     stop: watch::Receiver<bool>,
 ) {
     let reports = Reports::new(host.clone());
-    let web = Web { host, base, token: token.into(), reports: reports.clone() };
+    let streams = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
+    let web = Web { host, base, token: token.into(), reports: reports.clone(), streams };
     let app = Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
         .route("/api/tree", get(tree))
@@ -149,10 +156,16 @@ async fn tree(State(web): State<Web>) -> Response {
 
 /// The tree's events from now on, each as the JSON line `warden run` would print; a
 /// stream that falls behind says so (`events_dropped`), as stdout does.
-async fn events(State(web): State<Web>) -> impl IntoResponse {
+async fn events(State(web): State<Web>) -> Response {
+    let Ok(slot) = Arc::clone(&web.streams).try_acquire_owned() else {
+        let error = format!("too many event streams open (the most is {MAX_STREAMS})");
+        return (StatusCode::SERVICE_UNAVAILABLE, error).into_response();
+    };
     let events = web.host.subscribe();
     let host = web.host.clone();
-    let stream = futures_util::stream::unfold((events, host), |(mut events, host)| async move {
+    // The slot goes with the stream, when the client goes or the tree ends.
+    let state = (events, host, slot);
+    let stream = futures_util::stream::unfold(state, |(mut events, host, slot)| async move {
         let line = match events.next().await? {
             Received::Event(record) => Line::Event(record),
             Received::Missed(count) => {
@@ -160,9 +173,9 @@ async fn events(State(web): State<Web>) -> impl IntoResponse {
             }
         };
         let data = serde_json::to_string(&line).unwrap_or_default();
-        Some((Ok::<_, std::convert::Infallible>(Sse::default().data(data)), (events, host)))
+        Some((Ok::<_, std::convert::Infallible>(Sse::default().data(data)), (events, host, slot)))
     });
-    axum::response::Sse::new(stream).keep_alive(KeepAlive::default())
+    axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn command(State(web): State<Web>, headers: HeaderMap, body: axum::body::Bytes) -> Response {

@@ -186,6 +186,22 @@ fn the_live_view_shows_the_tree_follows_a_crash_and_guards_its_admin_actions() {
         .expect("echo stopped", |e| e["event"] == "child_exited" && e["path"] == "root/echo");
     assert_eq!(exited["reason"]["kind"], "shutdown");
 
+    // Reading needs no token, so open event streams are bounded: 64 (the page holds
+    // one), and the next is refused.
+    let address = served.view.strip_prefix("http://").unwrap().trim_end_matches('/').to_owned();
+    let open = |expect: &str| {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream.set_read_timeout(Some(crate::common::DEADLINE)).unwrap();
+        write!(stream, "GET /api/events HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+        let mut status = String::new();
+        BufReader::new(stream.try_clone().unwrap()).read_line(&mut status).unwrap();
+        assert!(status.starts_with(expect), "{status}");
+        stream
+    };
+    let streams: Vec<_> = (0..63).map(|_| open("HTTP/1.1 200")).collect();
+    drop(open("HTTP/1.1 503"));
+    drop(streams);
+
     // The API refuses a wrong token outright.
     let api = format!("{}api/command", served.view);
     let command = r#"{"cmd":"terminate_child","supervisor":"root","child":"echo"}"#;
