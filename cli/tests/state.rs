@@ -69,9 +69,16 @@ fn sigkill_in_a_stream_of_sets_loses_none_that_returned() {
             );
             run.command(&set);
         }
-        for i in 0..answered {
-            let reply = run.reply(i64::from(i));
+        // Replies to concurrent commands come in the order they finish, not always
+        // the order of their lines.
+        let mut waiting: BTreeSet<i64> = (0..answered).map(i64::from).collect();
+        while !waiting.is_empty() {
+            let (reply, _) = run.expect("a set's reply", |e| {
+                e["event"] == "reply" && e["id"].as_i64().is_some_and(|id| waiting.contains(&id))
+            });
             assert_eq!(reply["ok"], true, "{reply}");
+            let i = reply["id"].as_i64().unwrap();
+            waiting.remove(&i);
             acknowledged.insert(format!("r{round}-{i}"));
         }
         run.signal("KILL");

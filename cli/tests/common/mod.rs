@@ -101,6 +101,21 @@ impl Running {
         }
     }
 
+    /// As [`Running::expect`], for an event that may have come already, among `seen`
+    /// (the events an earlier `expect` skipped): one that can come before or after the
+    /// one awaited first.
+    pub(crate) fn expect_unless_seen(
+        &mut self,
+        seen: &[Value],
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        match seen.iter().find(|e| pred(e)) {
+            Some(event) => event.clone(),
+            None => self.expect(what, pred).0,
+        }
+    }
+
     pub(crate) fn reply(&mut self, id: i64) -> Value {
         self.expect(&format!("reply {id}"), |e| e["event"] == "reply" && e["id"] == id).0
     }
