@@ -12,6 +12,7 @@ mod interfaces;
 mod load;
 mod messaging;
 mod operating;
+mod python;
 mod runtime;
 mod state;
 mod supervision;

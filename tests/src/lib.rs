@@ -23,3 +23,69 @@ pub fn resident_bytes() -> u64 {
         statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm has RSS");
     pages * 4096
 }
+
+/// The Python fixture: the template of `warden new --lang python` (`cli/templates/python/app.py`), built into
+/// `target/plugins/python/counter.wasm` with componentize-py the first time a test
+/// asks for it in a process, unless the build there is newer than its sources.
+///
+/// componentize-py is `$COMPONENTIZE_PY`, else the one `.ci/run` installs in
+/// `target/componentize-py`, else `componentize-py` on the PATH; without any, this
+/// panics saying how to install it.
+pub fn python_counter() -> &'static std::path::Path {
+    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let source = root.join("cli/templates/python");
+        let wit = root.join("wit");
+        let out = root.join("target/plugins/python/counter.wasm");
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let newest_source = [source.join("app.py"), wit.join("plugin.wit")]
+            .iter()
+            .filter_map(|p| modified(p))
+            .max();
+        if modified(&out).is_some_and(|built| Some(built) > newest_source) {
+            return out;
+        }
+        let tool = componentize_py(&root);
+        // Built beside, then renamed: another test process never loads half a file.
+        let building = out.with_extension(format!("{}.wasm", std::process::id()));
+        std::fs::create_dir_all(out.parent().expect("has a parent")).expect("target is writable");
+        let output = std::process::Command::new(&tool)
+            .current_dir(&source)
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "plugin", "componentize", "app", "-o"])
+            .arg(&building)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
+        assert!(
+            output.status.success(),
+            "componentize-py failed to build {}:\n{}{}",
+            source.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::rename(&building, &out).expect("target is writable");
+        out
+    })
+}
+
+/// Where componentize-py is (see [`python_counter`]).
+fn componentize_py(root: &std::path::Path) -> std::path::PathBuf {
+    if let Some(tool) = std::env::var_os("COMPONENTIZE_PY") {
+        return tool.into();
+    }
+    let installed = root.join("target/componentize-py/bin/componentize-py");
+    if installed.exists() {
+        return installed;
+    }
+    let on_path = std::process::Command::new("componentize-py").arg("--version").output();
+    if on_path.is_ok_and(|o| o.status.success()) {
+        return "componentize-py".into();
+    }
+    panic!(
+        "the Python fixture needs componentize-py: run .ci/run, or `python3 -m venv \
+         target/componentize-py && target/componentize-py/bin/pip install \
+         componentize-py==0.25.1` (or set COMPONENTIZE_PY to one)"
+    )
+}
