@@ -52,6 +52,8 @@ pub fn python_counter() -> &'static std::path::Path {
         std::fs::create_dir_all(out.parent().expect("has a parent")).expect("target is writable");
         let output = std::process::Command::new(&tool)
             .current_dir(&source)
+            // No __pycache__ left in the template's folder.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg("-d")
             .arg(&wit)
             .args(["-w", "plugin", "componentize", "app", "-o"])
