@@ -12,6 +12,7 @@ mod metrics;
 mod new;
 mod printer;
 mod render;
+mod scenario;
 mod socket;
 mod state_cli;
 mod traces;
@@ -79,6 +80,10 @@ enum Command {
     Ctl(ctl::Args),
     /// Creates a plugin project that builds and passes its own test out of the box.
     New(new::Args),
+    /// Runs a plugin project's scenarios (TOML files of control commands and the
+    /// replies and events they should bring) against the tree of its manifest. Exits 0
+    /// when all pass, 1 when one fails, 2 for a bad manifest or scenario.
+    Test(scenario::Args),
     /// Runs a member node of a cluster: it hosts the children other nodes' supervisors
     /// place on it (`node = "NAME"` in their manifests) and prints their events, until
     /// SIGINT or SIGTERM. Exits 1 when it cannot join (NATS unreachable, or the name
@@ -289,6 +294,7 @@ fn command(command: Command) -> Result<ExitCode> {
         Command::State(args) => state_cli::main(args),
         Command::Ctl(args) => Ok(ctl::main(args)),
         Command::New(args) => Ok(new::main(args)),
+        Command::Test(args) => Ok(scenario::main(args)),
         Command::Node {
             name, nats, node_ttl, events, max_memory, max_instances, cache, ..
         } => {

@@ -1,7 +1,8 @@
 //! `warden new NAME`: a plugin project that builds and passes its own test out of the
 //! box: the plugin (echo, and a counter in durable state), a manifest that runs it,
-//! an integration test with the test kit that crashes it and sees it restart, and a
-//! README saying how to build, run and test it.
+//! an integration test that crashes it and sees it restart, and a README saying how
+//! to build, run and test it. In Rust, the test uses the test kit (`cargo test`); in
+//! Python (componentize-py), it is a scenario `warden test` runs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,10 +25,12 @@ pub(crate) struct Args {
     published: bool,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Lang {
     /// Rust, with the `warden-guest` crate.
     Rust,
+    /// Python, built into a component with componentize-py.
+    Python,
 }
 
 /// The Rust template's files: where each goes, and its text.
@@ -40,6 +43,16 @@ const RUST: &[(&str, &str)] = &[
     (".gitignore", include_str!("../templates/rust/gitignore")),
 ];
 
+/// The Python template's files. `wit/plugin.wit` is written beside them.
+const PYTHON: &[(&str, &str)] = &[
+    ("app.py", include_str!("../templates/python/app.py")),
+    ("tests/supervised.toml", include_str!("../templates/python/tests/supervised.toml")),
+    ("warden.toml", include_str!("../templates/python/warden.toml")),
+    ("README.md", include_str!("../templates/python/README.md")),
+    (".gitignore", include_str!("../templates/python/gitignore")),
+    ("wit/plugin.wit", warden::sandbox::PLUGIN_WIT),
+];
+
 /// The version of the crates this `warden` belongs to.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -48,8 +61,17 @@ pub(crate) fn main(args: Args) -> ExitCode {
         Ok(dir) => {
             println!("created {}: build and test it with", dir.display());
             println!("  cd {}", dir.display());
-            println!("  cargo build --release --target wasm32-wasip2");
-            println!("  cargo test");
+            match args.lang {
+                Lang::Rust => {
+                    println!("  cargo build --release --target wasm32-wasip2");
+                    println!("  cargo test");
+                }
+                Lang::Python => {
+                    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+                    println!("  componentize-py -d wit -w plugin componentize app -o {name}.wasm");
+                    println!("  warden test");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -66,10 +88,18 @@ fn create(args: &Args) -> Result<PathBuf, String> {
     if dir.exists() {
         return Err(format!("{} already exists", dir.display()));
     }
-    let checkout = match (&args.path, args.published) {
-        (Some(path), _) => Some(checkout(path)?),
-        (None, true) => None,
-        (None, false) => checkout(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).ok(),
+    if args.lang != Lang::Rust && (args.path.is_some() || args.published) {
+        return Err("--path and --published choose the Rust crates: a Python project has none \
+                    (it builds against wit/plugin.wit)"
+            .into());
+    }
+    let checkout = match (&args.path, args.published, args.lang) {
+        (_, _, Lang::Python) => None,
+        (Some(path), _, _) => Some(checkout(path)?),
+        (None, true, _) => None,
+        (None, false, Lang::Rust) => {
+            checkout(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).ok()
+        }
     };
     let (guest, host) = match &checkout {
         Some(root) => (
@@ -100,6 +130,7 @@ fn create(args: &Args) -> Result<PathBuf, String> {
         .collect();
     let files = match args.lang {
         Lang::Rust => RUST,
+        Lang::Python => PYTHON,
     };
     for (place, text) in files {
         let text = text
@@ -115,7 +146,7 @@ fn create(args: &Args) -> Result<PathBuf, String> {
         std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
     }
     // With a checkout, the versions it was tested with (cargo drops what is not used).
-    if let Some(root) = &checkout {
+    if let (Some(root), Lang::Rust) = (&checkout, args.lang) {
         let lock = dir.join("Cargo.lock");
         std::fs::copy(root.join("Cargo.lock"), &lock)
             .map_err(|e| format!("{}: {e}", lock.display()))?;

@@ -7,6 +7,8 @@ mod common;
 mod new;
 #[path = "cli/operating.rs"]
 mod operating;
+#[path = "cli/scenarios.rs"]
+mod scenarios;
 #[path = "cli/view.rs"]
 mod view;
 

@@ -73,7 +73,7 @@ pub fn python_counter() -> &'static std::path::Path {
 }
 
 /// Where componentize-py is (see [`python_counter`]).
-fn componentize_py(root: &std::path::Path) -> std::path::PathBuf {
+pub fn componentize_py(root: &std::path::Path) -> std::path::PathBuf {
     if let Some(tool) = std::env::var_os("COMPONENTIZE_PY") {
         return tool.into();
     }

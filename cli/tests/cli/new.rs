@@ -74,3 +74,40 @@ fn a_new_plugin_project_builds_checks_and_runs_supervised() {
     warden.command(r#"{"cmd":"shutdown"}"#);
     assert_eq!(warden.exit_code(), 0);
 }
+
+#[test]
+fn a_new_python_plugin_project_builds_and_passes_its_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd().current_dir(dir.path()).args(["new", "hello-py", "--lang", "python"]).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let project = dir.path().join("hello-py");
+    for file in [
+        "app.py",
+        "wit/plugin.wit",
+        "tests/supervised.toml",
+        "warden.toml",
+        "README.md",
+        ".gitignore",
+    ] {
+        assert!(project.join(file).is_file(), "{file}");
+    }
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    let build = "componentize-py -d wit -w plugin componentize app -o hello-py.wasm";
+    assert!(readme.contains(&format!("{build}\nwarden test")), "{readme}");
+
+    // The README's two commands.
+    let tool = warden_tests::componentize_py(repo());
+    let built = Command::new(tool)
+        .current_dir(&project)
+        .args(build.split(' ').skip(1))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let tested = cmd().current_dir(&project).arg("test").output().unwrap();
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert!(tested.status.success(), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
+    assert!(stdout.contains("scenario tests/supervised.toml ... ok (9 steps"), "{stdout}");
+    assert!(stdout.ends_with("1 passed, 0 failed\n"), "{stdout}");
+}

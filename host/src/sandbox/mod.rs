@@ -47,3 +47,8 @@ pub use output::{GuestOutput, GuestStream, LogLevel, OutputBudget};
 pub use plugin::{LoadError, Plugin};
 pub use registry::ChildIdentity;
 pub use store::StoreData;
+
+/// The `warden:plugin` world every plugin is checked against, as WIT text: what a
+/// plugin in another language builds against (`warden new --lang python` writes it
+/// to the new project's `wit/plugin.wit`).
+pub const PLUGIN_WIT: &str = include_str!("../../wit/plugin.wit");
