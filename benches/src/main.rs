@@ -9,6 +9,7 @@
 mod cluster;
 mod interfaces;
 mod plot;
+mod python;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -195,12 +196,13 @@ fn run(options: &Options) -> Result<Vec<Scenario>> {
     if want("crash_storm") {
         scenarios.push(parallel.block_on(crash_storm(if quick { 4 } else { 20 }))?);
     }
-    // Several nodes: a NATS server of their own, and (node_loss_100) `warden node`
-    // processes; only when asked for by name, or in a full run.
+    // Optional scenarios, which need what a machine may lack. Several nodes: a NATS
+    // server of their own, and (node_loss_100) `warden node` processes; only when
+    // asked for by name, or in a full run.
     // In a full run, one that cannot run (no NATS server, no `warden` binary) is
     // skipped, saying why; asked for by name, it fails the run.
     let named = options.only.is_some();
-    let cluster = |name: &str| named && want(name) || !quick && !named;
+    let optional = |name: &str| named && want(name) || !quick && !named;
     let mut measured = |name: &str, result: Result<Scenario>| match result {
         Ok(scenario) => {
             scenarios.push(scenario);
@@ -212,14 +214,21 @@ fn run(options: &Options) -> Result<Vec<Scenario>> {
         }
         Err(e) => Err(e),
     };
-    if cluster("remote_call_64B") {
+    if optional("remote_call_64B") {
         measured("remote_call_64B", parallel.block_on(cluster::remote_call(samples / 10)))?;
     }
-    if cluster("remote_restart") {
+    if optional("remote_restart") {
         measured("remote_restart", parallel.block_on(cluster::remote_restart(samples / 40)))?;
     }
-    if cluster("node_loss_100") {
+    if optional("node_loss_100") {
         measured("node_loss_100", parallel.block_on(cluster::node_loss(3)))?;
+    }
+    // The Python plugin, which needs componentize-py to build.
+    if optional("instantiate_py") {
+        measured("instantiate_py", runtime.block_on(python::instantiate(samples / 10)))?;
+    }
+    if optional("restart_py") {
+        measured("restart_py", runtime.block_on(python::restart(samples / 40)))?;
     }
     if want("hang_detection") {
         scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);

@@ -24,7 +24,8 @@ pub fn resident_bytes() -> u64 {
     pages * 4096
 }
 
-/// The Python fixture: the template of `warden new --lang python` (`cli/templates/python/app.py`), built into
+/// The Python fixture, the template of `warden new --lang python`
+/// (`cli/templates/python/app.py`), built into
 /// `target/plugins/python/counter.wasm` with componentize-py the first time a test
 /// asks for it in a process, unless the build there is newer than its sources.
 ///
@@ -32,8 +33,13 @@ pub fn resident_bytes() -> u64 {
 /// `target/componentize-py`, else `componentize-py` on the PATH; without any, this
 /// panics saying how to install it.
 pub fn python_counter() -> &'static std::path::Path {
-    static BUILT: OnceLock<std::path::PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
+    try_python_counter().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`python_counter`], saying why when it cannot be built.
+pub fn try_python_counter() -> Result<&'static std::path::Path, String> {
+    static BUILT: OnceLock<Result<std::path::PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let source = root.join("cli/templates/python");
         let wit = root.join("wit");
@@ -44,12 +50,13 @@ pub fn python_counter() -> &'static std::path::Path {
             .filter_map(|p| modified(p))
             .max();
         if modified(&out).is_some_and(|built| Some(built) > newest_source) {
-            return out;
+            return Ok(out);
         }
-        let tool = componentize_py(&root);
+        let tool = find_componentize_py(&root)?;
         // Built beside, then renamed: another test process never loads half a file.
         let building = out.with_extension(format!("{}.wasm", std::process::id()));
-        std::fs::create_dir_all(out.parent().expect("has a parent")).expect("target is writable");
+        let parent = out.parent().expect("has a parent");
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         let output = std::process::Command::new(&tool)
             .current_dir(&source)
             // No __pycache__ left in the template's folder.
@@ -59,35 +66,41 @@ pub fn python_counter() -> &'static std::path::Path {
             .args(["-w", "plugin", "componentize", "app", "-o"])
             .arg(&building)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
-        assert!(
-            output.status.success(),
-            "componentize-py failed to build {}:\n{}{}",
-            source.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::fs::rename(&building, &out).expect("target is writable");
-        out
-    })
+            .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "componentize-py failed to build {}:\n{}{}",
+                source.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        std::fs::rename(&building, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+        Ok(out)
+    });
+    built.as_deref().map_err(Clone::clone)
 }
 
-/// Where componentize-py is (see [`python_counter`]).
+/// Where componentize-py is (see [`python_counter`]); `root` is the repository's.
 pub fn componentize_py(root: &std::path::Path) -> std::path::PathBuf {
+    find_componentize_py(root).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find_componentize_py(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
     if let Some(tool) = std::env::var_os("COMPONENTIZE_PY") {
-        return tool.into();
+        return Ok(tool.into());
     }
     let installed = root.join("target/componentize-py/bin/componentize-py");
     if installed.exists() {
-        return installed;
+        return Ok(installed);
     }
     let on_path = std::process::Command::new("componentize-py").arg("--version").output();
     if on_path.is_ok_and(|o| o.status.success()) {
-        return "componentize-py".into();
+        return Ok("componentize-py".into());
     }
-    panic!(
+    Err(format!(
         "the Python fixture needs componentize-py: run .ci/run, or `python3 -m venv \
          target/componentize-py && target/componentize-py/bin/pip install \
          componentize-py==0.25.1` (or set COMPONENTIZE_PY to one)"
-    )
+    ))
 }
