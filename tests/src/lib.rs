@@ -98,9 +98,8 @@ fn find_componentize_py(root: &std::path::Path) -> Result<std::path::PathBuf, St
     if on_path.is_ok_and(|o| o.status.success()) {
         return Ok("componentize-py".into());
     }
-    Err(format!(
-        "the Python fixture needs componentize-py: run .ci/run, or `python3 -m venv \
+    Err("the Python fixture needs componentize-py: run .ci/run, or `python3 -m venv \
          target/componentize-py && target/componentize-py/bin/pip install \
          componentize-py==0.25.1` (or set COMPONENTIZE_PY to one)"
-    ))
+        .to_owned())
 }
