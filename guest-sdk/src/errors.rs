@@ -11,6 +11,32 @@ use std::fmt;
 pub use wit::{ExitReason, KillCause, TrapKind};
 
 /// Why a message was not sent or a call got no reply.
+///
+/// Each case is something a plugin can act on; the ones worth telling apart are a
+/// full mailbox (try later), a crashed callee (its supervisor restarts it) and the
+/// callee's own answer:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use warden_guest::{ExitReason, MessageError};
+/// # fn handle() -> Result<Vec<u8>, String> {
+/// match warden_guest::call("root/stock", b"reserve:apple", Duration::from_secs(1)) {
+///     Ok(reply) => Ok(reply),
+///     Err(MessageError::MailboxFull | MessageError::CircuitOpen) => {
+///         // Busy or failing: ask again in a second instead of waiting now.
+///         warden_guest::send_after("root/orders", b"retry", Duration::from_secs(1))
+///             .map_err(|e| e.to_string())?;
+///         Ok(b"queued".to_vec())
+///     }
+///     Err(MessageError::CalleeCrashed(ExitReason::Trap((kind, message)))) => {
+///         Err(format!("stock trapped ({kind}): {message}"))
+///     }
+///     Err(MessageError::Application(answer)) => Err(answer), // its own "no such item"
+///     // Displayed as a sentence: "timed out", "not allowed to send to root/stock", ...
+///     Err(other) => Err(other.to_string()),
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MessageError {
@@ -46,6 +72,23 @@ pub enum MessageError {
 /// Why the operation a call belongs to was cancelled. A call made while handling a call
 /// is a frame of the same chain: when a frame's caller is gone, it and every frame
 /// below it are cancelled, with the same reason.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use warden_guest::{CancelReason, MessageError};
+/// # fn handle() -> Result<Vec<u8>, String> {
+/// match warden_guest::call("root/pricing", b"quote", Duration::from_secs(2)) {
+///     Err(MessageError::Cancelled(CancelReason::Deadline(call_to))) => {
+///         // The chain's deadline, set by the call to `call_to` above us, passed.
+///         Err(format!("gave up: the call to {call_to} ran out of time"))
+///     }
+///     Err(MessageError::Cancelled(CancelReason::CallerGone(_))) => {
+///         Err("nobody waits for this any more".into()) // the reply is discarded
+///     }
+///     other => other.map_err(|e| e.to_string()),
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CancelReason {
@@ -110,7 +153,23 @@ impl fmt::Display for MessageError {
 
 impl std::error::Error for MessageError {}
 
-/// Why a state operation failed. The plugin keeps running.
+/// Why a state operation failed. The plugin keeps running, and a write that failed
+/// changed nothing.
+///
+/// ```no_run
+/// use warden_guest::{StateError, state};
+/// # fn handle(order: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+/// match state::set(&format!("order/{order}"), body) {
+///     Ok(()) => Ok(b"stored".to_vec()),
+///     // Full: make room, or tell the caller (an application error, not a crash).
+///     Err(StateError::QuotaExceeded(why)) => Err(format!("no room for {order}: {why}")),
+///     Err(StateError::ValueTooLarge(limit)) => Err(format!("orders are at most {limit} bytes")),
+///     // "state storage failed: ...": worth a crash, so the supervisor's rules apply.
+///     Err(e @ StateError::Storage(_)) => panic!("{e}"),
+///     Err(e) => Err(e.to_string()),
+/// }
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateError {

@@ -82,6 +82,36 @@ mod errors;
 pub mod state;
 
 /// A Warden plugin: one value per incarnation, handling one message at a time.
+///
+/// `init` makes the value from the child's [`Context`] when an incarnation starts,
+/// `handle` answers each message, and [`export_plugin!`] exports the type:
+///
+/// ```no_run
+/// use warden_guest::{Context, Envelope, ExitReason, Plugin, export_plugin};
+///
+/// struct Greeter {
+///     greeting: String,
+/// }
+///
+/// impl Plugin for Greeter {
+///     fn init(ctx: Context) -> Result<Self, String> {
+///         // The manifest's `config`, as JSON bytes.
+///         let greeting = String::from_utf8(ctx.config).map_err(|e| e.to_string())?;
+///         Ok(Greeter { greeting })
+///     }
+///
+///     fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String> {
+///         let name = std::str::from_utf8(&msg.payload).map_err(|_| "not UTF-8")?;
+///         Ok(format!("{} {name}", self.greeting).into_bytes())
+///     }
+///
+///     fn terminate(&mut self, reason: ExitReason) {
+///         warden_guest::info!("stopping: {reason}");
+///     }
+/// }
+///
+/// export_plugin!(Greeter);
+/// ```
 pub trait Plugin: Sized + 'static {
     /// Starts an incarnation. An `Err` is a start failure, which the supervisor sees as
     /// `start_failed` with this message.
@@ -214,6 +244,13 @@ pub fn exit(reason: ExitRequest) {
 }
 
 /// This child's path in the tree, e.g. `root/pool/worker`.
+///
+/// ```no_run
+/// // Ask a sibling to call back later: tell it where to.
+/// let me = warden_guest::self_path();
+/// warden_guest::send("root/scheduler", format!("wake:{me}"))?;
+/// # Ok::<(), warden_guest::MessageError>(())
+/// ```
 pub fn self_path() -> String {
     runtime::self_path()
 }
