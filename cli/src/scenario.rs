@@ -15,10 +15,12 @@
 //!
 //! A `command` is a control command, exactly as `warden run` reads it on stdin (every
 //! command but `subscribe` and `shutdown`); its reply must be like `reply` (default
-//! `{ ok = true }`). An `event` step waits for an event like the one given, among
-//! those published after the last event a step matched, so an event that came before
-//! its step is not missed. "Like" means: every key given has that value, in nested
-//! tables too; keys not given are not looked at.
+//! `{ ok = true }`). An `event` step waits for an event like the one given, published
+//! since the commands before it began (the first command after the last event step)
+//! and after the last event a step matched: an event a command caused is not missed
+//! when it came before the step (a restart announced before the crash's reply), and
+//! one from before those commands is never taken for it. "Like" means: every key given
+//! has that value, in nested tables too; keys not given are not looked at.
 
 use crate::control;
 use serde::Deserialize;
@@ -41,9 +43,12 @@ pub(crate) struct Args {
     /// The manifest whose tree each scenario runs against.
     #[arg(long, short, default_value = "warden.toml")]
     manifest: PathBuf,
-    /// How long a step may wait for its reply or event unless it says (`within`).
+    /// How long a step may wait for its reply or event unless it says (`within`); a
+    /// call's step waits at least its `timeout_ms` and a second more.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     timeout: Duration,
+    #[command(flatten)]
+    cache: crate::cache::CacheArgs,
 }
 
 /// One scenario file, as written.
@@ -135,7 +140,9 @@ async fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     // One engine for every scenario, and each plugin compiled once, before the first.
-    let engine = match Engine::with_config(crate::engine_for(&spec)) {
+    let mut config = crate::engine_for(&spec);
+    config.cache_dir = args.cache.dir();
+    let engine = match Engine::with_config(config) {
         Ok(engine) => engine,
         Err(e) => {
             eprintln!("warden test: {e}");
@@ -229,6 +236,18 @@ fn check(n: usize, step: Step, timeout: Duration) -> Result<Checked, String> {
             .map_err(|e| format!("within: {text:?} is not a duration: {e}"))?,
         None => timeout,
     };
+    // A call's own timeout (5 s unless it says) is an answer the step may expect.
+    let call_timeout = match step.command.as_ref().map(|c| (c.get("cmd"), c.get("timeout_ms"))) {
+        Some((Some(Value::String(cmd)), timeout_ms)) if cmd == "call" => {
+            Duration::from_millis(timeout_ms.and_then(Value::as_u64).unwrap_or(5000))
+        }
+        _ => Duration::ZERO,
+    };
+    let within = if step.within.is_some() {
+        within
+    } else {
+        within.max(call_timeout.saturating_add(Duration::from_secs(1)))
+    };
     let (action, what) = match (step.command, step.event) {
         (Some(mut command), None) => {
             let cmd = match command.get("cmd") {
@@ -285,14 +304,19 @@ async fn scenario(
     let (lines_tx, mut lines) = mpsc::unbounded_channel();
     let mut events = host.subscribe();
     tokio::spawn(async move {
+        let mut last = 0;
         while let Some(received) = events.next().await {
             let line = match received {
-                Received::Event(record) => serde_json::to_value(crate::line::Line::Event(record)),
+                Received::Event(record) => {
+                    last = record.seq;
+                    serde_json::to_value(crate::line::Line::Event(record))
+                }
                 Received::Missed(count) => {
+                    last += count;
                     Ok(serde_json::json!({ "event": "events_dropped", "count": count }))
                 }
             };
-            if lines_tx.send(line.unwrap_or(Value::Null)).is_err() {
+            if lines_tx.send((last, line.unwrap_or(Value::Null))).is_err() {
                 break;
             }
         }
@@ -300,11 +324,19 @@ async fn scenario(
     if let Err(e) = host.start(spec).await {
         return Err(Failure { step: None, message: format!("the tree did not start: {e}") });
     }
-    let mut seen = Seen { lines: Vec::new(), cursor: 0 };
+    let mut seen = Seen { lines: Vec::new(), cursor: 0, since: 0, marked: false };
     let mut outcome = Ok(());
     for (i, step) in steps.iter().enumerate() {
         let result = match &step.action {
-            Action::Command { line, reply } => command(&host, base, line, reply, step.within).await,
+            Action::Command { line, reply } => {
+                // The first command since the last event step: what the next event
+                // step waits for comes after this.
+                if !seen.marked {
+                    seen.since = host.last_event_seq();
+                    seen.marked = true;
+                }
+                command(&host, base, line, reply, step.within).await
+            }
             Action::Event(like) => seen.wait(&mut lines, like, step.within).await,
         };
         if let Err(message) = result {
@@ -339,26 +371,37 @@ async fn command(
     }
 }
 
-/// The events a scenario has received, and where the next `event` step looks from.
+/// The events a scenario has received (each with its number), and where the next
+/// `event` step looks from.
 struct Seen {
-    lines: Vec<Value>,
+    lines: Vec<(u64, Value)>,
     /// The first event not yet looked at: the one after the last match.
     cursor: usize,
+    /// The last event published before the first command since the last event step:
+    /// the next event step looks only at later ones.
+    since: u64,
+    /// Whether `since` was set since the last event step.
+    marked: bool,
 }
 
 impl Seen {
     /// Waits for an event like `like` from the cursor on; past it on success.
     async fn wait(
         &mut self,
-        incoming: &mut mpsc::UnboundedReceiver<Value>,
+        incoming: &mut mpsc::UnboundedReceiver<(u64, Value)>,
         like_this: &Value,
         within: Duration,
     ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + within;
+        let since = self.since;
         let mut looked = self.cursor;
         loop {
-            if let Some(at) = self.lines[looked..].iter().position(|line| like(line, like_this)) {
+            let found = self.lines[looked..]
+                .iter()
+                .position(|(seq, line)| *seq > since && like(line, like_this));
+            if let Some(at) = found {
                 self.cursor = looked + at + 1;
+                self.marked = false;
                 return Ok(());
             }
             looked = self.lines.len();
@@ -376,9 +419,14 @@ impl Seen {
     /// What a failed `event` step says: what it waited for, and what came instead.
     fn missing(&self, like_this: &Value, why: &str) -> String {
         const SHOWN: usize = 20;
-        let since = &self.lines[self.cursor..];
+        let looked_at = self.lines[self.cursor..].iter().filter(|(seq, _)| *seq > self.since);
+        let since: Vec<&(u64, Value)> = looked_at.collect();
         let mut text = format!("expected an event like {like_this}: {why}");
-        let after = if self.cursor == 0 { "so far" } else { "after the last one matched" };
+        let after = match (self.cursor, self.since) {
+            (0, 0) => "so far",
+            (_, 0) => "after the last one matched",
+            _ => "since the step's commands began",
+        };
         if since.is_empty() {
             text += &format!("\nno event {after}");
         } else {
@@ -387,7 +435,7 @@ impl Seen {
             if skipped > 0 {
                 text += &format!("\n  ({skipped} earlier ones not shown)");
             }
-            for line in &since[skipped..] {
+            for (_, line) in &since[skipped..] {
                 let mut line = line.clone();
                 if let Some(line) = line.as_object_mut() {
                     line.remove("time");

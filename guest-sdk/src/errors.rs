@@ -23,8 +23,9 @@ pub use wit::{ExitReason, KillCause, TrapKind};
 /// match warden_guest::call("root/stock", b"reserve:apple", Duration::from_secs(1)) {
 ///     Ok(reply) => Ok(reply),
 ///     Err(MessageError::MailboxFull | MessageError::CircuitOpen) => {
-///         // Busy or failing: ask again in a second instead of waiting now.
-///         warden_guest::send_after("root/orders", b"retry", Duration::from_secs(1))
+///         // Busy or failing: remind ourselves to try again in a second.
+///         let me = warden_guest::self_path();
+///         warden_guest::send_after(&me, b"retry", Duration::from_secs(1))
 ///             .map_err(|e| e.to_string())?;
 ///         Ok(b"queued".to_vec())
 ///     }

@@ -95,9 +95,8 @@ pub mod state;
 ///
 /// impl Plugin for Greeter {
 ///     fn init(ctx: Context) -> Result<Self, String> {
-///         // The manifest's `config`, as JSON bytes.
-///         let greeting = String::from_utf8(ctx.config).map_err(|e| e.to_string())?;
-///         Ok(Greeter { greeting })
+///         // Who it is (`ctx.path`, `ctx.incarnation`, and its `config` as JSON bytes).
+///         Ok(Greeter { greeting: format!("{} says hello to", ctx.name) })
 ///     }
 ///
 ///     fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String> {

@@ -81,9 +81,16 @@ async fn a_python_plugin_answers_crashes_with_its_exception_restarts_and_keeps_i
         .await;
     tree.expect(started("root/py", 3)).await;
 
-    // An application error is an answer, not a crash.
+    // An application error is an answer, not a crash; so is a message it cannot read.
     let unknown = tree.call("root/py", "nope").await.unwrap_err();
     assert_eq!(unknown, MessageError::Application("unknown message 'nope'".into()));
+    let binary = tree.call("root/py", [0xff, 0xfe]).await.unwrap_err();
+    assert_eq!(binary, MessageError::Application("messages are UTF-8 text".into()));
+    let busy = tree.call("root/py", "busy:soon").await.unwrap_err();
+    assert_eq!(
+        busy,
+        MessageError::Application("busy:MS needs a number of milliseconds, not 'soon'".into())
+    );
     tree.assert_children(
         "root",
         &[("py", Running, 3), ("echo", Running, 1), ("counter", Running, 1)],

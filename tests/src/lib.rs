@@ -45,14 +45,22 @@ pub fn try_python_counter() -> Result<&'static std::path::Path, String> {
         let wit = root.join("wit");
         let out = root.join("target/plugins/python/counter.wasm");
         let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let newest_source = [source.join("app.py"), wit.join("plugin.wit")]
-            .iter()
-            .filter_map(|p| modified(p))
-            .max();
-        if modified(&out).is_some_and(|built| Some(built) > newest_source) {
+        // A build is reused when it is newer than both sources and was made by the same
+        // componentize-py (its version is kept beside it).
+        let sources = [source.join("app.py"), wit.join("plugin.wit")];
+        let newest_source = sources.iter().map(|p| modified(p)).collect::<Option<Vec<_>>>();
+        let newest_source = newest_source.and_then(|times| times.into_iter().max());
+        let tool = find_componentize_py(&root)?;
+        let version = std::process::Command::new(&tool)
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        let stamp = out.with_extension("version");
+        let fresh = newest_source.is_some_and(|newest| modified(&out) > Some(newest));
+        if fresh && std::fs::read_to_string(&stamp).is_ok_and(|built_by| built_by == version) {
             return Ok(out);
         }
-        let tool = find_componentize_py(&root)?;
         // Built beside, then renamed: another test process never loads half a file.
         let building = out.with_extension(format!("{}.wasm", std::process::id()));
         let parent = out.parent().expect("has a parent");
@@ -76,6 +84,7 @@ pub fn try_python_counter() -> Result<&'static std::path::Path, String> {
             ));
         }
         std::fs::rename(&building, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+        std::fs::write(&stamp, version).map_err(|e| format!("{}: {e}", stamp.display()))?;
         Ok(out)
     });
     built.as_deref().map_err(Clone::clone)

@@ -75,7 +75,10 @@ class Guest(exports.Guest):
 
     @_reported
     def handle(self, msg: types.Envelope) -> bytes:
-        text = msg.payload.decode()
+        try:
+            text = msg.payload.decode()
+        except UnicodeDecodeError:
+            raise Err("messages are UTF-8 text")
         if text == "incr":
             state.set(COUNT, str(Guest.count + 1).encode())
             Guest.count += 1
@@ -92,7 +95,10 @@ class Guest(exports.Guest):
             runtime.exit(types.ExitRequest_Error(text[len("exit:error:"):]))
             return b"exiting"
         if text.startswith("busy:"):
-            deadline = time.monotonic() + int(text[len("busy:"):]) / 1000
+            ms = text[len("busy:"):]
+            if not ms.isdigit():
+                raise Err(f"busy:MS needs a number of milliseconds, not {ms!r}")
+            deadline = time.monotonic() + int(ms) / 1000
             beats = 0
             while time.monotonic() < deadline:
                 runtime.heartbeat()

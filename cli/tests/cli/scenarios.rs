@@ -77,11 +77,22 @@ command = { cmd = "call", to = "root/a", payload = "echo:x" }
 event = { event = "child_started", path = "root/a", incarnation = 2 }
 within = "300ms"
 "#;
+    // The first start of root/c came before this step's command: it is not the event
+    // this step waits for.
+    let old_events = r#"
+[[step]]
+command = { cmd = "call", to = "root/c", payload = "hi" }
+
+[[step]]
+event = { event = "child_started", path = "root/c" }
+within = "200ms"
+"#;
     let (dir, manifest) = project(&[
         ("1-passes.toml", PASSES),
         ("2-passes-again.toml", PASSES),
         ("3-fails.toml", fails),
         ("4-times-out.toml", times_out),
+        ("5-old-events-are-not-taken.toml", old_events),
     ]);
     let out = cmd().current_dir(dir.path()).args(["test", "-m"]).arg(&manifest).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -89,7 +100,7 @@ within = "300ms"
     let dir = dir.path().join("tests");
     let scenario = |name: &str| format!("scenario {} ...", dir.join(name).display());
     for expected in [
-        format!("running 4 scenarios against {}", manifest.display()),
+        format!("running 5 scenarios against {}", manifest.display()),
         format!("{} ok (7 steps", scenario("1-passes.toml")),
         format!("{} ok (7 steps", scenario("2-passes-again.toml")),
         format!("{} FAILED", scenario("3-fails.toml")),
@@ -98,8 +109,9 @@ within = "300ms"
         r#"       got {"event":"reply","id":2,"ok":true,"result":"hello"}"#.to_owned(),
         format!("{} FAILED", scenario("4-times-out.toml")),
         r#"  step 2 (event child_started): expected an event like {"event":"child_started","incarnation":2,"path":"root/a"}: none within 300ms"#.to_owned(),
-        "  the 2 events so far:".to_owned(),
-        "2 passed, 2 failed".to_owned(),
+        "  no event since the step's commands began".to_owned(),
+        format!("{} FAILED", scenario("5-old-events-are-not-taken.toml")),
+        "2 passed, 3 failed".to_owned(),
     ] {
         assert!(stdout.lines().any(|l| l.starts_with(&expected)), "no {expected:?} in:\n{stdout}");
     }
