@@ -1,12 +1,15 @@
 //! The differential check of Warden's supervisor core: a random supervisor (strategy,
 //! intensity, period, auto-shutdown, children of every restart type) and a random
-//! sequence of child exits, time passing and admin requests, run through the core
-//! (its directives carried out at once, as the runtime does) and through the reference
-//! model in [`crate::otp`]; after every step both must have started and stopped the
-//! same children in the same order, answered the same, and hold the same children.
+//! sequence of child exits, failing starts, retries, time passing and admin requests,
+//! run through the core (its directives carried out at once, as the runtime does, but
+//! for its retry timers, which fire on a `Retry`) and through the reference model in
+//! [`crate::otp`]; after every step both must have started (or failed to start) and
+//! stopped the same children in the same order, answered the same, and hold the same
+//! children in the same states.
 
 use crate::otp::{self, Action, Reason, Refusal};
 use arbitrary::Arbitrary;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use warden::ExitReason;
 use warden::supervisor::{
@@ -49,6 +52,14 @@ pub enum Op {
     Delete {
         child: u8,
     },
+    /// The next `n % 4` starts of the child fail.
+    FailStarts {
+        child: u8,
+        n: u8,
+    },
+    /// The retries of failed restarts due now are delivered (OTP: its
+    /// `try_again_restart` casts; Warden: its restart timers).
+    Retry,
     /// The supervisor is told to stop.
     Shutdown,
 }
@@ -146,7 +157,31 @@ pub fn check(input: &Input) {
             }
             Op::Restart { child } => {
                 let id = id(child);
-                Some((answer(core.restart_child(&id)), model.restart_child(&id)))
+                let asked = answer(core.restart_child(&id));
+                runtime.carry_out(&mut core, now);
+                // Accepted, its answer is its start's.
+                let got = match asked {
+                    Ok(()) => match runtime.admin.pop() {
+                        Some(Ok(())) => Ok(()),
+                        Some(Err(_)) => Err(Refusal::StartFailed),
+                        None => panic!("restart_child accepted and never answered"),
+                    },
+                    refused => refused,
+                };
+                Some((got, model.restart_child(&id)))
+            }
+            Op::FailStarts { child, n } => {
+                let id = id(child);
+                runtime.failing.insert(id.clone(), u32::from(n % 4));
+                model.fail_starts(&id, u32::from(n % 4));
+                history.pop();
+                history.push(format!("the next {} starts of {id} fail", n % 4));
+                continue;
+            }
+            Op::Retry => {
+                runtime.retry(&mut core, now);
+                model.retry(now_ms);
+                None
             }
             Op::Delete { child } => {
                 let id = id(child);
@@ -172,6 +207,7 @@ fn answer(result: Result<(), AdminError>) -> Result<(), Refusal> {
         Ok(()) => Ok(()),
         Err(AdminError::NotFound) => Err(Refusal::NotFound),
         Err(AdminError::Running) => Err(Refusal::Running),
+        Err(AdminError::Restarting) => Err(Refusal::Restarting),
         Err(other) => panic!("an answer OTP never gives here: {other:?}"),
     }
 }
@@ -180,18 +216,35 @@ fn answer(result: Result<(), AdminError>) -> Result<(), Refusal> {
 #[derive(Default)]
 struct Runtime {
     actions: Vec<Action>,
+    /// How many of each child's next starts fail.
+    failing: HashMap<String, u32>,
+    /// The restart timers set and not yet fired, oldest first.
+    timers: Vec<(String, u64)>,
+    /// The answers of admin starts, newest last.
+    admin: Vec<Result<(), ExitReason>>,
 }
 
 impl Runtime {
-    /// Carries out every directive (each start succeeds, each stop ends in
-    /// `shutdown`), recording starts, stops and the supervisor's exit.
+    /// Carries out every directive (a start succeeds unless its child's starts are
+    /// set to fail, each stop ends in `shutdown`, a timer is kept for `Retry`),
+    /// recording starts, stops and the supervisor's exit.
     fn carry_out(&mut self, core: &mut Core, now: Instant) {
         while let Some(directive) = core.pop() {
             match directive {
                 Directive::Start { child, cause, .. } => {
-                    self.actions.push(Action::Start(child.clone()));
-                    if let Some(Err(e)) = core.started(&child, Ok(()), cause, now) {
-                        panic!("a start that succeeded was answered {e:?}");
+                    let result = match self.failing.get_mut(&child).filter(|n| **n > 0) {
+                        Some(n) => {
+                            *n -= 1;
+                            self.actions.push(Action::StartFailed(child.clone()));
+                            Err(ExitReason::StartFailed { message: "refused".into() })
+                        }
+                        None => {
+                            self.actions.push(Action::Start(child.clone()));
+                            Ok(())
+                        }
+                    };
+                    if let Some(answer) = core.started(&child, result, cause, now) {
+                        self.admin.push(answer);
                     }
                 }
                 Directive::Stop { child, shutdown } => {
@@ -205,8 +258,8 @@ impl Runtime {
                     core.stopped(&child, reason);
                 }
                 Directive::StopAll { .. } => panic!("StopAll is for dynamic children only"),
-                Directive::RestartAfter { delay, .. } => {
-                    panic!("a restart delayed {delay:?} with no backoff configured")
+                Directive::RestartAfter { child, generation, .. } => {
+                    self.timers.push((child, generation));
                 }
                 Directive::Exit(reason) => {
                     assert_eq!(reason, ExitReason::Shutdown, "a supervisor ends with `shutdown`");
@@ -214,6 +267,15 @@ impl Runtime {
                 }
                 Directive::Forget { .. } | Directive::Emit(_) => {}
             }
+        }
+    }
+
+    /// Fires the timers set, and those they set, in order.
+    fn retry(&mut self, core: &mut Core, now: Instant) {
+        while !self.timers.is_empty() {
+            let (child, generation) = self.timers.remove(0);
+            core.timer(&child, generation, now);
+            self.carry_out(core, now);
         }
     }
 
@@ -236,10 +298,17 @@ fn compare(
     if model.exited() {
         return;
     }
-    let children: Vec<(String, bool, u64)> = core
+    let children: Vec<(String, otp::State, u64)> = core
         .which_children()
         .into_iter()
-        .map(|c| (c.name, c.state == ChildState::Running, c.incarnation))
+        .map(|c| {
+            let state = match c.state {
+                ChildState::Running => otp::State::Running,
+                ChildState::Stopped => otp::State::Stopped,
+                ChildState::Restarting => otp::State::Restarting,
+            };
+            (c.name, state, c.incarnation)
+        })
         .collect();
     assert_eq!(children, model.children(), "the children differ after:\n{}", history.join("\n"));
 }

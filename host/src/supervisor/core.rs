@@ -1102,6 +1102,13 @@ impl Core {
                         if cause == StartCause::Restart {
                             c.restarts -= 1;
                         }
+                        // Not started, and no retry of its own is due: as OTP leaves
+                        // the rest of an aborted `start_children`, stopped (`undefined`),
+                        // so `restart_child` and `delete_child` take it.
+                        if c.state == ChildState::Restarting {
+                            c.state = ChildState::Stopped;
+                            c.generation += 1;
+                        }
                     }
                 }
                 other => self.agenda.push_back(other),

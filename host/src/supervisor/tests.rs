@@ -925,3 +925,35 @@ fn a_template_upgrade_changes_what_children_start_from_and_gives_back_the_old() 
     let refused = static_one.core.upgrade_template(|old| old.clone());
     assert!(matches!(refused, Err(AdminError::NotSimpleOneForOne)));
 }
+
+#[test]
+fn a_group_restart_cut_short_by_a_failed_start_leaves_the_rest_stopped_as_otp_does() {
+    // Found by the differential fuzz target: one_for_all, c crashes, b's start fails;
+    // OTP leaves c `undefined` (restart_child and delete_child take it), only b is
+    // `restarting`. Warden once left c restarting too, refusing both.
+    let mut sim = Sim::start(abc(Strategy::OneForAll));
+    sim.fail_at.insert(("b".into(), 2));
+    sim.exit("c", crash());
+    let log = sim.take_log();
+    assert_eq!(
+        log[6..],
+        [
+            "start a #2",
+            "started root/a #2",
+            "start b #2",
+            "start_failed root/b",
+            "restarting root/b attempt 1 delay 0",
+            "timer b 0ms"
+        ],
+        "c's start was cut short with the batch"
+    );
+    assert_eq!(sim.state("b"), Some(ChildState::Restarting));
+    assert_eq!(sim.state("c"), Some(ChildState::Stopped));
+    assert_eq!(sim.core.restart_child("c"), Ok(()));
+    sim.run();
+    assert_eq!(sim.state("c"), Some(ChildState::Running));
+    assert_eq!(sim.incarnation("c"), 2, "no incarnation number skipped");
+    // b's retry restarts the whole group, c with it.
+    sim.fire_timers();
+    assert_eq!([sim.state("a"), sim.state("b"), sim.state("c")], [Some(ChildState::Running); 3]);
+}
