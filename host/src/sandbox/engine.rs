@@ -73,6 +73,12 @@ const COMPILE_CACHE: &str = "compiled";
 /// are small, and zeroing a whole 20,000-entry slot would cost more than it saves.
 const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 
+/// The part of a freed call stack kept resident (zeroed with memset); the rest is given
+/// back to the system. Without this, a guest that recursed deep (a stack overflow) left
+/// its slot's whole stack resident, and slot after slot the host's memory grew by up to
+/// a stack per pooled instance, charged to no child.
+const STACK_KEEP_RESIDENT: usize = 64 << 10;
+
 /// The shared engine. Cheap to clone; dropping the last clone stops the ticker.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -156,7 +162,9 @@ impl Engine {
                 .max_tables_per_component(16)
                 .max_memory_size(config.max_memory_bytes)
                 .linear_memory_keep_resident(config.keep_resident)
-                .table_keep_resident(config.keep_resident.min(TABLE_KEEP_RESIDENT));
+                .table_keep_resident(config.keep_resident.min(TABLE_KEEP_RESIDENT))
+                .async_stack_keep_resident(STACK_KEEP_RESIDENT);
+            wasm.async_stack_zeroing(true);
             wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let cache = match &config.cache_dir {
