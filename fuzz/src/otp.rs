@@ -10,6 +10,13 @@
 //! (OTP's `try_again_restart` cast): the model keeps those in a queue, handled when the
 //! runtime would deliver them ([`Supervisor::retry`]).
 //!
+//! One deliberate difference from `supervisor.erl`'s code: a retry belongs to the
+//! failed restart that asked for it. OTP's cast names only the child, so when that
+//! restart is overtaken (the child started by a group restart or `restart_child`) and
+//! the child fails a later restart too, the old cast still arrives and restarts it a
+//! second time, counting toward the intensity. Warden drops an overtaken retry (its
+//! timer's generation), and so does this model.
+//!
 //! The children are kept in start order (OTP keeps them newest first and walks the
 //! list; the effect is the same): a group restart stops newest first and starts oldest
 //! first. Times are milliseconds.
@@ -97,6 +104,8 @@ struct Child {
     state: State,
     /// How many times a start was tried (Warden's incarnation number).
     starts: u64,
+    /// The number of its last failed restart: the retry that may act.
+    retry: u64,
 }
 
 /// One supervisor, as OTP runs it.
@@ -113,8 +122,9 @@ pub struct Supervisor {
     actions: Vec<Action>,
     /// How many of each child's next starts fail.
     failing: HashMap<String, u32>,
-    /// The `try_again_restart` casts not yet handled, oldest first.
-    try_again: VecDeque<String>,
+    /// The `try_again_restart` casts not yet handled, oldest first, each with the
+    /// failed restart it belongs to.
+    try_again: VecDeque<(String, u64)>,
 }
 
 impl Supervisor {
@@ -128,7 +138,7 @@ impl Supervisor {
     ) -> Self {
         let children = specs
             .into_iter()
-            .map(|spec| Child { spec, state: State::Stopped, starts: 0 })
+            .map(|spec| Child { spec, state: State::Stopped, starts: 0, retry: 0 })
             .collect();
         let mut sup = Supervisor {
             strategy,
@@ -195,13 +205,15 @@ impl Supervisor {
 
     /// Handles the `try_again_restart` casts due, and those they cause, in order.
     pub fn retry(&mut self, now: u64) {
-        while let Some(id) = self.try_again.pop_front() {
+        while let Some((id, retry)) = self.try_again.pop_front() {
             if self.exited {
                 return;
             }
-            // `handle_cast({try_again_restart, Id})`: only for a child still restarting.
+            // `handle_cast({try_again_restart, Id})`: only for a child still restarting
+            // (and, see above, from the same failed restart).
             if let Some(i) = self.find(&id)
                 && self.children[i].state == State::Restarting
+                && self.children[i].retry == retry
             {
                 self.restart(i, now);
             }
@@ -269,8 +281,10 @@ impl Supervisor {
 
     /// A restart's start failed: `{try_again, Id}`, a cast to itself.
     fn failed_restart(&mut self, i: usize) {
-        self.children[i].state = State::Restarting;
-        self.try_again.push_back(self.children[i].spec.id.clone());
+        let child = &mut self.children[i];
+        child.state = State::Restarting;
+        child.retry += 1;
+        self.try_again.push_back((child.spec.id.clone(), child.retry));
     }
 
     /// `del_child/2`: a temporary child's spec goes; any other stays, not running.

@@ -119,7 +119,17 @@ pub fn check(input: &Input) {
     let mut runtime = Runtime::default();
     core.init(t0);
     runtime.carry_out(&mut core, t0);
-    let mut history = vec!["init".to_owned()];
+    let children: Vec<String> = spec
+        .children
+        .iter()
+        .map(|c| {
+            format!("{} {:?}{}", c.id, c.restart, if c.significant { " significant" } else { "" })
+        })
+        .collect();
+    let mut history = vec![format!(
+        "init: {strategy:?}, intensity {intensity}, period {period_ms} ms, {auto_shutdown:?}; {}",
+        children.join(", ")
+    )];
     compare(&mut core, &mut runtime, &mut model, &history);
 
     for op in input.ops.iter().take(MAX_OPS) {
