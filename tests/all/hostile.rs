@@ -325,7 +325,10 @@ async fn a_child_flooding_its_log_is_held_to_its_rate_and_every_dropped_line_is_
     let mut quiet = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while passed + told < offered {
-        assert!(tokio::time::Instant::now() < deadline, "{passed} passed, {told} told of {offered}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{passed} passed, {told} told of {offered}"
+        );
         while let Some(received) = events.try_next() {
             let Some(record) = received.event() else { panic!("the test fell behind") };
             let Event::Log { path, message, .. } = record.event else { continue };
