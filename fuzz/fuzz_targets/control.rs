@@ -130,7 +130,16 @@ fuzz_target!(|data: &[u8]| {
     fixture.runtime.block_on(async {
         let host = Host::builder().shared_engine(fixture.engine.clone()).build().expect("a host");
         host.start(fixture.spec.clone()).await.expect("the tree starts");
-        let (replies_tx, mut replies) = mpsc::unbounded_channel();
+        let (replies_tx, mut replies) = mpsc::unbounded_channel::<control::Reply>();
+        // Replies are taken as they come, as a session's writer takes them: a reply
+        // held frees its command's pending slot only once written (dropped).
+        let written = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            while let Some(reply) = replies.recv().await {
+                lines.push(serde_json::to_value(&reply.line).expect("a reply is JSON"));
+            }
+            lines
+        });
         let (shutdown_tx, mut shutdown) = mpsc::unbounded_channel();
         let (stop_tx, stop) = watch::channel(false);
         let session = control::Session { replies: replies_tx, subscribe: None };
@@ -158,18 +167,20 @@ fuzz_target!(|data: &[u8]| {
         if let Ok((id, to)) = shutdown.try_recv() {
             let _ = to.send(control::Reply::new(&host, id, Ok(serde_json::Value::Null)));
         }
+        drop(shutdown);
         // With the tree gone, every command still waiting is answered at once.
         let finish = async { while running.join_next().await.is_some() {} };
         within(Duration::from_secs(10), "the commands after the shutdown", finish).await;
 
-        let mut got = 0;
-        while let Ok(reply) = replies.try_recv() {
-            let json = serde_json::to_value(&reply.line).expect("a reply is JSON");
+        // Every sender is gone with the commands: the writer has them all.
+        drop(running);
+        let lines =
+            within(Duration::from_secs(10), "the replies", written).await.expect("no panic");
+        for json in &lines {
             assert_eq!(json["event"], "reply", "{json}");
             assert!(json["ok"].is_boolean(), "{json}");
-            got += 1;
         }
-        assert_eq!(got, replies_due(input), "a reply per command line");
+        assert_eq!(lines.len(), replies_due(input), "a reply per command line");
 
         // Nothing sent is unaccounted for once the tree is gone.
         within(Duration::from_secs(10), "messages settling", host.messages_settled()).await;

@@ -8,7 +8,8 @@
 //!
 //! Nothing is dropped silently: lines over a rate are counted, and the count is told in
 //! the stream itself, as a `log` event (level warn) of the child: when one of its lines
-//! passes again, and, while it goes on being over its rate, once a second.
+//! passes again, or by the host's sweep ([`GuestLogs::sweep`], once a second) when it
+//! has gone quiet, stopped or gone since; and while it floods, once a second.
 
 use crate::events::{Event, EventBus};
 use crate::sandbox::{GuestOutput, GuestStream, LogLevel};
@@ -132,6 +133,25 @@ impl Gate {
             bucket.dropped > 0 || bucket.available < PER_CHILD
         });
     }
+
+    /// The counts not told for a second (the child went quiet, or is gone), each
+    /// child's with its path, to tell now; then forgets the children with nothing more
+    /// to tell, so the map holds only those that logged in the last second.
+    fn sweep(&mut self, now: Instant) -> Vec<(String, u64)> {
+        let second = Duration::from_secs(1);
+        let mut due = Vec::new();
+        for (path, bucket) in &mut self.children {
+            if bucket.dropped > 0 && now.saturating_duration_since(bucket.told) >= second {
+                due.push((path.clone(), bucket.tell(now)));
+            }
+        }
+        self.forget_quiet(now);
+        if self.host.dropped > 0 && now.saturating_duration_since(self.host.told) >= second {
+            let dropped = self.host.tell(now);
+            due.push((String::new(), dropped));
+        }
+        due
+    }
 }
 
 impl GuestLogs {
@@ -149,6 +169,33 @@ impl GuestLogs {
         let (stream, level) = (GuestStream::Log, LogLevel::Warn);
         self.bus.emit(Event::Log { path: path.to_owned(), stream, level, message });
     }
+
+    /// Tells the counts of dropped lines that no later line told (see [`Gate::sweep`]).
+    /// The host calls it once a second.
+    pub(crate) fn sweep(&self, now: Instant) {
+        let due = self.gate.lock().unwrap_or_else(|p| p.into_inner()).sweep(now);
+        for (path, dropped) in due {
+            if path.is_empty() {
+                self.tell("root", host_dropped(dropped));
+            } else {
+                self.tell(&path, child_dropped(dropped));
+            }
+        }
+    }
+}
+
+fn child_dropped(count: u64) -> String {
+    format!(
+        "[warden: {count} lines of this child's output were not made events: over its \
+         {PER_CHILD} a second]"
+    )
+}
+
+fn host_dropped(count: u64) -> String {
+    format!(
+        "[warden: {count} lines of children's output were not made events: over the host's \
+         {PER_SECOND} a second]"
+    )
 }
 
 impl GuestOutput for GuestLogs {
@@ -158,22 +205,10 @@ impl GuestOutput for GuestLogs {
         }
         let Admission { pass, child_dropped, host_dropped } = self.admit(path, Instant::now());
         if child_dropped > 0 {
-            self.tell(
-                path,
-                format!(
-                    "[warden: {child_dropped} lines of this child's output were not made \
-                     events: over its {PER_CHILD} a second]"
-                ),
-            );
+            self.tell(path, self::child_dropped(child_dropped));
         }
         if host_dropped > 0 {
-            self.tell(
-                path,
-                format!(
-                    "[warden: {host_dropped} lines of children's output were not made events: \
-                     over the host's {PER_SECOND} a second]"
-                ),
-            );
+            self.tell(path, self::host_dropped(host_dropped));
         }
         if !pass {
             return;
@@ -268,6 +303,21 @@ mod tests {
             passed += u32::from(gate.admit(&format!("root/p{}", i % 100), at).pass);
         }
         assert!((1399..=1401).contains(&passed), "{passed} of 2000 over 1.4 s");
+    }
+
+    #[test]
+    fn a_count_no_later_line_told_is_told_by_the_sweep_and_the_child_forgotten() {
+        let now = Instant::now();
+        let mut gate = gate(now);
+        for _ in 0..PER_CHILD + 900 {
+            gate.admit("root/burst", now);
+        }
+        // Quiet from then on (or gone): within a second, nothing is due yet.
+        assert_eq!(gate.sweep(now + Duration::from_millis(500)), []);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(gate.sweep(later), [("root/burst".to_owned(), 900)]);
+        assert!(gate.children.is_empty(), "told and refilled: forgotten");
+        assert_eq!(gate.sweep(later + Duration::from_secs(1)), [], "told once");
     }
 
     #[test]

@@ -248,8 +248,21 @@ impl HostBuilder {
             None => Engine::with_interfaces(self.engine.unwrap_or_default(), self.interfaces)?,
         };
         let events = Arc::new(EventBus::new(EVENT_BACKLOG));
+        let shared = Arc::new(Shared::new(engine, state, events));
+        // Counts of dropped guest log lines that no later line told, told once a
+        // second, for as long as the host (its guest log gate) lives.
+        let logs = Arc::downgrade(&shared.guest_logs);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(logs) = logs.upgrade() else { return };
+                logs.sweep(std::time::Instant::now());
+            }
+        });
         Ok(Host {
-            shared: Arc::new(Shared::new(engine, state, events)),
+            shared,
             root: Arc::new(Mutex::new(Root::None)),
             runtime,
             cluster: self.cluster.map(Arc::new),
