@@ -1,15 +1,14 @@
 //! A plugin in Python (componentize-py: CPython and the app in one component) beside
 //! Rust ones, measured in the same process, interleaved sample by sample.
 
-use crate::{Scenario, micros, next_event, scenario};
+use crate::{Scenario, micros, never_giving_up, next_event, scenario};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden::events::Event;
-use warden::runtime::Host;
 use warden::sandbox::{Engine, Sandbox, SandboxConfig};
 use warden::state::MemoryStore;
-use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+use warden::supervisor::{ChildSpec, PluginStart, Strategy};
 
 /// The Python fixture's component, or why it cannot be built here.
 fn python() -> Result<&'static std::path::Path> {
@@ -82,12 +81,7 @@ pub(crate) async fn restart(samples: usize) -> Result<Scenario> {
         ChildSpec::plugin("py", PluginStart::new(python()?)),
         ChildSpec::plugin("rust", PluginStart::new(warden_tests::COUNTER)),
     ];
-    let host = Host::builder().build()?;
-    let mut spec = SupervisorSpec::new(Strategy::OneForOne, children);
-    spec.intensity = u32::MAX;
-    spec.period = Duration::from_millis(1);
-    host.start(spec).await?;
-    let mut events = host.subscribe();
+    let (host, mut events) = never_giving_up(Strategy::OneForOne, children).await?;
     let mut python_us = Vec::with_capacity(samples);
     let mut rust_us = Vec::with_capacity(samples);
     for i in 0..samples + samples / 10 {
