@@ -55,6 +55,19 @@ async fn pending_timers_are_bounded_by_count_and_by_the_bytes_they_hold() {
 }
 
 #[tokio::test]
+async fn the_bytes_waiting_in_a_mailbox_are_bounded() {
+    // Once: a child sending itself 1,024 messages of 1 MiB while it handled one (so
+    // none was read) made the host hold 1 GiB.
+    let tree = start(vec![hostile("h", |_| {})]).await;
+    let reply = text(tree.call("root/h", "sends:1024:1048576:root/h").await);
+    assert_eq!(reply, "sent 16: mailbox full", "16 MiB by default (limits.mailbox_bytes)");
+    // The next call waits behind the 16 it took, so they are all handled, and the
+    // mailbox's room with them.
+    assert_eq!(text(tree.call("root/h", "sends:16:1048576:root/h").await), "sent 16");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
 async fn timers_survive_hibernation_and_go_with_the_incarnation() {
     let mut tree =
         start(vec![hostile("h", |s| s.hibernate_after = Some(Duration::ZERO)), chaos("victim")])

@@ -217,6 +217,11 @@ impl<'a> Builder<'a> {
                 Some(n) => mailbox.capacity = n,
                 None => {}
             }
+            if let Some(n) =
+                l.mailbox_bytes.as_deref().and_then(|s| self.bytes(here, "limits.mailbox_bytes", s))
+            {
+                mailbox.max_queued_bytes = n;
+            }
             if let Some(n) = l.timers {
                 mailbox.timers.max_timers = n;
             }

@@ -190,6 +190,9 @@ pub struct LimitsEntry {
     pub message_size: Option<String>,
     /// Messages that may wait in its mailbox; default 1024.
     pub mailbox: Option<usize>,
+    /// Payload bytes the messages waiting in its mailbox may hold together, e.g.
+    /// "4MiB"; default 16 MiB.
+    pub mailbox_bytes: Option<String>,
     /// `send-after` timers it may have pending; default 1024.
     pub timers: Option<usize>,
     /// Bytes of payload its pending timers may hold, e.g. "1MiB"; default 4 MiB.

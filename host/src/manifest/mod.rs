@@ -25,7 +25,7 @@
 //! shutdown = "5s"                 # or "brutal_kill", "infinity"
 //! config = { fail_init_from = 3 } # handed to init as JSON
 //! limits = { memory = "16MiB", deadline = "1s", message_size = "64KiB", mailbox = 256,
-//!            timers = 1024, timer_bytes = "4MiB", output = "1MiB" }
+//!            mailbox_bytes = "16MiB", timers = 1024, timer_bytes = "4MiB", output = "1MiB" }
 //! grants = { targets = ["root/pool/*"] }  # whom it may message (itself always)
 //! heartbeat = { timeout = "200ms" }       # or { detector = "phi", threshold = 8 }
 //! circuit = { failures = 3, reset = "1s" }
@@ -308,7 +308,7 @@ strategy = "one_for_one"
 [[root.children]]
 name = "a"
 plugin = "p.wasm"
-limits = { message_size = "64KiB", mailbox = 8 }
+limits = { message_size = "64KiB", mailbox = 8, mailbox_bytes = "256KiB" }
 grants = { targets = ["root/b", "root/pool/*"] }
 heartbeat = { detector = "phi", threshold = 6.5, acceptable_pause = "0s" }
 circuit = { failures = 2, reset = "250ms" }
@@ -318,6 +318,7 @@ poison_after = 5
         let a = only_child(&spec);
         assert_eq!(a.mailbox.max_message_bytes, 64 << 10);
         assert_eq!(a.mailbox.capacity, 8);
+        assert_eq!(a.mailbox.max_queued_bytes, 256 << 10);
         assert_eq!(a.mailbox.poison_after, 5);
         assert!(a.mailbox.targets.allows("root/a", "root/pool/w1"));
         assert!(!a.mailbox.targets.allows("root/a", "root/c"));

@@ -56,10 +56,35 @@ pub(crate) struct Mailbox {
 #[derive(Debug, Default)]
 struct Queue {
     letters: VecDeque<Letter>,
+    /// The payload bytes of `letters`.
+    bytes: usize,
     closed: bool,
     /// The frame of the last call the reader took: while the reader handles it, calls
     /// the child makes belong to its chain. Set with the take, under the same lock.
     handling: Option<Arc<Frame>>,
+}
+
+impl Queue {
+    fn push_back(&mut self, letter: Letter) {
+        self.bytes += letter.envelope.payload.len();
+        self.letters.push_back(letter);
+    }
+
+    fn push_front(&mut self, letter: Letter) {
+        self.bytes += letter.envelope.payload.len();
+        self.letters.push_front(letter);
+    }
+
+    fn pop_front(&mut self) -> Option<Letter> {
+        let letter = self.letters.pop_front()?;
+        self.bytes -= letter.envelope.payload.len();
+        Some(letter)
+    }
+
+    fn take(&mut self) -> VecDeque<Letter> {
+        self.bytes = 0;
+        std::mem::take(&mut self.letters)
+    }
 }
 
 impl Mailbox {
@@ -99,10 +124,13 @@ impl Mailbox {
         if queue.closed {
             return Err((Box::new(letter), MessageError::UnknownTarget(self.path.to_string())));
         }
-        if queue.letters.len() >= self.config.capacity {
+        let bytes = queue.bytes.saturating_add(letter.envelope.payload.len());
+        if queue.letters.len() >= self.config.capacity
+            || (!queue.letters.is_empty() && bytes > self.config.max_queued_bytes)
+        {
             return Err((Box::new(letter), MessageError::MailboxFull));
         }
-        queue.letters.push_back(letter);
+        queue.push_back(letter);
         drop(queue);
         self.ready.wake();
         Ok(())
@@ -112,12 +140,10 @@ impl Mailbox {
     /// gone): a full mailbox makes room this way before it refuses a letter.
     pub(crate) fn take_abandoned(&self) -> Vec<Letter> {
         let mut queue = self.queue();
-        let (abandoned, kept): (VecDeque<Letter>, VecDeque<Letter>) =
-            std::mem::take(&mut queue.letters)
-                .into_iter()
-                .partition(|l| l.frame.as_ref().is_some_and(|f| f.abandoned()));
-        queue.letters = kept;
-        abandoned.into()
+        let (abandoned, kept): (Vec<Letter>, Vec<Letter>) =
+            queue.take().into_iter().partition(|l| l.frame.as_ref().is_some_and(|f| f.abandoned()));
+        kept.into_iter().for_each(|letter| queue.push_back(letter));
+        abandoned
     }
 
     /// Puts a letter whose handling did not finish back at the head, over capacity if
@@ -133,7 +159,7 @@ impl Mailbox {
         if queue.closed {
             return Err(letter);
         }
-        queue.letters.push_front(letter);
+        queue.push_front(letter);
         drop(queue);
         self.ready.wake();
         Ok(())
@@ -147,7 +173,7 @@ impl Mailbox {
             // Registered before looking, so a letter pushed after the look wakes us.
             self.ready.register(cx.waker());
             let mut queue = self.queue();
-            let Some(letter) = queue.letters.pop_front() else { return Poll::Pending };
+            let Some(letter) = queue.pop_front() else { return Poll::Pending };
             queue.handling.clone_from(&letter.frame);
             Poll::Ready(letter)
         })
@@ -157,18 +183,24 @@ impl Mailbox {
     /// The next letter if there is one, without waiting.
     #[cfg(test)]
     pub(crate) fn try_next(&self) -> Option<Letter> {
-        self.queue().letters.pop_front()
+        self.queue().pop_front()
     }
 
     /// Closes the mailbox (its child was removed) and returns what was still in it.
     pub(crate) fn close(&self) -> VecDeque<Letter> {
         let mut queue = self.queue();
         queue.closed = true;
-        std::mem::take(&mut queue.letters)
+        queue.take()
     }
 
     /// Letters waiting.
     pub(crate) fn len(&self) -> usize {
         self.queue().letters.len()
+    }
+
+    /// The payload bytes of the letters waiting.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.queue().bytes
     }
 }

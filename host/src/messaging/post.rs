@@ -815,6 +815,29 @@ mod tests {
         assert_eq!((stats.sent, stats.failed, stats.cancelled, stats.pending), (2, 1, 1, 1));
     }
 
+    #[test]
+    fn the_payload_bytes_a_mailbox_holds_are_bounded_and_given_back_as_letters_leave() {
+        let (post, _events) = post();
+        let config = MailboxConfig { max_queued_bytes: 10, ..config(100) };
+        let a = post.open("root/a", &config);
+        // Into an empty mailbox, any letter it accepts at all.
+        post.send(None, "root/a", vec![0; 12]).expect("an empty mailbox takes it");
+        assert_eq!(post.send(None, "root/a", vec![0; 1]), Err(MessageError::MailboxFull));
+        assert!(a.try_next().is_some());
+        assert_eq!(a.bytes(), 0);
+        post.send(None, "root/a", vec![0; 6]).unwrap();
+        post.send(None, "root/a", vec![0; 4]).unwrap();
+        assert_eq!(post.send(None, "root/a", vec![0; 1]), Err(MessageError::MailboxFull));
+        assert_eq!((a.len(), a.bytes()), (2, 10));
+        // A letter put back (its handling interrupted) was accepted already.
+        let letter = a.try_next().unwrap();
+        post.send(None, "root/a", vec![0; 6]).unwrap();
+        a.requeue(letter).unwrap();
+        assert_eq!((a.len(), a.bytes()), (3, 16));
+        assert_eq!(a.close().len(), 3);
+        assert_eq!(a.bytes(), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn calls_that_time_out_unhandled_neither_fill_the_mailbox_nor_flood_the_events() {
         // A hostile caller: thousands of calls with no time to be handled.

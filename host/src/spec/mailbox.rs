@@ -12,6 +12,11 @@ pub struct MailboxConfig {
     /// The largest payload the child accepts, in bytes; a larger one fails with
     /// `too-large`. Default 1 MiB.
     pub max_message_bytes: usize,
+    /// The payload bytes the waiting messages may hold together; a send that would
+    /// take them past it fails with `mailbox-full` (a message to an empty mailbox is
+    /// always taken, up to `max_message_bytes`). Default 16 MiB: without it, a
+    /// child's mailbox could make the host hold `capacity` × `max_message_bytes`.
+    pub max_queued_bytes: usize,
     /// How many incarnations a sent message (not a call) may crash before it is
     /// dead-lettered instead of delivered again. Default 1: as in OTP, the message
     /// being handled when the child crashed is gone (a `crashed` dead letter), and one
@@ -32,6 +37,7 @@ impl Default for MailboxConfig {
         Self {
             capacity: 1024,
             max_message_bytes: 1 << 20,
+            max_queued_bytes: 16 << 20,
             poison_after: 1,
             targets: Targets::default(),
             circuit: None,

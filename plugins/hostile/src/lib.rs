@@ -7,16 +7,22 @@
 //! |                           | each; replies `set K` and, if one was refused,       |
 //! |                           | `: ERROR` (the error)                                |
 //! | `after:DELAY_MS:PATH:TEXT`| sets one `send-after` timer: TEXT to PATH            |
+//! | `sends:N:SIZE:PATH`       | sends N messages of SIZE bytes to PATH; replies      |
+//! |                           | `sent K` and, if one was refused, `: ERROR`          |
 //! | `stdout:N`                | writes N newlines to stdout, 4 KiB at a time         |
 //! | `log:N:SIZE`              | logs N lines of SIZE bytes at error level            |
 //! | `panic:TEXT`              | panics with TEXT (`\n` and `\e` in it are a newline  |
 //! |                           | and an escape character)                             |
 //! | `fail:TEXT`               | answers with the application error TEXT (same        |
 //! |                           | escapes)                                             |
+//! | `prog:BYTES`              | runs BYTES as a program of host import calls with    |
+//! |                           | arbitrary arguments (see `program.rs`)               |
 //! | anything else             | answered `ok` (timers it set arrive as `tick`)       |
 use std::io::Write;
 use std::time::Duration;
 use warden_guest::{Context, Envelope, Plugin, export_plugin};
+
+mod program;
 
 struct Hostile {
     me: String,
@@ -28,6 +34,9 @@ impl Plugin for Hostile {
     }
 
     fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String> {
+        if let Some(program) = msg.payload.strip_prefix(b"prog:") {
+            return program::run(program);
+        }
         let text = String::from_utf8_lossy(&msg.payload).into_owned();
         let mut args = text.split(':');
         match args.next().unwrap_or_default() {
@@ -41,6 +50,17 @@ impl Plugin for Hostile {
                     }
                 }
                 Ok(format!("set {n}").into_bytes())
+            }
+            "sends" => {
+                let n = number(args.next())?;
+                let size = number(args.next())? as usize;
+                let to = args.next().ok_or("hostile: sends:N:SIZE:PATH")?;
+                for sent in 0..n {
+                    if let Err(e) = warden_guest::send(to, vec![b's'; size]) {
+                        return Ok(format!("sent {sent}: {e}").into_bytes());
+                    }
+                }
+                Ok(format!("sent {n}").into_bytes())
             }
             "after" => {
                 let delay = Duration::from_millis(number(args.next())?);
