@@ -1,6 +1,7 @@
 //! Warden's integration tests: real plugins in real sandboxes, one test binary
 //! (as in wasmtime's `tests/all`).
 
+mod abi;
 mod chains;
 mod cluster;
 mod embedding;
