@@ -253,7 +253,7 @@ impl Post {
             pushed => pushed,
         };
         pushed.map_err(|(_, e)| {
-            self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+            self.unpend();
             e
         })
     }
@@ -305,7 +305,7 @@ impl Post {
             let sender = from.map(|f| f.path.to_string());
             let sent = remote.send(node, sender, to.to_owned(), payload);
             if sent.is_err() {
-                self.counts.pending.fetch_sub(1, Ordering::Relaxed);
+                self.unpend();
             }
             return sent;
         }
@@ -563,6 +563,13 @@ impl Post {
 
     fn finish(&self, counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+        self.unpend();
+    }
+
+    /// One letter less pending: finished, or refused after it was counted pending. The
+    /// last one wakes whoever waits for nothing pending, whichever way it went: a
+    /// waiter may have seen a refused letter pending for the moment it was.
+    fn unpend(&self) {
         // SeqCst with `settled`'s: a waiter that saw a letter pending is seen here.
         if self.counts.pending.fetch_sub(1, Ordering::SeqCst) == 1
             && self.settle_waiters.load(Ordering::SeqCst) > 0
