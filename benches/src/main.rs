@@ -6,6 +6,7 @@
 //!                                      [--only SCENARIO[,SCENARIO]] [--samples N]
 //! ```
 
+mod attack;
 mod cluster;
 mod interfaces;
 mod plot;
@@ -240,6 +241,10 @@ fn run(options: &Options) -> Result<Vec<Scenario>> {
     }
     if python && optional("restart_py") {
         scenarios.push(runtime.block_on(python::restart(samples / 40))?);
+    }
+    if want("call_under_attack") {
+        let measure = attack::call_under_attack(if quick { 500 } else { 5_000 });
+        scenarios.push(parallel.block_on(async { tokio::spawn(measure).await? })?);
     }
     if want("hang_detection") {
         scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);
@@ -965,7 +970,7 @@ pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank]
 }
