@@ -505,7 +505,7 @@ struct Tables {
 impl Tables {
     /// What they change in a plugin start, read with the manifest's checks: each key
     /// given sets its setting, and only that. The mailbox's settings (`message_size`,
-    /// `mailbox`, `timers`, `timer_bytes`) are refused: the mailbox outlives
+    /// `mailbox`, `mailbox_bytes`, `timers`, `timer_bytes`) are refused: the mailbox outlives
     /// incarnations and keeps them.
     fn patch(
         self,
@@ -517,7 +517,7 @@ impl Tables {
         let given = |table: &Option<Value>, key: &str| {
             table.as_ref().and_then(Value::as_object).is_some_and(|t| t.contains_key(key))
         };
-        for key in ["message_size", "mailbox", "timers", "timer_bytes"] {
+        for key in ["message_size", "mailbox", "mailbox_bytes", "timers", "timer_bytes"] {
             if given(&self.limits, key) {
                 return Err(format!(
                     "upgrade_child: limits.{key} is the mailbox's, and the mailbox outlives \

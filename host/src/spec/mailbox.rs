@@ -16,6 +16,9 @@ pub struct MailboxConfig {
     /// take them past it fails with `mailbox-full` (a message to an empty mailbox is
     /// always taken, up to `max_message_bytes`). Default 16 MiB: without it, a
     /// child's mailbox could make the host hold `capacity` × `max_message_bytes`.
+    /// (Defaulted when absent, so that a node of an earlier version can place a child
+    /// on this one.)
+    #[serde(default = "default_max_queued_bytes")]
     pub max_queued_bytes: usize,
     /// How many incarnations a sent message (not a call) may crash before it is
     /// dead-lettered instead of delivered again. Default 1: as in OTP, the message
@@ -32,12 +35,16 @@ pub struct MailboxConfig {
     pub timers: TimerLimits,
 }
 
+fn default_max_queued_bytes() -> usize {
+    16 << 20
+}
+
 impl Default for MailboxConfig {
     fn default() -> Self {
         Self {
             capacity: 1024,
             max_message_bytes: 1 << 20,
-            max_queued_bytes: 16 << 20,
+            max_queued_bytes: default_max_queued_bytes(),
             poison_after: 1,
             targets: Targets::default(),
             circuit: None,
