@@ -52,7 +52,11 @@ pub(crate) async fn call_under_attack(per_phase: usize) -> Result<Scenario> {
             let host = host.clone();
             tokio::spawn(async move {
                 loop {
-                    let _ = host.call(attacker, attack.into(), Duration::from_secs(5)).await;
+                    // Refused at once (its mailbox full), a call does not yield: wait a
+                    // moment, or this loop would be an attacker of its own.
+                    if host.call(attacker, attack.into(), Duration::from_secs(5)).await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
             })
         };
@@ -89,7 +93,7 @@ async fn quiet(host: &Host, attacker: &str) -> Result<()> {
     let ping = if attacker == "root/chaos" { "echo:quiet" } else { "quiet" };
     while let Err(e) = host.call(attacker, ping.into(), Duration::from_secs(10)).await {
         anyhow::ensure!(e == MessageError::MailboxFull, "{attacker} did not answer: {e}");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     tokio::time::sleep(Duration::from_millis(20)).await; // the last 1 ms timers fire
     tokio::time::timeout(Duration::from_secs(10), host.messages_settled()).await?;
