@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use warden::runtime::Host;
 use warden::sandbox::Engine;
 use warden::supervisor::{ChildStart, SupervisorSpec};
+use warden_fuzz::live::{every_message_accounted_for, within};
 
 /// The tree every input runs against, its plugins compiled once.
 const MANIFEST: &str = r#"
@@ -117,13 +118,6 @@ fn replies_due(input: &[u8]) -> usize {
     due
 }
 
-async fn within<T>(bound: Duration, what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(bound, f).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {bound:?}"),
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let input = &data[..data.len().min(MAX_INPUT)];
     let fixture = fixture();
@@ -183,13 +177,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(lines.len(), replies_due(input), "a reply per command line");
 
         // Nothing sent is unaccounted for once the tree is gone.
-        within(Duration::from_secs(10), "messages settling", host.messages_settled()).await;
-        let stats = host.message_stats();
-        assert_eq!(stats.pending, 0, "{stats:?}");
-        assert_eq!(
-            stats.sent,
-            stats.rejected + stats.handled + stats.failed + stats.dead_letters + stats.forwarded,
-            "every message sent is accounted for: {stats:?}"
-        );
+        every_message_accounted_for(&host, &lines).await;
     });
 });

@@ -20,6 +20,7 @@ use warden::runtime::Host;
 use warden::sandbox::{Engine, MessageError, Plugin};
 use warden::state::{MemoryStore, Quota, StateStore};
 use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
+use warden_fuzz::live::{every_message_accounted_for, within};
 
 /// The largest program run: a few hundred ops.
 const MAX_INPUT: usize = 4 << 10;
@@ -64,13 +65,6 @@ fn tree(fixture: &Fixture) -> SupervisorSpec {
     );
     spec.intensity = 1000;
     spec
-}
-
-async fn within<T>(bound: Duration, what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(bound, f).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {bound:?}"),
-    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -129,13 +123,6 @@ fuzz_target!(|data: &[u8]| {
             seen.push(received);
         }
 
-        let settled = tokio::time::timeout(Duration::from_secs(10), host.messages_settled()).await;
-        let stats = host.message_stats();
-        assert!(settled.is_ok(), "messages did not settle within 10 s: {stats:?}\n{seen:#?}");
-        assert_eq!(
-            stats.sent,
-            stats.rejected + stats.handled + stats.failed + stats.dead_letters + stats.forwarded,
-            "every message sent is accounted for: {stats:?}\n{seen:#?}"
-        );
+        every_message_accounted_for(&host, &seen).await;
     });
 });

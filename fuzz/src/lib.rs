@@ -1,5 +1,6 @@
-//! What Warden's fuzz targets share: the reference model of OTP's supervisor, and the
-//! differential check of the core against it.
+//! What Warden's fuzz targets share: the reference model of OTP's supervisor, the
+//! differential check of the core against it, and the checks of a live tree.
 
+pub mod live;
 pub mod otp;
 pub mod supervisor;
