@@ -10,11 +10,12 @@
 //!
 //! Timers belong to the incarnation, not to an instance: the [`Outbox`](super::Outbox)
 //! that owns them is shared by a hibernating child's activations, and dropped with the
-//! incarnation, which cancels whatever is still pending, at once: timers fire under
-//! the lock the drop takes, so none fires once the drop has returned, not even from a
-//! driver mid-poll on another thread (aborting its task stops it only at its next
-//! await). A fired timer is gone at once. The pending ones are bounded by count and by the bytes their payloads hold,
-//! so a guest cannot make the host hold more than its limits say.
+//! incarnation, which cancels whatever is still pending, at once: the drop empties the
+//! queue under the lock timers fire under, so none fires once the drop has returned,
+//! not even from a driver mid-poll on another thread (aborting its task stops it only
+//! at its next await). A fired timer is gone at once. The pending ones are bounded by
+//! count and by the bytes their payloads hold, so a guest cannot make the host hold
+//! more than its limits say.
 
 use super::mailbox::Mailbox;
 use super::post::Post;
@@ -53,8 +54,6 @@ struct State {
     pending: BTreeMap<(Instant, u64), Pending>,
     next_seq: u64,
     bytes: usize,
-    /// Set when the timers are dropped: nothing fires any more.
-    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -131,7 +130,6 @@ impl Timers {
 impl Drop for Timers {
     fn drop(&mut self) {
         let mut state = self.queue.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.cancelled = true;
         state.pending.clear();
         state.bytes = 0;
         // The driver's task is aborted as `driver` drops, after this.
@@ -144,17 +142,14 @@ async fn drive(queue: Arc<Queue>, post: Arc<Post>, from: Arc<Mailbox>) {
         let next = {
             let now = Instant::now();
             let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-            // Fired under the lock, each after a look at `cancelled` (see the module).
-            while !state.cancelled
-                && let Some(entry) = state.pending.first_entry()
+            // Fired under the lock, so that a drop empties the queue between two fires at
+            // the latest (see the module).
+            while let Some(entry) = state.pending.first_entry()
                 && entry.key().0 <= now
             {
                 let Pending { to, payload } = entry.remove();
                 state.bytes -= payload.len();
                 post.fire(&from, to, payload);
-            }
-            if state.cancelled {
-                return;
             }
             state.pending.first_key_value().map(|(&(at, _), _)| at)
         };
