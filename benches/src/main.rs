@@ -9,6 +9,7 @@
 mod attack;
 mod cluster;
 mod interfaces;
+mod otp;
 mod plot;
 mod python;
 
@@ -55,8 +56,14 @@ pub(crate) struct Scenario {
     baseline_p50: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline_p99: Option<f64>,
+    /// The baseline's figure, for a throughput scenario that has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline_value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_p50: Option<f64>,
+    /// Warden's figure over the baseline's, for a throughput scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_value: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_p99: Option<f64>,
     /// What the figure counts, for a throughput scenario.
@@ -249,39 +256,65 @@ fn run(options: &Options) -> Result<Vec<Scenario>> {
     if want("hang_detection") {
         scenarios.push(runtime.block_on(hang_detection(if quick { 10 } else { 50 }))?);
     }
+    // Beside OTP's `supervisor` and `gen_server`, where `erl` is installed.
+    let sizes = otp::Sizes {
+        calls: samples,
+        restarts: samples / 4,
+        group_restarts: (samples / 500).max(10),
+        crash_loop_seconds: if quick { 1 } else { 3 },
+        sends: if quick { 20_000 } else { 200_000 },
+        dynamic_children: if quick { 10_000 } else { 100_000 },
+    };
+    scenarios.extend(otp::run(want, &sizes, &runtime, &parallel)?);
     Ok(scenarios)
 }
 
 /// The table of results, and each scenario's note.
 fn print_table(scenarios: &[Scenario]) {
     println!(
-        "{:<16} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
+        "{:<20} {:>5} {:>12} {:>12}  {:<44} {:>12} {:>12} {:>7}",
         "scenario", "unit", "warden p50", "warden p99", "baseline", "p50", "p99", "ratio"
     );
+    let figure = |x: Option<f64>, decimals: usize| match x {
+        Some(x) => format!("{x:.decimals$}"),
+        None => String::new(),
+    };
     for s in scenarios {
+        let baseline = s.baseline.unwrap_or_default();
         match s.warden_value {
-            Some(value) => println!(
-                "{:<16} {:>5} {:>12.0} {:>12}  {}",
+            Some(value) if s.baseline.is_none() => println!(
+                "{:<20} {:>5} {:>12.0} {:>12}  {}",
                 s.name,
                 s.unit,
                 value,
                 "",
                 s.note.as_deref().unwrap_or("")
             ),
+            Some(value) => println!(
+                "{:<20} {:>5} {:>12.0} {:>12}  {:<44} {:>12} {:>12} {:>7}",
+                s.name,
+                s.unit,
+                value,
+                "",
+                baseline,
+                figure(s.baseline_value, 0),
+                "",
+                s.ratio_value.map(|r| format!("{r:.2}x")).unwrap_or_default(),
+            ),
             None => println!(
-                "{:<16} {:>5} {:>12.2} {:>12.2}  {:<44} {:>12.2} {:>12.2} {:>6.2}x",
+                "{:<20} {:>5} {:>12.2} {:>12.2}  {:<44} {:>12} {:>12} {:>7}",
                 s.name,
                 s.unit,
                 s.warden_p50.unwrap_or_default(),
                 s.warden_p99.unwrap_or_default(),
-                s.baseline.unwrap_or_default(),
-                s.baseline_p50.unwrap_or_default(),
-                s.baseline_p99.unwrap_or_default(),
-                s.ratio_p50.unwrap_or_default()
+                baseline,
+                figure(s.baseline_p50, 2),
+                figure(s.baseline_p99, 2),
+                s.ratio_p50.map(|r| format!("{r:.2}x")).unwrap_or_default(),
             ),
         }
     }
-    for s in scenarios.iter().filter(|s| s.warden_value.is_none()) {
+    for s in scenarios.iter().filter(|s| s.warden_value.is_none() || s.baseline.is_some()) {
         if let Some(note) = &s.note {
             println!("  {}: {note}", s.name);
         }
@@ -724,38 +757,8 @@ async fn scale_children(
     target: usize,
     hibernate_after: Option<Duration>,
 ) -> Result<Scenario> {
-    let engine = match hibernate_after {
-        None => warden::sandbox::EngineConfig {
-            max_instances: target,
-            max_memory_bytes: 16 << 20,
-            ..Default::default()
-        },
-        Some(_) => warden::sandbox::EngineConfig::default(),
-    };
-    let host = Host::builder().engine(engine).build()?;
-    let mut start = PluginStart::new(warden_tests::ECHO).max_memory(16 << 20);
-    start.hibernate_after = hibernate_after;
-    let template = ChildSpec::plugin("echo", start);
-    let mut pool = SupervisorSpec::new(Strategy::SimpleOneForOne, vec![template]);
-    pool.intensity = 0;
-    let root = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::supervisor("pool", pool)]);
-    host.start(root).await?;
-    let rss_before = warden_tests::resident_bytes();
-    let t = Instant::now();
-    let mut names = Vec::with_capacity(target);
-    let mut refused = None;
-    while names.len() < target {
-        match host.start_dynamic("root/pool", None, None).await {
-            Ok(name) => names.push(name),
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    let start_ms = t.elapsed().as_secs_f64() * 1e3;
-    let rss_per_child = (warden_tests::resident_bytes().saturating_sub(rss_before)) as f64
-        / names.len().max(1) as f64;
+    let Started { host, names, start_ms, rss_per_child, refused } =
+        start_children(target, hibernate_after).await?;
     let mut us = Vec::new();
     let mut pick = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..2_000 {
@@ -794,6 +797,61 @@ async fn scale_children(
         warden_samples: us,
         ..Scenario::default()
     })
+}
+
+/// A host with `target` dynamic `echo` children of one simple_one_for_one supervisor,
+/// or as many as it would start.
+pub(crate) struct Started {
+    pub host: Host,
+    /// The names of the children started.
+    pub names: Vec<String>,
+    /// How long starting them took, one after another.
+    pub start_ms: f64,
+    /// The process's resident growth, divided by the children started.
+    pub rss_per_child: f64,
+    /// Why the next child was refused, where one was.
+    pub refused: Option<String>,
+}
+
+/// Starts `target` dynamic `echo` children (hibernating after `hibernate_after`, or
+/// resident) one after another, until the host refuses one.
+pub(crate) async fn start_children(
+    target: usize,
+    hibernate_after: Option<Duration>,
+) -> Result<Started> {
+    let engine = match hibernate_after {
+        None => warden::sandbox::EngineConfig {
+            max_instances: target,
+            max_memory_bytes: 16 << 20,
+            ..Default::default()
+        },
+        Some(_) => warden::sandbox::EngineConfig::default(),
+    };
+    let host = Host::builder().engine(engine).build()?;
+    let mut start = PluginStart::new(warden_tests::ECHO).max_memory(16 << 20);
+    start.hibernate_after = hibernate_after;
+    let template = ChildSpec::plugin("echo", start);
+    let mut pool = SupervisorSpec::new(Strategy::SimpleOneForOne, vec![template]);
+    pool.intensity = 0;
+    let root = SupervisorSpec::new(Strategy::OneForOne, vec![ChildSpec::supervisor("pool", pool)]);
+    host.start(root).await?;
+    let rss_before = warden_tests::resident_bytes();
+    let t = Instant::now();
+    let mut names = Vec::with_capacity(target);
+    let mut refused = None;
+    while names.len() < target {
+        match host.start_dynamic("root/pool", None, None).await {
+            Ok(name) => names.push(name),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let start_ms = t.elapsed().as_secs_f64() * 1e3;
+    let rss_per_child = (warden_tests::resident_bytes().saturating_sub(rss_before)) as f64
+        / names.len().max(1) as f64;
+    Ok(Started { host, names, start_ms, rss_per_child, refused })
 }
 
 /// A started tree whose root restarts without limit, and its event stream.
@@ -984,7 +1042,10 @@ pub(crate) fn scenario(
 ) -> Scenario {
     warden.sort_by(f64::total_cmp);
     base.sort_by(f64::total_cmp);
-    let (warden_p50, baseline_p50) = (percentile(&warden, 0.5), percentile(&base, 0.5));
+    let warden_p50 = percentile(&warden, 0.5);
+    // No baseline samples (a baseline not installed): no baseline figures.
+    let baseline_at = |p| (!base.is_empty()).then(|| percentile(&base, p));
+    let baseline_p50 = baseline_at(0.5);
     Scenario {
         name,
         unit,
@@ -992,9 +1053,9 @@ pub(crate) fn scenario(
         warden_p50: Some(warden_p50),
         warden_p99: Some(percentile(&warden, 0.99)),
         baseline: Some(baseline),
-        baseline_p50: Some(baseline_p50),
-        baseline_p99: Some(percentile(&base, 0.99)),
-        ratio_p50: Some(warden_p50 / baseline_p50),
+        baseline_p50,
+        baseline_p99: baseline_at(0.99),
+        ratio_p50: baseline_p50.map(|b| warden_p50 / b),
         warden_samples: warden,
         baseline_samples: base,
         ..Scenario::default()
