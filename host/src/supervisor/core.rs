@@ -1090,28 +1090,37 @@ impl Core {
     /// batch it interrupted; if it ends that batch, the batch's starts not yet carried
     /// out are dropped (their incarnation numbers given back).
     fn react<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let rest = std::mem::take(&mut self.agenda);
+        let waiting = self.agenda.len();
         self.abort_batch = false;
         let result = f(self);
-        let abort = std::mem::take(&mut self.abort_batch);
-        for directive in rest {
-            match directive {
-                Directive::Start { child, cause, .. } if abort => {
-                    if let Some(c) = self.children.iter_mut().find(|c| c.spec.id == child) {
-                        c.incarnation -= 1;
-                        if cause == StartCause::Restart {
-                            c.restarts -= 1;
-                        }
-                        // Not started, and no retry of its own is due: as OTP leaves
-                        // the rest of an aborted `start_children`, stopped (`undefined`),
-                        // so `restart_child` and `delete_child` take it.
-                        if c.state == ChildState::Restarting {
-                            c.state = ChildState::Stopped;
-                            c.generation += 1;
+        // What `f` pushed is at the back: turned to the front, it moves only itself
+        // (a group restart's two hundred reactions each decide a directive or two,
+        // behind a batch of up to two hundred).
+        let decided = self.agenda.len() - waiting;
+        self.agenda.rotate_right(decided);
+        if std::mem::take(&mut self.abort_batch) {
+            let rest = self.agenda.split_off(decided);
+            for directive in rest {
+                match directive {
+                    Directive::Start { child, cause, .. } => {
+                        if let Some(i) = self.find(&child) {
+                            let c = &mut self.children[i];
+                            c.incarnation -= 1;
+                            if cause == StartCause::Restart {
+                                c.restarts -= 1;
+                            }
+                            // Not started, and no retry of its own is due: as OTP
+                            // leaves the rest of an aborted `start_children`, stopped
+                            // (`undefined`), so `restart_child` and `delete_child`
+                            // take it.
+                            if c.state == ChildState::Restarting {
+                                c.state = ChildState::Stopped;
+                                c.generation += 1;
+                            }
                         }
                     }
+                    other => self.agenda.push_back(other),
                 }
-                other => self.agenda.push_back(other),
             }
         }
         result
