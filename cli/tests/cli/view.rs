@@ -97,9 +97,14 @@ fn metrics_follow_prometheus_conventions_and_count_what_happened() {
     let (_dir, mut served) = serve();
     ctl(&served.socket, &["call", "root/echo", "hi"]);
     ctl(&served.socket, &["call", "root/group/a", "trap"]);
+    // one_for_all restarts a, then b: the group is whole again once b has started
+    // (reading the metrics after a's start alone found b's instance not yet live).
     served
         .warden
         .expect("a restarted", |e| e["event"] == "child_started" && e["path"] == "root/group/a");
+    served
+        .warden
+        .expect("b restarted", |e| e["event"] == "child_started" && e["path"] == "root/group/b");
     let (status, text) = request(&served.metrics, "GET", &[], "");
     assert_eq!(status, 200);
     for line in [
