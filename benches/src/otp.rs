@@ -19,6 +19,16 @@ use warden::supervisor::{ChildSpec, PluginStart, Strategy, SupervisorSpec};
 /// What a row says in place of OTP's figures where there are none.
 const NOT_INSTALLED: &str = "OTP not installed";
 
+/// The scenarios.
+const NAMES: &[&str] = &[
+    "otp_call_64B",
+    "otp_restart",
+    "otp_restart_all_100",
+    "otp_crash_loop",
+    "otp_sends",
+    "otp_start_dynamic",
+];
+
 /// How much each scenario does.
 pub(crate) struct Sizes {
     pub calls: usize,
@@ -36,9 +46,7 @@ pub(crate) fn run(
     runtime: &tokio::runtime::Runtime,
     parallel: &tokio::runtime::Runtime,
 ) -> Result<Vec<Scenario>> {
-    let names = ["otp_call_64B", "otp_restart", "otp_restart_all_100", "otp_crash_loop"];
-    let names = names.into_iter().chain(["otp_sends", "otp_start_dynamic"]);
-    if !names.into_iter().any(&want) {
+    if !NAMES.iter().any(|name| want(name)) {
         return Ok(Vec::new());
     }
     // Installed or not; and compiled, if it could be.
@@ -53,61 +61,50 @@ pub(crate) fn run(
             (true, None)
         }
     };
-    // A failure on the OTP side leaves its figures out and says why; Warden's side and
-    // the rest of the run are kept.
-    let otp = |scenario: &str, n: u64| -> Result<Option<Output>> {
-        let Some(erlang) = &erlang else { return Ok(None) };
-        match erlang.run(scenario, n) {
-            Ok(output) => Ok(Some(output)),
-            Err(e) => {
-                eprintln!("beside OTP: {e:#}");
-                Ok(None)
-            }
-        }
-    };
+    let erlang = erlang.as_ref();
     let mut scenarios = Vec::new();
     if want("otp_call_64B") {
         let n = sizes.calls;
-        let theirs = otp("call_64B", n as u64)?;
+        let theirs = theirs(erlang, "call_64B", n as u64, |o| o.samples("call_64B"));
         let ours = runtime.block_on(async { tokio::spawn(call_64b(n)).await? })?;
         scenarios.push(beside(
             "otp_call_64B",
             ours,
             "OTP gen_server:call of 64 B to a registered child",
-            theirs.map(|o| o.samples("call_64B")).transpose()?,
+            theirs,
         ));
     }
     if want("otp_restart") {
         let n = sizes.restarts;
-        let theirs = otp("restart", n as u64)?;
+        let theirs = theirs(erlang, "restart", n as u64, |o| o.samples("restart"));
         let ours = runtime.block_on(restart(Strategy::OneForOne, 1, n))?;
         scenarios.push(beside(
             "otp_restart",
             ours,
             "OTP one_for_one: crashing call -> the new child answers a call",
-            theirs.map(|o| o.samples("restart")).transpose()?,
+            theirs,
         ));
     }
     if want("otp_restart_all_100") {
         let n = sizes.group_restarts;
-        let theirs = otp("restart_all_100", n as u64)?;
+        let theirs = theirs(erlang, "restart_all_100", n as u64, |o| o.samples("restart_all_100"));
         let ours = runtime.block_on(restart(Strategy::OneForAll, 100, n))?;
         scenarios.push(beside(
             "otp_restart_all_100",
             ours,
             "OTP one_for_all of 100: crashing call -> the 100th new child answers",
-            theirs.map(|o| o.samples("restart_all_100")).transpose()?,
+            theirs,
         ));
     }
     if want("otp_crash_loop") {
         let seconds = sizes.crash_loop_seconds;
-        let theirs = otp("crash_loop", seconds)?;
+        let theirs = theirs(erlang, "crash_loop", seconds, |o| o.samples("crash_loop"));
         let ours = runtime.block_on(crash_loop(Duration::from_secs(seconds)))?;
         let mut s = beside(
             "otp_crash_loop",
             ours,
             "OTP: one child crashing back to back, each restart as in otp_restart",
-            theirs.map(|o| o.samples("crash_loop")).transpose()?,
+            theirs,
         );
         s.note = Some(format!(
             "{seconds} s of back-to-back crashes under a supervisor allowing 10^9 restarts \
@@ -117,14 +114,14 @@ pub(crate) fn run(
     }
     if want("otp_sends") {
         let n = sizes.sends;
-        let theirs = otp("sends", n as u64)?;
+        let theirs = theirs(erlang, "sends", n as u64, |o| o.figure("sends"));
         let ours = parallel.block_on(async { tokio::spawn(sends(n)).await? })?;
         let mut s = value_beside(
             "otp_sends",
             "msg/s",
             ours,
             "OTP gen_server:cast of 64 B to one child, then a call",
-            theirs.map(|o| o.figure("sends")).transpose()?,
+            theirs,
         );
         s.note = Some(format!(
             "{n} sends of 64 B to one child, then a call it answers once all are handled; \
@@ -134,7 +131,9 @@ pub(crate) fn run(
     }
     if want("otp_start_dynamic") {
         let n = sizes.dynamic_children;
-        let theirs = otp("start_dynamic", n as u64)?;
+        let theirs = theirs(erlang, "start_dynamic", n as u64, |o| {
+            Ok((o.figure("start_dynamic_ms")?, o.figure("start_dynamic_bytes_per_child")?))
+        });
         let ours = parallel.block_on(crate::start_children(n, Some(Duration::ZERO)))?;
         anyhow::ensure!(
             ours.names.len() == n,
@@ -143,13 +142,7 @@ pub(crate) fn run(
             ours.refused
         );
         parallel.block_on(ours.host.shutdown());
-        let (time, bytes) = match theirs {
-            Some(o) => (
-                Some(o.figure("start_dynamic_ms")?),
-                Some(o.figure("start_dynamic_bytes_per_child")?),
-            ),
-            None => (None, None),
-        };
+        let (time, bytes) = theirs.unzip();
         let mut s = value_beside(
             "otp_start_dynamic",
             "ms",
@@ -179,6 +172,24 @@ pub(crate) fn run(
         }
     }
     Ok(scenarios)
+}
+
+/// What `read` takes from the OTP side's run of `scenario`; `None` where OTP is not
+/// installed or its side failed, which is printed: Warden's side and the rest of the
+/// run are kept.
+fn theirs<T>(
+    erlang: Option<&Erlang>,
+    scenario: &str,
+    n: u64,
+    read: impl FnOnce(Output) -> Result<T>,
+) -> Option<T> {
+    match erlang?.run(scenario, n).and_then(read) {
+        Ok(figures) => Some(figures),
+        Err(e) => {
+            eprintln!("beside OTP: {e:#}");
+            None
+        }
+    }
 }
 
 /// A latency row: Warden's samples beside OTP's, or beside nothing.

@@ -1086,6 +1086,24 @@ impl Core {
         self.agenda.push_back(Directive::Stop { child: id.to_owned(), shutdown });
     }
 
+    /// Undoes [`Self::push_start`] for a start of an aborted batch not carried out:
+    /// its incarnation number (and restart) given back.
+    fn unpush_start(&mut self, id: &str, cause: StartCause) {
+        let Some(i) = self.find(id) else { return };
+        let child = &mut self.children[i];
+        child.incarnation -= 1;
+        if cause == StartCause::Restart {
+            child.restarts -= 1;
+        }
+        // Not started, and no retry of its own is due: as OTP leaves the rest of an
+        // aborted `start_children`, stopped (`undefined`), so `restart_child` and
+        // `delete_child` take it.
+        if child.state == ChildState::Restarting {
+            child.state = ChildState::Stopped;
+            child.generation += 1;
+        }
+    }
+
     /// Runs the reaction to one input: what it decides comes before the rest of the
     /// batch it interrupted; if it ends that batch, the batch's starts not yet carried
     /// out are dropped (their incarnation numbers given back).
@@ -1099,26 +1117,9 @@ impl Core {
         let decided = self.agenda.len() - waiting;
         self.agenda.rotate_right(decided);
         if std::mem::take(&mut self.abort_batch) {
-            let rest = self.agenda.split_off(decided);
-            for directive in rest {
+            for directive in self.agenda.split_off(decided) {
                 match directive {
-                    Directive::Start { child, cause, .. } => {
-                        if let Some(i) = self.find(&child) {
-                            let c = &mut self.children[i];
-                            c.incarnation -= 1;
-                            if cause == StartCause::Restart {
-                                c.restarts -= 1;
-                            }
-                            // Not started, and no retry of its own is due: as OTP
-                            // leaves the rest of an aborted `start_children`, stopped
-                            // (`undefined`), so `restart_child` and `delete_child`
-                            // take it.
-                            if c.state == ChildState::Restarting {
-                                c.state = ChildState::Stopped;
-                                c.generation += 1;
-                            }
-                        }
-                    }
+                    Directive::Start { child, cause, .. } => self.unpush_start(&child, cause),
                     other => self.agenda.push_back(other),
                 }
             }
