@@ -163,10 +163,7 @@ impl Engine {
                 .max_memory_size(config.max_memory_bytes)
                 .linear_memory_keep_resident(config.keep_resident)
                 .table_keep_resident(config.keep_resident.min(TABLE_KEEP_RESIDENT))
-                .async_stack_keep_resident(STACK_KEEP_RESIDENT)
-                // Where Linux has PAGEMAP_SCAN (6.7 and later), a freed slot resets only
-                // the pages its incarnation touched, not the whole resident prefix.
-                .pagemap_scan(wasmtime::Enabled::Auto);
+                .async_stack_keep_resident(STACK_KEEP_RESIDENT);
             wasm.async_stack_zeroing(true);
             wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
