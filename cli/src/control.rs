@@ -577,6 +577,7 @@ fn host_error(e: HostError) -> String {
 fn message_error(e: MessageError) -> String {
     match e {
         MessageError::UnknownTarget(_) => "not_found".into(),
+        MessageError::NotRunning(_) => "noproc".into(),
         MessageError::CalleeCrashed(reason) => format!("callee_crashed: {reason}"),
         MessageError::Timeout => "timeout".into(),
         MessageError::MailboxFull => "mailbox_full".into(),

@@ -68,6 +68,10 @@ pub enum MessageError {
     /// refused at once because the call being handled was cancelled (see
     /// [`crate::cancelled`]).
     Cancelled(CancelReason),
+    /// The callee is not running and no restart will start it (Erlang's `noproc`):
+    /// stopped by `terminate_child` (until `restart_child`), or a transient child that
+    /// ended normally. Messages sent to it wait for its next start.
+    NotRunning(String),
 }
 
 /// Why the operation a call belongs to was cancelled. A call made while handling a call
@@ -129,6 +133,7 @@ impl From<wit::MessageError> for MessageError {
                 wit::CancelReason::CallerGone(caller) => CancelReason::CallerGone(caller),
                 wit::CancelReason::Deadline(call_to) => CancelReason::Deadline(call_to),
             }),
+            wit::MessageError::NotRunning(path) => Self::NotRunning(path),
         }
     }
 }
@@ -148,6 +153,7 @@ impl fmt::Display for MessageError {
             Self::Unsupported => f.write_str("messaging is not supported by this host"),
             Self::TooManyTimers(why) => write!(f, "too many timers: {why}"),
             Self::Cancelled(reason) => write!(f, "cancelled: {reason}"),
+            Self::NotRunning(path) => write!(f, "noproc: {path} is not running"),
         }
     }
 }

@@ -275,6 +275,55 @@ async fn a_removed_child_dead_letters_what_it_left_and_is_no_longer_a_target() {
 }
 
 #[tokio::test]
+async fn a_call_to_a_child_no_restart_will_start_is_answered_noproc_at_once() {
+    // OTP's gen_server:call to a process that is not there exits `noproc` at once; a
+    // call does not wait out its timeout for a start that nobody will make.
+    let grant = |s: &mut PluginStart| s.mailbox.targets = Targets::new(["root/rec"]).unwrap();
+    let mut tree = start(vec![
+        chaos("s", "", grant),
+        chaos("t", "", |_| {}).restart(Restart::Transient),
+        relay("rec"),
+    ])
+    .await;
+    let host = tree.host().clone();
+    let long = Duration::from_secs(600);
+    // A call waiting behind a busy one when its child is stopped is answered then.
+    let (busy, queued, stopped) = tree
+        .within(async {
+            tokio::join!(
+                host.call("root/s", b"busy:200".to_vec(), long),
+                host.call("root/s", b"echo:queued".to_vec(), long),
+                async {
+                    tokio::task::yield_now().await;
+                    host.terminate_child("root", "s").await
+                },
+            )
+        })
+        .await;
+    stopped.unwrap();
+    assert!(busy.is_ok() || matches!(busy, Err(MessageError::CalleeCrashed(_))), "{busy:?}");
+    assert_eq!(queued, Err(MessageError::NotRunning("root/s".into())));
+    // After terminate_child: refused at once; a sent message waits for restart_child.
+    let refused = tree.within(host.call("root/s", b"echo:x".to_vec(), long)).await;
+    assert_eq!(refused, Err(MessageError::NotRunning("root/s".into())));
+    tree.send("root/s", "send:root/rec:kept").unwrap();
+    host.restart_child("root", "s").await.unwrap();
+    assert_eq!(text(tree.call("root/s", "echo:back").await), "back");
+    assert_eq!(text(tree.call("root/rec", "!log").await), "kept");
+    // A transient child that ended normally is not restarted: the same.
+    tree.send("root/t", "exit:normal").unwrap();
+    tree.expect(exited("root/t")).await;
+    let refused = tree.within(host.call("root/t", b"echo:x".to_vec(), long)).await;
+    assert_eq!(refused, Err(MessageError::NotRunning("root/t".into())));
+    // A child that crashed is restarted, and called as before.
+    assert!(matches!(tree.inject("root/s", Fault::Trap).await, ExitReason::Trap { .. }));
+    assert_eq!(text(tree.call("root/s", "echo:again").await), "again");
+    let stats = host.message_stats();
+    assert_eq!((stats.rejected, stats.pending), (2, 0), "{stats:?}");
+    tree.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_message_is_accounted_for_under_load_with_random_crashes() {
     const MESSAGES: u64 = 100_000;
     let children: Vec<ChildSpec> =

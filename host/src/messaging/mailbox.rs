@@ -59,6 +59,10 @@ struct Queue {
     /// The payload bytes of `letters`.
     bytes: usize,
     closed: bool,
+    /// Its child is stopped and no restart is coming (`terminate_child`, or a
+    /// transient child that ended normally): calls are refused (OTP's `noproc`), sent
+    /// messages wait for a `restart_child`.
+    stopped: bool,
     /// The frame of the last call the reader took: while the reader handles it, calls
     /// the child makes belong to its chain. Set with the take, under the same lock.
     handling: Option<Arc<Frame>>,
@@ -117,12 +121,15 @@ impl Mailbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `letter`, or gives it back and says why not: the mailbox is full, or
-    /// was closed (its child removed).
+    /// Appends `letter`, or gives it back and says why not: the mailbox is full, was
+    /// closed (its child removed), or its child is stopped and `letter` is a call.
     pub(crate) fn push(&self, letter: Letter) -> Result<(), (Box<Letter>, MessageError)> {
         let mut queue = self.queue();
         if queue.closed {
             return Err((Box::new(letter), MessageError::UnknownTarget(self.path.to_string())));
+        }
+        if queue.stopped && letter.is_call() {
+            return Err((Box::new(letter), MessageError::NotRunning(self.path.to_string())));
         }
         let bytes = queue.bytes.saturating_add(letter.envelope.payload.len());
         if queue.letters.len() >= self.config.capacity
@@ -144,6 +151,22 @@ impl Mailbox {
             queue.take().into_iter().partition(|l| l.frame.as_ref().is_some_and(|f| f.abandoned()));
         kept.into_iter().for_each(|letter| queue.push_back(letter));
         abandoned
+    }
+
+    /// Says whether its child is stopped with no restart coming; when it becomes so,
+    /// takes out the calls waiting (to be answered `noproc`: nothing will handle them).
+    /// Under the queue's lock, so no call slips in after the flag and waits out its
+    /// timeout.
+    pub(crate) fn set_stopped(&self, stopped: bool) -> Vec<Letter> {
+        let mut queue = self.queue();
+        let was = std::mem::replace(&mut queue.stopped, stopped);
+        if !stopped || was {
+            return Vec::new();
+        }
+        let (calls, sent): (Vec<Letter>, Vec<Letter>) =
+            queue.take().into_iter().partition(Letter::is_call);
+        sent.into_iter().for_each(|letter| queue.push_back(letter));
+        calls
     }
 
     /// Puts a letter whose handling did not finish back at the head, over capacity if

@@ -140,6 +140,17 @@ impl Post {
         }
     }
 
+    /// Says whether `mailbox`'s child is stopped with no restart coming. While it is,
+    /// calls to it are answered `noproc` (as OTP's `gen_server:call` to a process that
+    /// is not there), those already waiting in it too; sent messages stay for its next
+    /// start.
+    pub(crate) fn set_stopped(&self, mailbox: &Mailbox, stopped: bool) {
+        for mut letter in mailbox.set_stopped(stopped) {
+            let noproc = MessageError::NotRunning(mailbox.path.to_string());
+            self.fail_call(mailbox, &mut letter, noproc);
+        }
+    }
+
     /// Answers a call delivered to `callee`. Its caller stops waiting on `callee` now,
     /// not when its task next runs: `callee` may call it back at once, and that is no
     /// deadlock.

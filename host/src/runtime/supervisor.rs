@@ -10,8 +10,8 @@ use crate::events::Event;
 use crate::messaging::Mailbox;
 use crate::sandbox::{BoxFuture, Shutdown};
 use crate::supervisor::{
-    AdminError, ChildStart, Core, Directive, Placement, Restart, StartCause, SupervisorSpec,
-    UpgradeStep,
+    AdminError, ChildStart, ChildState, Core, Directive, Placement, Restart, StartCause,
+    SupervisorSpec, UpgradeStep,
 };
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
@@ -72,6 +72,9 @@ struct Supervisor {
     /// The node each child placed on another node last started on, by id: its events
     /// and `which_children` name it.
     placed: HashMap<String, String>,
+    /// The children this turn may have started or stopped: when the agenda is done,
+    /// their mailboxes learn whether calls to them can still be answered.
+    touched: Vec<String>,
 }
 
 /// Starts the supervisor at `path`; returns once its children are started (or its
@@ -113,6 +116,7 @@ async fn start_inner(
         me: tx.clone(),
         children: HashMap::new(),
         mailboxes: HashMap::new(),
+        touched: Vec::new(),
         timers: JoinSet::new(),
         admin: None,
         deferred: Vec::new(),
@@ -276,6 +280,7 @@ impl Supervisor {
                     self.announced.insert((self.core.child_path(&id), incarnation));
                 }
                 self.core.exited(&id, incarnation, reason, now);
+                self.touched.push(id);
             }
             SupMsg::Timer { id, generation } => {
                 // Reap the timers that fired; a restarting child sets one each time.
@@ -318,7 +323,9 @@ impl Supervisor {
                         self.core.restart_child(&id).map(|()| AdminReply::Pending)
                     }
                     AdminRequest::TerminateChild(id) => {
-                        self.core.terminate_child(&id).map(|()| AdminReply::Ok)
+                        let done = self.core.terminate_child(&id).map(|()| AdminReply::Ok);
+                        self.touched.push(id);
+                        done
                     }
                     AdminRequest::DeleteChild(id) => {
                         self.core.delete_child(&id).map(|()| AdminReply::Ok)
@@ -362,6 +369,7 @@ impl Supervisor {
         while let Some(directive) = self.core.pop() {
             match directive {
                 Directive::Start { child, incarnation, cause } => {
+                    self.touched.push(child.clone());
                     let path = self.core.child_path(&child);
                     let span =
                         tracing::info_span!("warden.start", path, incarnation, cause = ?cause);
@@ -407,8 +415,22 @@ impl Supervisor {
             }
         }
         self.announced.clear();
+        self.mark_stopped();
         self.answer_deferred();
         None
+    }
+
+    /// Tells the mailboxes of the children touched this turn whether their child is
+    /// stopped with no restart coming (calls to it are then answered `noproc`): before
+    /// the replies, so a call made after `terminate_child` returns is refused at once,
+    /// and one made after `restart_child` returns waits for its answer.
+    fn mark_stopped(&mut self) {
+        for id in std::mem::take(&mut self.touched) {
+            if let Some(mailbox) = self.mailboxes.get(&id) {
+                let stopped = self.core.state(&id) == Some(ChildState::Stopped);
+                self.shared.post.set_stopped(mailbox, stopped);
+            }
+        }
     }
 
     fn answer_deferred(&mut self) {

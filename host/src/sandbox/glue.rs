@@ -150,6 +150,7 @@ fn to_wit_message_error(e: MessageError) -> types::MessageError {
             CancelReason::CallerGone { caller } => types::CancelReason::CallerGone(caller),
             CancelReason::Deadline { call_to } => types::CancelReason::Deadline(call_to),
         }),
+        MessageError::NotRunning(path) => types::MessageError::NotRunning(path),
     }
 }
 

@@ -27,6 +27,11 @@ pub enum MessageError {
     /// No child has that path.
     #[error("unknown target {0:?}")]
     UnknownTarget(String),
+    /// A call to a child that is not running and that no restart will start:
+    /// stopped by `terminate_child` (until `restart_child`), or a transient child that
+    /// ended normally. OTP's `noproc`. Sent messages to it are kept for its next start.
+    #[error("noproc: {0:?} is not running")]
+    NotRunning(String),
     /// The target's mailbox is full.
     #[error("mailbox full")]
     MailboxFull,

@@ -963,6 +963,11 @@ impl Core {
         }
     }
 
+    /// Child `id`'s state, if it has a spec here.
+    pub fn state(&self, id: &str) -> Option<ChildState> {
+        self.find(id).map(|i| self.children[i].state)
+    }
+
     /// `which_children`, in start order.
     pub fn which_children(&self) -> Vec<ChildInfo> {
         self.children
