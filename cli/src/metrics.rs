@@ -179,6 +179,8 @@ struct Tree {
     exits: Family<u64>,
     mailbox_depth: Family<Gauge>,
     mailbox_capacity: Family<Gauge>,
+    mailbox_bytes: Family<Gauge>,
+    mailbox_max_bytes: Family<Gauge>,
     handled: Family<u64>,
     failed: Family<u64>,
     dead_letters: Family<u64>,
@@ -229,6 +231,16 @@ impl Default for Tree {
             mailbox_capacity: Family::new(
                 "warden_child_mailbox_capacity",
                 "The most messages the child's mailbox holds",
+                Gauge,
+            ),
+            mailbox_bytes: Family::new(
+                "warden_child_mailbox_bytes",
+                "Payload bytes waiting in the child's mailbox",
+                Gauge,
+            ),
+            mailbox_max_bytes: Family::new(
+                "warden_child_mailbox_max_bytes",
+                "The most payload bytes the child's mailbox holds",
                 Gauge,
             ),
             handled: Family::new(
@@ -290,6 +302,9 @@ impl Tree {
         if let Some(mailbox) = &c.mailbox {
             self.mailbox_depth.samples.push((path(p), Gauge::count(mailbox.queued)));
             self.mailbox_capacity.samples.push((path(p), Gauge::count(mailbox.capacity)));
+            self.mailbox_bytes.samples.push((path(p), Gauge::count(mailbox.queued_bytes)));
+            let max_bytes = Gauge::count(mailbox.max_queued_bytes);
+            self.mailbox_max_bytes.samples.push((path(p), max_bytes));
         }
         if let Some(m) = &c.messages {
             self.handled.samples.push((path(p), m.handled));
@@ -314,6 +329,8 @@ impl Tree {
         self.exits.encode(encoder)?;
         self.mailbox_depth.encode(encoder)?;
         self.mailbox_capacity.encode(encoder)?;
+        self.mailbox_bytes.encode(encoder)?;
+        self.mailbox_max_bytes.encode(encoder)?;
         self.handled.encode(encoder)?;
         self.failed.encode(encoder)?;
         self.dead_letters.encode(encoder)?;

@@ -307,8 +307,12 @@ async fn a_call_to_a_child_no_restart_will_start_is_answered_noproc_at_once() {
     let refused = tree.within(host.call("root/s", b"echo:x".to_vec(), long)).await;
     assert_eq!(refused, Err(MessageError::NotRunning("root/s".into())));
     tree.send("root/s", "send:root/rec:kept").unwrap();
+    let waiting = host.mailbox("root/s").expect("s keeps its mailbox");
+    assert_eq!((waiting.queued, waiting.queued_bytes), (1, "send:root/rec:kept".len()));
     host.restart_child("root", "s").await.unwrap();
     assert_eq!(text(tree.call("root/s", "echo:back").await), "back");
+    let handled = host.mailbox("root/s").expect("s keeps its mailbox");
+    assert_eq!((handled.queued, handled.queued_bytes), (0, 0));
     assert_eq!(text(tree.call("root/rec", "!log").await), "kept");
     // A transient child that ended normally is not restarted: the same.
     tree.send("root/t", "exit:normal").unwrap();

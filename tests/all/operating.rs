@@ -50,7 +50,8 @@ async fn inspect_shows_each_supervisor_s_intensity_and_each_child_s_history_and_
     assert_eq!((messages.handled, messages.failed), (2, 1), "across incarnations");
     assert_eq!(messages.handle_time.cumulative.last(), Some(&2));
     let mailbox = a.mailbox.expect("its mailbox");
-    assert_eq!((mailbox.queued, mailbox.capacity), (0, 1024));
+    assert_eq!((mailbox.queued, mailbox.capacity, mailbox.queued_bytes), (0, 1024, 0));
+    assert_eq!(mailbox.max_queued_bytes, warden::MailboxConfig::default().max_queued_bytes);
     let heartbeat = a.heartbeat.expect("its heartbeat policy is reported");
     assert_eq!((heartbeat.judged, heartbeat.patience_ms), (false, 5_000));
 

@@ -120,6 +120,7 @@ fn metrics_follow_prometheus_conventions_and_count_what_happened() {
         "warden_child_handle_seconds_count{path=\"root/echo\"} 1",
         "warden_child_handle_seconds_bucket{le=\"+Inf\",path=\"root/echo\"} 1",
         "warden_child_mailbox_depth{path=\"root/echo\"} 0",
+        "warden_child_mailbox_bytes{path=\"root/echo\"} 0",
         "warden_child_heartbeat_silence_seconds{path=\"root/group/b\"} 0.0",
         "warden_supervisor_restarts_in_period{path=\"root/group\"} 1",
         "warden_supervisor_intensity{path=\"root/group\"} 3",

@@ -222,7 +222,6 @@ impl Mailbox {
     }
 
     /// The payload bytes of the letters waiting.
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.queue().bytes
     }

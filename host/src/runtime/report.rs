@@ -78,6 +78,12 @@ pub struct MailboxInfo {
     pub queued: usize,
     /// The most that may wait.
     pub capacity: usize,
+    /// The payload bytes of the messages waiting: the host memory this child's
+    /// mailbox holds for it.
+    pub queued_bytes: usize,
+    /// The most payload bytes that may wait (one message over it is still taken into
+    /// an empty mailbox).
+    pub max_queued_bytes: usize,
     /// The circuit breaker's state, if it has one.
     pub circuit: Option<CircuitState>,
 }
@@ -87,6 +93,8 @@ impl MailboxInfo {
         Self {
             queued: mailbox.len(),
             capacity: mailbox.config.capacity,
+            queued_bytes: mailbox.bytes(),
+            max_queued_bytes: mailbox.config.max_queued_bytes,
             circuit: mailbox.breaker.as_ref().map(|b| b.state()),
         }
     }
