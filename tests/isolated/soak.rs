@@ -11,7 +11,8 @@
 //! static child runs again with the incarnation the events say; every message sent is
 //! accounted for. At the end, with the dynamic children gone again: resident memory
 //! within 10% of where it stood at half time (once the event bus is warm; the pool's
-//! freed slots keep no linear memory here), and open file descriptors and live tasks back where they were.
+//! freed slots keep no linear memory here), and open file descriptors and live tasks
+//! back where they were.
 //! `WARDEN_SOAK_SEED` replays a run.
 
 use std::collections::{HashMap, HashSet};

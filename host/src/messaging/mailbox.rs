@@ -89,6 +89,13 @@ impl Queue {
         self.bytes = 0;
         std::mem::take(&mut self.letters)
     }
+
+    /// Takes out the letters `pick` chooses; the others keep their order.
+    fn take_where(&mut self, pick: impl Fn(&Letter) -> bool) -> Vec<Letter> {
+        let (picked, kept): (Vec<Letter>, Vec<Letter>) = self.take().into_iter().partition(pick);
+        kept.into_iter().for_each(|letter| self.push_back(letter));
+        picked
+    }
 }
 
 impl Mailbox {
@@ -146,11 +153,7 @@ impl Mailbox {
     /// Takes out the calls whose callers stopped waiting (their chains cancelled, or
     /// gone): a full mailbox makes room this way before it refuses a letter.
     pub(crate) fn take_abandoned(&self) -> Vec<Letter> {
-        let mut queue = self.queue();
-        let (abandoned, kept): (Vec<Letter>, Vec<Letter>) =
-            queue.take().into_iter().partition(|l| l.frame.as_ref().is_some_and(|f| f.abandoned()));
-        kept.into_iter().for_each(|letter| queue.push_back(letter));
-        abandoned
+        self.queue().take_where(|l| l.frame.as_ref().is_some_and(|f| f.abandoned()))
     }
 
     /// Says whether its child is stopped with no restart coming; when it becomes so,
@@ -163,10 +166,7 @@ impl Mailbox {
         if !stopped || was {
             return Vec::new();
         }
-        let (calls, sent): (Vec<Letter>, Vec<Letter>) =
-            queue.take().into_iter().partition(Letter::is_call);
-        sent.into_iter().for_each(|letter| queue.push_back(letter));
-        calls
+        queue.take_where(Letter::is_call)
     }
 
     /// Puts a letter whose handling did not finish back at the head, over capacity if
