@@ -1,7 +1,9 @@
-//! Tests that assert bounds on time or resident memory. They run one at a time (see
+//! Tests that need the process to themselves: bounds on time or resident memory, and
+//! what reaches `tracing`'s process-wide registry. They run one at a time (see
 //! [`serial`]) in a process of their own, so other tests cannot skew them.
 
 mod soak;
+mod stdout;
 
 use std::time::{Duration, Instant};
 use warden::sandbox::{ChildLimits, Sandbox, SandboxConfig};
