@@ -45,10 +45,6 @@ fn a_new_plugin_project_builds_checks_and_runs_supervised() {
         .current_dir(&project)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .env("CARGO_TARGET_DIR", repo().join("target/new-plugin"))
-        // As a user's shell would: not the flags or the lint driver CI builds this
-        // workspace with.
-        .env_remove("RUSTFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .output()
         .unwrap();
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
