@@ -8,7 +8,7 @@
 //! children in the same states.
 
 use crate::otp::{self, Action, Reason, Refusal};
-use arbitrary::Arbitrary;
+use arbitrary::{Arbitrary, Unstructured};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use warden::ExitReason;
@@ -18,7 +18,7 @@ use warden::supervisor::{
 };
 
 /// A supervisor and what happens to it.
-#[derive(Arbitrary, Debug)]
+#[derive(Debug)]
 pub struct Input {
     strategy: u8,
     intensity: u8,
@@ -31,7 +31,7 @@ pub struct Input {
 }
 
 /// One thing that happens.
-#[derive(Arbitrary, Debug)]
+#[derive(Debug)]
 pub enum Op {
     /// Child `child` (an index into the first children's ids, so it may be gone)
     /// exits on its own.
@@ -62,6 +62,51 @@ pub enum Op {
     Retry,
     /// The supervisor is told to stop.
     Shutdown,
+}
+
+// `Arbitrary` by hand, decoding bytes exactly as `#[derive(Arbitrary)]` does (so the
+// seeds keep their meaning): the derive needs `arbitrary`'s `derive` feature, and a
+// feature of ours on `arbitrary`, which Cranelift depends on too, would make `.ci/run`'s
+// fuzz build compile Cranelift and wasmtime again instead of reusing the tests' build.
+impl<'a> Arbitrary<'a> for Input {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Input {
+            strategy: u.arbitrary()?,
+            intensity: u.arbitrary()?,
+            period: u.arbitrary()?,
+            auto_shutdown: u.arbitrary()?,
+            children: u.arbitrary()?,
+            ops: u.arbitrary()?,
+        })
+    }
+
+    /// As derived: the last field takes what is left.
+    fn arbitrary_take_rest(mut u: Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Input {
+            strategy: u.arbitrary()?,
+            intensity: u.arbitrary()?,
+            period: u.arbitrary()?,
+            auto_shutdown: u.arbitrary()?,
+            children: u.arbitrary()?,
+            ops: Vec::arbitrary_take_rest(u)?,
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for Op {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        // As derived: the variant from a u32, scaled to their number (8).
+        Ok(match (u64::from(u32::arbitrary(u)?) * 8) >> 32 {
+            0 => Op::Exit { child: u.arbitrary()?, reason: u.arbitrary()? },
+            1 => Op::Advance { ms: u.arbitrary()? },
+            2 => Op::Terminate { child: u.arbitrary()? },
+            3 => Op::Restart { child: u.arbitrary()? },
+            4 => Op::Delete { child: u.arbitrary()? },
+            5 => Op::FailStarts { child: u.arbitrary()?, n: u.arbitrary()? },
+            6 => Op::Retry,
+            _ => Op::Shutdown,
+        })
+    }
 }
 
 const MAX_CHILDREN: usize = 6;
