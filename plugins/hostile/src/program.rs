@@ -38,10 +38,15 @@ impl Reader<'_> {
         }
     }
 
-    /// A length: mostly small, sometimes up to 16 MiB.
+    /// A length: mostly small, sometimes a power of two up to 16 MiB or one either side
+    /// of it. The host's limits are powers of two (1 MiB messages and state values,
+    /// 4 MiB of pending timers, 16 MiB mailboxes; the fuzz target's state quota), so
+    /// each is met at, just under and just over.
     fn len(&mut self) -> usize {
         match self.byte() % 8 {
             0 => 1 << (self.byte() % 25),
+            1 => (1 << (self.byte() % 25)) - 1,
+            2 => (1 << (self.byte() % 25)) + 1,
             _ => usize::from(self.byte()),
         }
     }
