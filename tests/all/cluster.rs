@@ -5,7 +5,7 @@ use std::time::Duration;
 use warden::cluster::{ClusterConfig, ClusterError};
 use warden::prelude::*;
 use warden_tests::nats::Nats;
-use warden_tests::{ECHO, engine};
+use warden_tests::{CHAOS, ECHO, engine};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -62,6 +62,51 @@ async fn an_application_places_a_child_on_another_node_and_calls_it() {
         }
     }
     assert_eq!(a.call("root/echo", b"still b".to_vec(), DEADLINE).await, Ok(b"still b".to_vec()));
+
+    a.shutdown().await;
+    a.leave().await;
+    b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_child_stopped_on_another_node_is_answered_noproc_at_once() {
+    // As on one node (OTP's gen_server:call to a process that is not there exits
+    // `noproc`): after terminate_child, a call to a child placed on another node, whose
+    // mailbox stays on that node, is refused at once instead of waiting out its timeout.
+    let nats = Nats::start();
+    let b = node("b", &nats);
+    b.join().await.expect("b joins");
+    let a = node("a", &nats);
+    let mut events = a.subscribe();
+    let echo = ChildSpec::plugin("echo", ECHO).node("b");
+    let transient = ChildSpec::plugin("t", CHAOS).node("b").restart(Restart::Transient);
+    let spec = SupervisorSpec::new(Strategy::OneForOne, vec![echo, transient]);
+    a.start(spec).await.expect("the tree starts");
+    let started = |path: &'static str| move |e: &Event| matches!(e, Event::ChildStarted { path: p, .. } if p == path);
+    expect(&mut events, started("root/echo")).await;
+    expect(&mut events, started("root/t")).await;
+    assert_eq!(a.call("root/echo", b"hello".to_vec(), DEADLINE).await, Ok(b"hello".to_vec()));
+
+    // A transient child that ended normally is not restarted: the same.
+    a.send("root/t", b"exit:normal".to_vec()).expect("sent");
+    expect(&mut events, |e| matches!(e, Event::ChildExited { path, .. } if path == "root/t")).await;
+    let long = Duration::from_secs(600);
+    let refused = tokio::time::timeout(DEADLINE, a.call("root/t", b"echo:x".to_vec(), long))
+        .await
+        .expect("answered, not left to wait out its timeout");
+    assert_eq!(refused, Err(MessageError::NotRunning("root/t".into())));
+
+    a.terminate_child("root", "echo").await.expect("terminated");
+    for caller in [&a, &b] {
+        let refused = tokio::time::timeout(DEADLINE, caller.call("root/echo", b"x".to_vec(), long))
+            .await
+            .expect("answered, not left to wait out its timeout");
+        assert_eq!(refused, Err(MessageError::NotRunning("root/echo".into())));
+    }
+
+    // Started again (on b again), it answers calls again.
+    a.restart_child("root", "echo").await.expect("restarted");
+    assert_eq!(a.call("root/echo", b"back".to_vec(), DEADLINE).await, Ok(b"back".to_vec()));
 
     a.shutdown().await;
     a.leave().await;

@@ -415,7 +415,7 @@ impl Supervisor {
             }
         }
         self.announced.clear();
-        self.mark_stopped();
+        self.mark_stopped().await;
         self.answer_deferred();
         None
     }
@@ -424,11 +424,16 @@ impl Supervisor {
     /// stopped with no restart coming (calls to it are then answered `noproc`): before
     /// the replies, so a call made after `terminate_child` returns is refused at once,
     /// and one made after `restart_child` returns waits for its answer.
-    fn mark_stopped(&mut self) {
+    /// A child placed on another node has its mailbox there: that node is told (and
+    /// answers) before the replies too; it clears the mark itself when an incarnation
+    /// starts there again.
+    async fn mark_stopped(&mut self) {
         for id in std::mem::take(&mut self.touched) {
+            let stopped = self.core.state(&id) == Some(ChildState::Stopped);
             if let Some(mailbox) = self.mailboxes.get(&id) {
-                let stopped = self.core.state(&id) == Some(ChildState::Stopped);
                 self.shared.post.set_stopped(mailbox, stopped);
+            } else if let Some(node) = self.placed.get(&id).filter(|_| stopped) {
+                cluster::stopped(&self.shared, node, &self.core.child_path(&id)).await;
             }
         }
     }

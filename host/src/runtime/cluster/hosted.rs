@@ -64,6 +64,10 @@ pub(super) async fn serve(
                     forget(&shared, &String::from_utf8_lossy(&message.payload));
                     plain(Vec::new())
                 }
+                "stopped" => {
+                    stopped(&shared, &String::from_utf8_lossy(&message.payload));
+                    plain(Vec::new())
+                }
                 "send" => router::deliver(&shared, &message, false).await,
                 "call" => router::deliver(&shared, &message, true).await,
                 _ => return,
@@ -104,6 +108,8 @@ async fn host(shared: &Arc<Shared>, cluster: &Arc<Cluster>, start: wire::Start) 
     // The mailbox outlives incarnations here, as on the supervisor's node, until the
     // supervisor forgets the child or starts it on another node (`forget`).
     let mailbox = shared.post.open(&path, &spec.mailbox);
+    // Calls wait for this incarnation again, if its supervisor had said it stopped.
+    shared.post.set_stopped(&mailbox, false);
     let opened = lock(&shared.nodes.remote_mailboxes).insert(path.clone());
     let mut config = worker::sandbox_config(shared, path.clone(), &spec, &mailbox);
     config.upgraded_from = start.upgraded_from;
@@ -277,6 +283,18 @@ fn forget(shared: &Shared, path: &str) {
     let hosted = lock(&shared.nodes.hosted);
     if !hosted.contains_key(path) && lock(&shared.nodes.remote_mailboxes).remove(path) {
         shared.post.forget(path);
+    }
+}
+
+/// The child at `path`, whose mailbox another node's supervisor opened here, is
+/// stopped with no restart coming (that supervisor says so): calls to it are answered
+/// `noproc` (OTP's answer for a process that is not there) until an incarnation of it
+/// starts here again, those waiting in it too.
+fn stopped(shared: &Shared, path: &str) {
+    let idle = !lock(&shared.nodes.hosted).contains_key(path)
+        && lock(&shared.nodes.remote_mailboxes).contains(path);
+    if let Some(mailbox) = shared.post.lookup(path).filter(|_| idle) {
+        shared.post.set_stopped(&mailbox, true);
     }
 }
 

@@ -19,7 +19,7 @@ mod router;
 
 use nodes::lock;
 
-pub(crate) use placed::{Placed, forget, start};
+pub(crate) use placed::{Placed, forget, start, stopped};
 
 use super::shared::Shared;
 use crate::cluster::{Change, Cluster, ClusterConfig, ClusterError};

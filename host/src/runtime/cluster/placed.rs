@@ -297,6 +297,17 @@ pub(crate) fn forget(shared: &Shared, node: &str, path: &str) {
     });
 }
 
+/// Tells `node` that the child at `path`, whose mailbox is there, is stopped with no
+/// restart coming: calls to it are answered `noproc` there until an incarnation of it
+/// starts there again. Awaited, so that a call made once `terminate_child` has returned
+/// is refused at once; bounded by the cluster's TTL (past it, or with `node` gone, a
+/// call waits for its timeout as before).
+pub(crate) async fn stopped(shared: &Shared, node: &str, path: &str) {
+    let Some(cluster) = shared.nodes.cluster.get().cloned() else { return };
+    let (headers, timeout) = (async_nats::HeaderMap::new(), Some(cluster.ttl));
+    let _ = cluster.request(node, "stopped", headers, path.as_bytes().to_vec(), timeout).await;
+}
+
 /// A request to `node`, its JSON answer.
 pub(super) async fn ask<A: serde::de::DeserializeOwned>(
     cluster: &Cluster,
