@@ -18,19 +18,40 @@
 //! | `prog:BYTES`              | runs BYTES as a program of host import calls with    |
 //! |                           | arbitrary arguments (see `program.rs`)               |
 //! | anything else             | answered `ok` (timers it set arrive as `tick`)       |
+//!
+//! A config of `progs:`, a 2-byte big-endian length N, N bytes and the rest: the first
+//! N bytes are a program run in the first incarnation's `init` (its error fails the
+//! start; later incarnations start plainly, so a restart always can), the rest one run
+//! in every `terminate`.
 use std::io::Write;
 use std::time::Duration;
-use warden_guest::{Context, Envelope, Plugin, export_plugin};
+use warden_guest::{Context, Envelope, ExitReason, Plugin, export_plugin};
 
 mod program;
 
 struct Hostile {
     me: String,
+    /// The program `terminate` runs.
+    at_terminate: Vec<u8>,
 }
 
 impl Plugin for Hostile {
     fn init(ctx: Context) -> Result<Self, String> {
-        Ok(Hostile { me: ctx.path })
+        let (at_init, at_terminate) = match ctx.config.strip_prefix(b"progs:") {
+            Some([hi, lo, rest @ ..]) => {
+                let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
+                (&rest[..n], rest[n..].to_vec())
+            }
+            _ => (&[][..], Vec::new()),
+        };
+        if ctx.incarnation == 1 {
+            program::run(at_init)?;
+        }
+        Ok(Hostile { me: ctx.path, at_terminate })
+    }
+
+    fn terminate(&mut self, _reason: ExitReason) {
+        let _ = program::run(&self.at_terminate);
     }
 
     fn handle(&mut self, msg: Envelope) -> Result<Vec<u8>, String> {

@@ -2,7 +2,10 @@
 //! program: each op is a byte naming a host import (or a way to end the export), and the
 //! bytes after it are that import's arguments, read as far as they go (zeros past the
 //! end). Imports are called through the raw bindings, not the SDK, so that no argument
-//! is cleaned up on the way: any length, any delay, any path, any order.
+//! is cleaned up on the way: any length, any delay, any path, any order. Beside them,
+//! the WASI doors Rust's std opens: stdout and stderr, clocks and sleeps, files,
+//! environment and randomness.
+use std::io::Write;
 use warden_guest::bindings::warden::plugin::{runtime, state, types};
 
 /// The paths a program names: itself, its sibling, its supervisor, nobody, malformed.
@@ -107,7 +110,7 @@ pub(crate) fn run(program: &[u8]) -> Result<Vec<u8>, String> {
     let mut count = |result: Result<(), String>| errors += u32::from(result.is_err());
     while !r.done() {
         ops += 1;
-        match r.byte() % 17 {
+        match r.byte() % 22 {
             0 => runtime::heartbeat(),
             1 => count(runtime::send(&r.path(), &r.bytes()).map_err(|e| format!("{e:?}"))),
             2 => {
@@ -142,11 +145,53 @@ pub(crate) fn run(program: &[u8]) -> Result<Vec<u8>, String> {
             }
             14 => count(state::keys(&r.text()).map(drop).map_err(|e| format!("{e:?}"))),
             15 => return Err(r.text()),
-            _ => match r.byte() % 3 {
+            16 => match r.byte() % 3 {
                 0 => panic!("{}", r.text()),
                 1 => core::arch::wasm32::unreachable(),
                 _ => return Ok(r.bytes()),
             },
+            // WASI, through std.
+            17 => {
+                let bytes = r.bytes();
+                let written = match r.byte() % 2 {
+                    0 => {
+                        std::io::stdout().write_all(&bytes).and_then(|()| std::io::stdout().flush())
+                    }
+                    _ => std::io::stderr().write_all(&bytes),
+                };
+                count(written.map_err(|e| e.to_string()));
+            }
+            18 => {
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                let start = std::time::Instant::now();
+                // Short: a WASI sleep is the host's wait, not the guest's time, and no
+                // deadline bounds it in `init` (OTP's start waits for `init` too).
+                std::thread::sleep(std::time::Duration::from_millis(u64::from(r.byte() % 8)));
+                let slept = start.elapsed();
+                count(wall.map(drop).map_err(|e| e.to_string()));
+                count(if slept.as_nanos() > 0 { Ok(()) } else { Err("no time passed".into()) });
+            }
+            19 => {
+                let path = r.text();
+                let result = match r.byte() % 4 {
+                    0 => std::fs::read(&path).map(drop),
+                    1 => std::fs::write(&path, r.bytes()),
+                    2 => std::fs::read_dir(&path).map(|entries| entries.for_each(drop)),
+                    _ => std::fs::create_dir_all(&path),
+                };
+                count(result.map_err(|e| e.to_string()));
+            }
+            20 => {
+                let vars = std::env::vars_os().count() + std::env::args_os().count();
+                let dir = std::env::current_dir().map(drop).map_err(|e| e.to_string());
+                count(if vars < 1 << 16 { dir } else { Err("environment".into()) });
+            }
+            _ => {
+                // Randomness: std's hash seeds come from WASI's random source.
+                use std::hash::BuildHasher;
+                let hash = std::collections::hash_map::RandomState::new().hash_one(r.byte());
+                count(if hash != 0 || r.done() { Ok(()) } else { Err("zero".into()) });
+            }
         }
     }
     Ok(format!("ran {ops}, {errors} refused").into_bytes())
