@@ -64,8 +64,9 @@ pub enum Op {
     Shutdown,
 }
 
-// `Arbitrary` by hand, decoding bytes exactly as `#[derive(Arbitrary)]` does (so the
-// seeds keep their meaning): the derive needs `arbitrary`'s `derive` feature, and a
+// `Arbitrary` by hand, decoding bytes as `#[derive(Arbitrary)]` does (so the seeds
+// keep their meaning; only its size hint, which refused inputs under 5 bytes, is not
+// written out): the derive needs `arbitrary`'s `derive` feature, and a
 // feature of ours on `arbitrary`, which Cranelift depends on too, would make `.ci/run`'s
 // fuzz build compile Cranelift and wasmtime again instead of reusing the tests' build.
 impl<'a> Arbitrary<'a> for Input {

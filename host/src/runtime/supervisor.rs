@@ -428,7 +428,10 @@ impl Supervisor {
     /// answers) before the replies too; it clears the mark itself when an incarnation
     /// starts there again.
     async fn mark_stopped(&mut self) {
-        for id in std::mem::take(&mut self.touched) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
             let stopped = self.core.state(&id) == Some(ChildState::Stopped);
             if let Some(mailbox) = self.mailboxes.get(&id) {
                 self.shared.post.set_stopped(mailbox, stopped);

@@ -108,8 +108,6 @@ async fn host(shared: &Arc<Shared>, cluster: &Arc<Cluster>, start: wire::Start) 
     // The mailbox outlives incarnations here, as on the supervisor's node, until the
     // supervisor forgets the child or starts it on another node (`forget`).
     let mailbox = shared.post.open(&path, &spec.mailbox);
-    // Calls wait for this incarnation again, if its supervisor had said it stopped.
-    shared.post.set_stopped(&mailbox, false);
     let opened = lock(&shared.nodes.remote_mailboxes).insert(path.clone());
     let mut config = worker::sandbox_config(shared, path.clone(), &spec, &mailbox);
     config.upgraded_from = start.upgraded_from;
@@ -122,7 +120,7 @@ async fn host(shared: &Arc<Shared>, cluster: &Arc<Cluster>, start: wire::Start) 
         plugin,
         config,
         hibernate_after: start.hibernate_after,
-        mailbox,
+        mailbox: Arc::clone(&mailbox),
         supervisor: tx,
         node: Some(cluster.node.clone()),
     };
@@ -145,6 +143,10 @@ async fn host(shared: &Arc<Shared>, cluster: &Arc<Cluster>, start: wire::Start) 
             Some(handle)
         } else {
             let origin = start.origin.clone();
+            // Calls wait for this incarnation again, if its supervisor had said the
+            // child stopped: under the lock `stopped` holds, so a late notice is not
+            // taken for this incarnation.
+            shared.post.set_stopped(&mailbox, false);
             hosted.insert(path.clone(), Hosted { origin, incarnation: start.incarnation, handle });
             None
         }
@@ -291,9 +293,13 @@ fn forget(shared: &Shared, path: &str) {
 /// `noproc` (OTP's answer for a process that is not there) until an incarnation of it
 /// starts here again, those waiting in it too.
 fn stopped(shared: &Shared, path: &str) {
-    let idle = !lock(&shared.nodes.hosted).contains_key(path)
-        && lock(&shared.nodes.remote_mailboxes).contains(path);
-    if let Some(mailbox) = shared.post.lookup(path).filter(|_| idle) {
+    // Under the lock an incarnation's start takes to be hosted: a notice that comes
+    // late, once a later start runs here, finds it and leaves its mailbox alone.
+    let hosted = lock(&shared.nodes.hosted);
+    if hosted.contains_key(path) || !lock(&shared.nodes.remote_mailboxes).contains(path) {
+        return;
+    }
+    if let Some(mailbox) = shared.post.lookup(path) {
         shared.post.set_stopped(&mailbox, true);
     }
 }
