@@ -15,7 +15,7 @@ use crate::supervisor::{
 };
 use crate::task::Owned;
 use crate::{ExitReason, KillCause};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -74,7 +74,7 @@ struct Supervisor {
     placed: HashMap<String, String>,
     /// The children this turn may have started or stopped: when the agenda is done,
     /// their mailboxes learn whether calls to them can still be answered.
-    touched: Vec<String>,
+    touched: BTreeSet<String>,
 }
 
 /// Starts the supervisor at `path`; returns once its children are started (or its
@@ -116,7 +116,7 @@ async fn start_inner(
         me: tx.clone(),
         children: HashMap::new(),
         mailboxes: HashMap::new(),
-        touched: Vec::new(),
+        touched: BTreeSet::new(),
         timers: JoinSet::new(),
         admin: None,
         deferred: Vec::new(),
@@ -280,7 +280,7 @@ impl Supervisor {
                     self.announced.insert((self.core.child_path(&id), incarnation));
                 }
                 self.core.exited(&id, incarnation, reason, now);
-                self.touched.push(id);
+                self.touched.insert(id);
             }
             SupMsg::Timer { id, generation } => {
                 // Reap the timers that fired; a restarting child sets one each time.
@@ -324,7 +324,7 @@ impl Supervisor {
                     }
                     AdminRequest::TerminateChild(id) => {
                         let done = self.core.terminate_child(&id).map(|()| AdminReply::Ok);
-                        self.touched.push(id);
+                        self.touched.insert(id);
                         done
                     }
                     AdminRequest::DeleteChild(id) => {
@@ -369,7 +369,7 @@ impl Supervisor {
         while let Some(directive) = self.core.pop() {
             match directive {
                 Directive::Start { child, incarnation, cause } => {
-                    self.touched.push(child.clone());
+                    self.touched.insert(child.clone());
                     let path = self.core.child_path(&child);
                     let span =
                         tracing::info_span!("warden.start", path, incarnation, cause = ?cause);
@@ -424,14 +424,12 @@ impl Supervisor {
     /// stopped with no restart coming (calls to it are then answered `noproc`): before
     /// the replies, so a call made after `terminate_child` returns is refused at once,
     /// and one made after `restart_child` returns waits for its answer.
+    ///
     /// A child placed on another node has its mailbox there: that node is told (and
     /// answers) before the replies too; it clears the mark itself when an incarnation
     /// starts there again.
     async fn mark_stopped(&mut self) {
-        let mut touched = std::mem::take(&mut self.touched);
-        touched.sort_unstable();
-        touched.dedup();
-        for id in touched {
+        for id in std::mem::take(&mut self.touched) {
             let stopped = self.core.state(&id) == Some(ChildState::Stopped);
             if let Some(mailbox) = self.mailboxes.get(&id) {
                 self.shared.post.set_stopped(mailbox, stopped);
